@@ -1,0 +1,27 @@
+import type { FloatArray } from './layers';
+
+/** What update() of a backend reports. status: 0 applied, 1 non-finite gradient, 2 non-finite parameter. */
+export interface BackendStep {
+  status: number;
+  skipped: number;
+  maxGain: number;
+}
+
+/** Which per-layer state of KOALA-M: 0 velocities, 1 parameter averages. */
+export type LayerStateKind = 0 | 1;
+
+/**
+ * The contract that the native addon and the js reference both fulfil. The facade (koala.ts) has
+ * validated every argument before calling in; a backend only computes.
+ */
+export interface Backend {
+  predict(): void;
+  /** Fills skipMask[l] with 1 for each layer skipped by |g_l| < eps; changes nothing unless status is 0. */
+  update(loss: number, lossSq: number, lr: number): BackendStep;
+  /** [P00, P01, P11, qX, sigma, R]. */
+  getFilter(): Float64Array;
+  setFilter(values: Float64Array): void;
+  readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void;
+  writeLayerState(kind: LayerStateKind, layer: number, values: FloatArray): void;
+  dispose(): void;
+}

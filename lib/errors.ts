@@ -1,0 +1,44 @@
+/**
+ * Every error this package throws on misuse is a KoalaError with a stable `code`. It is thrown
+ * before anything is modified: parameters, gradients and optimizer state stay as they were.
+ */
+export type KoalaErrorCode =
+  | 'ERR_KOALA_INVALID_LAYERS' // not a non-empty array of { param, grad }, or an empty layer
+  | 'ERR_KOALA_INVALID_ARRAY' // param or grad is not a Float32Array or Float64Array
+  | 'ERR_KOALA_DTYPE_MISMATCH' // param and grad (or two layers) of different dtypes
+  | 'ERR_KOALA_LENGTH_MISMATCH' // param and grad of different lengths
+  | 'ERR_KOALA_DETACHED' // a buffer was detached (or shrunk) since construction
+  | 'ERR_KOALA_OVERLAP' // a grad overlaps its param, or two layers share memory
+  | 'ERR_KOALA_INVALID_OPTION' // unknown option, or a value of the wrong type or range
+  | 'ERR_KOALA_INVALID_LOSS' // loss or lossSq not a number, or a negative lossSq
+  | 'ERR_KOALA_PREDICT_REQUIRED' // update() without a predict() since the last applied update
+  | 'ERR_KOALA_NON_FINITE' // NaN or Inf in a step, with the option onNonFinite: 'throw'
+  | 'ERR_KOALA_DISPOSED' // a call after dispose()
+  | 'ERR_KOALA_INVALID_STATE' // loadStateDict() given data that does not fit this optimizer
+  | 'ERR_KOALA_NATIVE_UNAVAILABLE' // backend: 'native' asked for, but the addon does not load
+  | 'ERR_KOALA_INVALID_ARGUMENT'; // a malformed call into the native binding
+
+export class KoalaError extends Error {
+  readonly code: KoalaErrorCode;
+
+  constructor(code: KoalaErrorCode, message: string) {
+    super(message);
+    this.name = 'KoalaError';
+    this.code = code;
+  }
+}
+
+export function fail(code: KoalaErrorCode, message: string): never {
+  throw new KoalaError(code, message);
+}
+
+/** Native errors carry a `code` string; give them the KoalaError class. */
+export function asKoalaError(e: unknown): unknown {
+  if (e instanceof Error && !(e instanceof KoalaError)) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_KOALA_')) {
+      return new KoalaError(code as KoalaErrorCode, e.message);
+    }
+  }
+  return e;
+}

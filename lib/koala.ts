@@ -1,0 +1,294 @@
+import type { Backend, LayerStateKind } from './backend';
+import { asKoalaError, fail, KoalaError } from './errors';
+import { checkAttached, validateLayers, type DType, type FloatArray, type Layer, type LayerTable } from './layers';
+import { nativeModule, nativeStatus } from './native';
+import { checkNumber, normalizeOptions, type BackendConfig, type KoalaMOptions, type KoalaVOptions, type NonFinitePolicy } from './options';
+import { ReferenceBackend } from './reference';
+
+/**
+ * Where a step stands. update() needs a predict() since the last applied update: calling it twice
+ * would re-apply the filter's correction to the same prediction. predict() is always allowed (after
+ * a skipped update the trainer simply goes on with the next batch).
+ */
+export type Phase = 'predicted' | 'updated';
+
+export type SkipReason = 'non-finite-loss' | 'non-finite-gradient' | 'non-finite-parameter';
+
+/** What update() returns, for the trainer to log. */
+export interface UpdateInfo {
+  /** False when the step was refused as a whole (see reason); nothing was changed then. */
+  applied: boolean;
+  reason: SkipReason | null;
+  /** Applied updates so far. */
+  step: number;
+  /** Indices of the layers left untouched because |g_l| < eps. */
+  skippedLayers: number[];
+  /** max_l |h_l|^2 / S_l over the updated layers (0 when none was). */
+  maxGain: number;
+  /** The measurement noise R after this update. */
+  r: number;
+}
+
+export interface KoalaMState {
+  step: number;
+  phase: Phase;
+  P: [[number, number], [number, number]];
+  R: number;
+  qX: number;
+}
+
+export interface KoalaVState {
+  step: number;
+  phase: Phase;
+  sigma: number;
+  R: number;
+}
+
+/** Plain, versioned, structured-clone-able optimizer state (parameters are the caller's). */
+export interface KoalaStateDict {
+  format: 'koala-optim';
+  version: 1;
+  optimizer: 'koala-m' | 'koala-v';
+  dtype: DType;
+  layers: { name: string; length: number }[];
+  step: number;
+  phase: Phase;
+  lr: number;
+  /** [P00, P01, P11, qX, sigma, R]; KOALA-V has zeros where KOALA-M's P and qX stand. */
+  filter: number[];
+  /** KOALA-M: per-layer velocities and parameter averages; empty for KOALA-V. */
+  velocities: FloatArray[];
+  averages: FloatArray[];
+}
+
+const STATE_VERSION = 1;
+let warnedFallback = false;
+
+function createBackend(choice: 'auto' | 'native' | 'js', config: BackendConfig, table: LayerTable, skipMask: Uint8Array): [Backend, 'native' | 'js'] {
+  if (choice !== 'js') {
+    const mod = nativeModule();
+    if (mod) {
+      try {
+        return [new mod.NativeOptimizer(config, table.params, table.grads, skipMask), 'native'];
+      } catch (e) {
+        throw asKoalaError(e);
+      }
+    }
+    if (choice === 'native') fail('ERR_KOALA_NATIVE_UNAVAILABLE', `the native addon does not load: ${nativeStatus().reason}`);
+    if (!warnedFallback) {
+      warnedFallback = true;
+      process.emitWarning(`koala-optim: native addon unavailable, using the js backend (${nativeStatus().reason})`);
+    }
+  }
+  return [new ReferenceBackend(config, table.params, table.grads, skipMask), 'js'];
+}
+
+abstract class KoalaBase {
+  /** The dtype of every param and grad, taken from the layers. */
+  readonly dtype: DType;
+  readonly layerNames: readonly string[];
+  /** Which implementation runs the steps. */
+  readonly backend: 'native' | 'js';
+  protected readonly impl: Backend;
+  protected readonly table: LayerTable;
+  private readonly variant: 0 | 1;
+  private readonly skipMask: Uint8Array;
+  private readonly onNonFinite: NonFinitePolicy;
+  private learningRate: number;
+  private steps = 0;
+  private currentPhase: Phase = 'updated';
+  private disposed = false;
+
+  protected constructor(variant: 0 | 1, layers: readonly Layer[], options: unknown) {
+    const opts = normalizeOptions(variant, options);
+    this.table = validateLayers(layers);
+    this.variant = variant;
+    this.dtype = this.table.dtype;
+    this.layerNames = Object.freeze([...this.table.names]);
+    this.learningRate = opts.lr;
+    this.onNonFinite = opts.onNonFinite;
+    this.skipMask = new Uint8Array(this.table.lengths.length);
+    const config: BackendConfig = { ...opts.config, dtype: this.dtype === 'float32' ? 0 : 1 };
+    [this.impl, this.backend] = createBackend(opts.backend, config, this.table, this.skipMask);
+  }
+
+  /** The learning rate of the next update(); schedules set it between steps. */
+  get lr(): number {
+    return this.learningRate;
+  }
+
+  set lr(value: number) {
+    this.learningRate = checkNumber('lr', value, 'nonNegative');
+  }
+
+  /** Applied updates so far. */
+  get step(): number {
+    return this.steps;
+  }
+
+  get phase(): Phase {
+    return this.currentPhase;
+  }
+
+  /** Before the forward pass: moves the parameters to the filter's prediction. */
+  predict(): void {
+    this.ready();
+    this.call(() => this.impl.predict());
+    this.currentPhase = 'predicted';
+  }
+
+  /**
+   * After the backward pass has written every layer's grad: one Kalman update.
+   * @param loss the minibatch mean loss. A negative loss is legal and reverses the step.
+   * @param lossSq the minibatch mean of the squared per-sample losses (feeds the adaptive R);
+   *   defaults to loss^2, the value for a batch of one sample.
+   */
+  update(loss: number, lossSq: number = loss * loss): UpdateInfo {
+    this.ready();
+    if (typeof loss !== 'number' || typeof lossSq !== 'number') {
+      fail('ERR_KOALA_INVALID_LOSS', `loss and lossSq must be numbers, got ${typeof loss} and ${typeof lossSq}`);
+    }
+    if (lossSq < 0) fail('ERR_KOALA_INVALID_LOSS', `lossSq is a mean of squares and cannot be negative, got ${lossSq}`);
+    if (this.currentPhase !== 'predicted') {
+      fail('ERR_KOALA_PREDICT_REQUIRED', 'update() needs a predict() since the last applied update (call predict() before the forward pass)');
+    }
+    if (!Number.isFinite(loss) || !Number.isFinite(lossSq)) return this.refuse('non-finite-loss');
+    const step = this.call(() => this.impl.update(loss, lossSq, this.learningRate));
+    if (step.status !== 0) return this.refuse(step.status === 1 ? 'non-finite-gradient' : 'non-finite-parameter');
+    this.currentPhase = 'updated';
+    this.steps++;
+    const skippedLayers: number[] = [];
+    if (step.skipped > 0) this.skipMask.forEach((s, i) => s && skippedLayers.push(i));
+    return { applied: true, reason: null, step: this.steps, skippedLayers, maxGain: step.maxGain, r: this.filter()[5] };
+  }
+
+  stateDict(): KoalaStateDict {
+    this.ready();
+    const momentum = this.variant === 0;
+    return {
+      format: 'koala-optim',
+      version: STATE_VERSION,
+      optimizer: momentum ? 'koala-m' : 'koala-v',
+      dtype: this.dtype,
+      layers: this.table.names.map((name, i) => ({ name, length: this.table.lengths[i] })),
+      step: this.steps,
+      phase: this.currentPhase,
+      lr: this.learningRate,
+      filter: Array.from(this.filter()),
+      velocities: momentum ? this.layerStates(0) : [],
+      averages: momentum ? this.layerStates(1) : [],
+    };
+  }
+
+  /** Restores a stateDict() taken from an optimizer of the same kind over layers of the same sizes. */
+  loadStateDict(sd: KoalaStateDict): void {
+    this.ready();
+    const bad = (why: string): never => fail('ERR_KOALA_INVALID_STATE', `loadStateDict: ${why}`);
+    if (typeof sd !== 'object' || sd === null || sd.format !== 'koala-optim') bad('not a koala-optim state dict');
+    if (sd.version !== STATE_VERSION) bad(`version ${String(sd.version)} is not supported (this build reads ${STATE_VERSION})`);
+    const momentum = this.variant === 0;
+    if (sd.optimizer !== (momentum ? 'koala-m' : 'koala-v')) bad(`it holds a ${String(sd.optimizer)} state`);
+    if (sd.dtype !== this.dtype) bad(`its dtype is ${String(sd.dtype)}, this optimizer's is ${this.dtype}`);
+    const lengths = this.table.lengths;
+    if (!Array.isArray(sd.layers) || sd.layers.length !== lengths.length || sd.layers.some((l, i) => l?.length !== lengths[i])) {
+      bad('its layer sizes differ from this optimizer\'s');
+    }
+    if (!Number.isSafeInteger(sd.step) || sd.step < 0) bad('step must be a non-negative integer');
+    if (sd.phase !== 'predicted' && sd.phase !== 'updated') bad('phase must be "predicted" or "updated"');
+    if (typeof sd.lr !== 'number' || !Number.isFinite(sd.lr) || sd.lr < 0) bad('lr must be a finite number >= 0');
+    if (!Array.isArray(sd.filter) || sd.filter.length !== 6 || !sd.filter.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+      bad('filter must hold 6 finite numbers');
+    }
+    const Ctor = this.dtype === 'float32' ? Float32Array : Float64Array;
+    const perLayer = momentum ? lengths.length : 0;
+    for (const key of ['velocities', 'averages'] as const) {
+      const arrays = sd[key];
+      if (!Array.isArray(arrays) || arrays.length !== perLayer || arrays.some((a, i) => !(a instanceof Ctor) || a.length !== lengths[i])) {
+        bad(`${key} must hold one ${Ctor.name} per layer, of the layer's length`);
+      }
+    }
+    this.call(() => {
+      this.impl.setFilter(Float64Array.from(sd.filter));
+      sd.velocities.forEach((v, i) => this.impl.writeLayerState(0, i, v));
+      sd.averages.forEach((a, i) => this.impl.writeLayerState(1, i, a));
+    });
+    this.steps = sd.step;
+    this.currentPhase = sd.phase;
+    this.learningRate = sd.lr;
+  }
+
+  /** Frees the native state; any later call throws ERR_KOALA_DISPOSED. Calling it twice is harmless. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.impl.dispose();
+  }
+
+  protected filter(): Float64Array {
+    return this.call(() => this.impl.getFilter());
+  }
+
+  protected layerStates(kind: LayerStateKind): FloatArray[] {
+    this.ready();
+    const Ctor = this.dtype === 'float32' ? Float32Array : Float64Array;
+    return this.table.lengths.map((n, i) => {
+      const out = new Ctor(n);
+      this.call(() => this.impl.readLayerState(kind, i, out));
+      return out;
+    });
+  }
+
+  protected ready(): void {
+    if (this.disposed) fail('ERR_KOALA_DISPOSED', 'this optimizer was disposed');
+    checkAttached(this.table);
+  }
+
+  private refuse(reason: SkipReason): UpdateInfo {
+    if (this.onNonFinite === 'throw') {
+      throw new KoalaError('ERR_KOALA_NON_FINITE', `update refused: ${reason.replace(/-/g, ' ')} (nothing was changed)`);
+    }
+    return { applied: false, reason, step: this.steps, skippedLayers: [], maxGain: 0, r: this.filter()[5] };
+  }
+
+  private call<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw asKoalaError(e);
+    }
+  }
+}
+
+/** KOALA-M: the Kalman filter over parameters and velocities (momentum). */
+export class KoalaM extends KoalaBase {
+  constructor(layers: readonly Layer[], options: KoalaMOptions = {}) {
+    super(0, layers, options);
+  }
+
+  get state(): KoalaMState {
+    const f = this.filter();
+    return { step: this.step, phase: this.phase, P: [[f[0], f[1]], [f[1], f[2]]], R: f[5], qX: f[3] };
+  }
+
+  /** Copies of the per-layer velocities. */
+  velocities(): FloatArray[] {
+    return this.layerStates(0);
+  }
+
+  /** Copies of the per-layer parameter averages (the EMA that drives q_x). */
+  paramAverages(): FloatArray[] {
+    return this.layerStates(1);
+  }
+}
+
+/** KOALA-V: the Kalman filter over the parameters alone. */
+export class KoalaV extends KoalaBase {
+  constructor(layers: readonly Layer[], options: KoalaVOptions = {}) {
+    super(1, layers, options);
+  }
+
+  get state(): KoalaVState {
+    const f = this.filter();
+    return { step: this.step, phase: this.phase, sigma: f[4], R: f[5] };
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * Loads the native addon once. The build writes it to build-cmake/ (cmake-js, the default) or
+ * build/ (node-gyp); KOALA_OPTIM_ADDON=path picks one file explicitly (CI runs the tests against
+ * each build that way).
+ */
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+import type { Backend } from './backend';
+import type { FloatArray } from './layers';
+import type { BackendConfig } from './options';
+
+interface NativeModule {
+  NativeOptimizer: new (config: BackendConfig, params: FloatArray[], grads: FloatArray[], skipMask: Uint8Array) => Backend;
+  chunkElems: number;
+}
+
+// Compiled code lives in dist/lib/, the sources in lib/: the package root is found from either.
+const ROOT = [resolve(__dirname, '..'), resolve(__dirname, '..', '..')].find((d) => existsSync(join(d, 'package.json'))) ?? resolve(__dirname, '..');
+const CANDIDATES = [join(ROOT, 'build-cmake', 'Release', 'koala_optim.node'), join(ROOT, 'build', 'Release', 'koala_optim.node')];
+
+let loaded: { module: NativeModule | null; path: string | null; reason: string } | null = null;
+
+function load(): NonNullable<typeof loaded> {
+  if (loaded) return loaded;
+  const explicit = process.env.KOALA_OPTIM_ADDON;
+  const paths = explicit ? [resolve(explicit)] : CANDIDATES.filter((p) => existsSync(p));
+  const reasons: string[] = [];
+  for (const path of paths) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      loaded = { module: require(path) as NativeModule, path, reason: '' };
+      return loaded;
+    } catch (e) {
+      reasons.push(`${path}: ${(e as Error).message}`);
+    }
+  }
+  const reason =
+    reasons.length > 0 ? reasons.join('; ') : `no built addon at ${CANDIDATES.join(' or ')} (run npm run build:native)`;
+  loaded = { module: null, path: null, reason };
+  return loaded;
+}
+
+export interface NativeStatus {
+  available: boolean;
+  /** The .node file in use, when available. */
+  path: string | null;
+  /** Why it is not available (empty when it is). */
+  reason: string;
+}
+
+export function nativeStatus(): NativeStatus {
+  const l = load();
+  return { available: l.module !== null, path: l.path, reason: l.reason };
+}
+
+export function nativeModule(): NativeModule | null {
+  return load().module;
+}

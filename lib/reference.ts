@@ -1,0 +1,162 @@
+/**
+ * The pure-TypeScript backend: the readable specification of KOALA as the official code runs it
+ * (shared/docs/ALGORITHM.md), and the fallback where the native addon cannot load. Arithmetic is
+ * in double; a Float32Array store rounds once, as the native backend does (Note [opmath], README).
+ */
+import type { Backend, BackendStep, LayerStateKind } from './backend';
+import type { FloatArray } from './layers';
+import type { BackendConfig } from './options';
+
+const AVERAGE_DECAY = 0.9; // a <- 0.9 a + 0.1 x, hard-coded in the reference
+const QX_DECAY = 0.9; // q_x <- 0.9 q_x + 0.1 d, hard-coded in the reference
+
+export class ReferenceBackend implements Backend {
+  private readonly cfg: BackendConfig;
+  private readonly params: FloatArray[];
+  private readonly grads: FloatArray[];
+  private readonly skipMask: Uint8Array;
+  private readonly velocities: FloatArray[];
+  private readonly averages: FloatArray[];
+  private readonly total: number;
+  // Filter state: P = [[p00, p01], [p01, p11]] and qX (KOALA-M), sigma (KOALA-V), R.
+  private p00: number;
+  private p01: number;
+  private p11: number;
+  private qX: number;
+  private sigma: number;
+  private r: number;
+
+  constructor(cfg: BackendConfig, params: FloatArray[], grads: FloatArray[], skipMask: Uint8Array) {
+    this.cfg = cfg;
+    this.params = params;
+    this.grads = grads;
+    this.skipMask = skipMask;
+    const make = (p: FloatArray) => (cfg.dtype === 0 ? new Float32Array(p.length) : new Float64Array(p.length));
+    this.velocities = cfg.variant === 0 ? params.map(make) : [];
+    this.averages = cfg.variant === 0 ? params.map(make) : [];
+    this.total = params.reduce((n, p) => n + p.length, 0);
+    ({ p00: this.p00, p01: this.p01, p11: this.p11, qX: this.qX, sigma: this.sigma, r: this.r } = cfg);
+  }
+
+  predict(): void {
+    const c = this.cfg;
+    if (c.variant === 1) {
+      this.sigma = this.sigma + c.q;
+      return;
+    }
+    // d = sqrt(sum_l |a_l - x_l|^2) / n on the x before this predict; then x += v, v *= kappa.
+    let sumSq = 0;
+    this.params.forEach((x, l) => {
+      const v = this.velocities[l];
+      const a = this.averages[l];
+      for (let i = 0; i < x.length; i++) {
+        const d = a[i] - x[i];
+        sumSq += d * d;
+        x[i] = x[i] + v[i];
+        v[i] = c.kappa * v[i];
+      }
+    });
+    const d = Math.sqrt(sumSq) / this.total;
+    this.qX = QX_DECAY * this.qX + (1 - QX_DECAY) * d;
+    // P <- F P F^T + diag(qX, qP), F = [[1, 1], [0, kappa]].
+    const fp00 = this.p00 + this.p01;
+    const fp01 = this.p01 + this.p11;
+    const fp11 = c.kappa * this.p11;
+    this.p00 = fp00 + fp01 + this.qX;
+    this.p01 = c.kappa * fp01;
+    this.p11 = c.kappa * fp11 + c.qP;
+  }
+
+  update(loss: number, lossSq: number, lr: number): BackendStep {
+    const c = this.cfg;
+    const momentum = c.variant === 0;
+    // Layer sums, and the guard: NaN or Inf anywhere refuses the step before anything changes.
+    const sums = this.params.map((x, l) => {
+      const g = this.grads[l];
+      let hh = 0;
+      let xx = 0;
+      let gg = 0;
+      for (let i = 0; i < x.length; i++) {
+        const h = g[i] + c.weightDecay * x[i];
+        hh += h * h;
+        xx += x[i] * x[i];
+        gg += g[i] * g[i];
+      }
+      return { hh, xx, gg };
+    });
+    let status = 0;
+    for (const s of sums) {
+      if (!Number.isFinite(s.xx)) return { status: 2, skipped: 0, maxGain: 0 };
+      if (!Number.isFinite(s.gg) || !Number.isFinite(s.hh)) status = 1;
+    }
+    if (status !== 0) return { status, skipped: 0, maxGain: 0 };
+
+    if (c.adaptiveR) this.r = c.betaR * this.r + (1 - c.betaR) * lossSq;
+    const prior = momentum ? this.p00 : this.sigma; // P of predict, the same for every layer
+    let skipped = 0;
+    let maxGain = 0;
+    let any = false;
+    sums.forEach(({ hh, xx, gg }, l) => {
+      if (Math.sqrt(gg) < c.eps) {
+        this.skipMask[l] = 1;
+        skipped++;
+        return;
+      }
+      this.skipMask[l] = 0;
+      const lossL = loss + 0.5 * c.weightDecay * xx;
+      const innov = hh * prior + this.r;
+      const k1 = (lr * lossL * prior) / innov;
+      const m = hh / innov;
+      if (!any || m > maxGain) maxGain = m;
+      any = true;
+      const x = this.params[l];
+      const g = this.grads[l];
+      if (!momentum) {
+        for (let i = 0; i < x.length; i++) x[i] = x[i] - k1 * g[i]; // the raw g, as the reference
+        return;
+      }
+      const k2 = (lr * lossL * this.p01) / innov;
+      const v = this.velocities[l];
+      const a = this.averages[l];
+      for (let i = 0; i < x.length; i++) {
+        const h = g[i] + c.weightDecay * x[i];
+        x[i] = x[i] - k1 * h;
+        v[i] = v[i] - k2 * h;
+        a[i] = AVERAGE_DECAY * a[i] + (1 - AVERAGE_DECAY) * x[i];
+      }
+    });
+    if (any) {
+      if (momentum) {
+        // P <- P - P H P^T, H = [[m, 0], [0, 0]].
+        const { p00, p01 } = this;
+        this.p00 = p00 - p00 * maxGain * p00;
+        this.p01 = this.p01 - p00 * maxGain * p01;
+        this.p11 = this.p11 - p01 * maxGain * p01;
+      } else {
+        this.sigma = this.sigma - this.sigma * this.sigma * maxGain;
+      }
+    }
+    return { status: 0, skipped, maxGain };
+  }
+
+  getFilter(): Float64Array {
+    return Float64Array.of(this.p00, this.p01, this.p11, this.qX, this.sigma, this.r);
+  }
+
+  setFilter(values: Float64Array): void {
+    [this.p00, this.p01, this.p11, this.qX, this.sigma, this.r] = values;
+  }
+
+  readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void {
+    out.set((kind === 0 ? this.velocities : this.averages)[layer]);
+  }
+
+  writeLayerState(kind: LayerStateKind, layer: number, values: FloatArray): void {
+    (kind === 0 ? this.velocities : this.averages)[layer].set(values);
+  }
+
+  dispose(): void {
+    this.velocities.length = 0;
+    this.averages.length = 0;
+  }
+}

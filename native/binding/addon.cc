@@ -1,0 +1,265 @@
+// N-API binding of the CPU backend. Thin on purpose: lib/ validates and normalizes everything;
+// this file converts arguments, re-checks cheap invariants (dtype, length, attachment, aliasing
+// by address) and maps failures to errors with a stable `code`, thrown before any work is done.
+#include <napi.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cpu/optimizer.h"
+
+namespace {
+
+using koala::CpuOptimizer;
+using koala::DType;
+using koala::LayerBuffers;
+using koala::LayerStateKind;
+
+[[noreturn]] void throw_coded(Napi::Env env, const char* code, const std::string& message) {
+  Napi::Error err = Napi::Error::New(env, message);
+  err.Set("code", Napi::String::New(env, code));
+  throw err;
+}
+
+double number_field(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw_coded(o.Env(), "ERR_KOALA_INVALID_OPTION", std::string("config.") + key + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+struct TypedView {
+  void* data;
+  napi_typedarray_type type;
+  std::size_t length;
+};
+
+TypedView typed_view(Napi::Env env, napi_value value) {
+  TypedView out{nullptr, napi_uint8_array, 0};
+  napi_value buffer;
+  std::size_t offset;
+  if (napi_get_typedarray_info(env, value, &out.type, &out.length, &out.data, &buffer, &offset) != napi_ok) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARRAY", "expected a typed array");
+  }
+  return out;
+}
+
+class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeOptimizer",
+                       {InstanceMethod<&NativeOptimizer::Predict>("predict"),
+                        InstanceMethod<&NativeOptimizer::Update>("update"),
+                        InstanceMethod<&NativeOptimizer::GetFilter>("getFilter"),
+                        InstanceMethod<&NativeOptimizer::SetFilter>("setFilter"),
+                        InstanceMethod<&NativeOptimizer::ReadLayerState>("readLayerState"),
+                        InstanceMethod<&NativeOptimizer::WriteLayerState>("writeLayerState"),
+                        InstanceMethod<&NativeOptimizer::Dispose>("dispose")});
+  }
+
+  // new NativeOptimizer(config, params: TypedArray[], grads: TypedArray[], skipMask: Uint8Array)
+  explicit NativeOptimizer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeOptimizer>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() != 4 || !info[0].IsObject() || !info[1].IsArray() || !info[2].IsArray() ||
+        !info[3].IsTypedArray()) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "NativeOptimizer(config, params[], grads[], skipMask)");
+    }
+    const Napi::Object cfg = info[0].As<Napi::Object>();
+    const Napi::Array params = info[1].As<Napi::Array>();
+    const Napi::Array grads = info[2].As<Napi::Array>();
+    const std::size_t count = params.Length();
+    if (count == 0 || grads.Length() != count) {
+      throw_coded(env, "ERR_KOALA_INVALID_LAYERS", "params and grads must be non-empty and of equal count");
+    }
+    dtype_ = number_field(cfg, "dtype") == 0 ? DType::kFloat32 : DType::kFloat64;
+    std::vector<std::size_t> sizes;
+    for (std::size_t l = 0; l < count; ++l) {
+      const TypedView p = typed_view(env, params.Get(l));
+      sizes.push_back(p.length);
+      params_.push_back(Napi::Persistent(params.Get(l).As<Napi::Object>()));
+      grads_.push_back(Napi::Persistent(grads.Get(l).As<Napi::Object>()));
+    }
+    sizes_ = sizes;
+    buffers_.resize(count);
+    resolve(env);  // dtype and length of every array
+    check_aliasing(env);
+    mask_ = Napi::Persistent(info[3].As<Napi::Object>());
+    if (typed_view(env, mask_.Value()).length != count) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "skipMask must have one byte per layer");
+    }
+
+    koala::FilterConfig config{};
+    config.variant = number_field(cfg, "variant") == 0 ? koala::Variant::kMomentum : koala::Variant::kVanilla;
+    config.weight_decay = number_field(cfg, "weightDecay");
+    config.eps = number_field(cfg, "eps");
+    config.kappa = number_field(cfg, "kappa");
+    config.q_p = number_field(cfg, "qP");
+    config.q = number_field(cfg, "q");
+    config.beta_r = number_field(cfg, "betaR");
+    config.adaptive_r = cfg.Get("adaptiveR").ToBoolean().Value();
+    koala::FilterState initial{number_field(cfg, "p00"), number_field(cfg, "p01"), number_field(cfg, "p11"),
+                               number_field(cfg, "qX"),  number_field(cfg, "sigma"), number_field(cfg, "r")};
+    const int threads = static_cast<int>(number_field(cfg, "threads"));
+    opt_ = std::make_unique<CpuOptimizer>(dtype_, std::move(sizes), config, initial, threads < 1 ? 1 : threads);
+  }
+
+ private:
+  CpuOptimizer& live(Napi::Env env) {
+    if (!opt_) throw_coded(env, "ERR_KOALA_DISPOSED", "the optimizer was disposed");
+    return *opt_;
+  }
+
+  // Fetches every layer's data pointers anew (a buffer may have been detached since the last
+  // call) and checks dtype and length against the layer table.
+  void resolve(Napi::Env env) {
+    const napi_typedarray_type want = dtype_ == DType::kFloat32 ? napi_float32_array : napi_float64_array;
+    for (std::size_t l = 0; l < sizes_.size(); ++l) {
+      const TypedView p = typed_view(env, params_[l].Value());
+      const TypedView g = typed_view(env, grads_[l].Value());
+      if (p.type != want || g.type != want) {
+        throw_coded(env, "ERR_KOALA_DTYPE_MISMATCH", "layer " + std::to_string(l) + ": param and grad must match the optimizer's dtype");
+      }
+      if (p.length != sizes_[l] || g.length != sizes_[l] || p.data == nullptr || g.data == nullptr) {
+        throw_coded(env, "ERR_KOALA_DETACHED", "layer " + std::to_string(l) + ": param or grad was detached or resized");
+      }
+      buffers_[l] = {p.data, g.data};
+    }
+  }
+
+  // Two ArrayBuffer objects can share memory (a SharedArrayBuffer cloned within one thread), so
+  // aliasing is checked on addresses here, after lib/ checked buffer identity.
+  void check_aliasing(Napi::Env env) {
+    struct Range {
+      std::uintptr_t begin, end;
+      std::size_t index;  // 2 l for param, 2 l + 1 for grad
+    };
+    std::vector<Range> ranges;
+    const std::size_t bytes = dtype_ == DType::kFloat32 ? 4 : 8;
+    for (std::size_t l = 0; l < sizes_.size(); ++l) {
+      const auto p = reinterpret_cast<std::uintptr_t>(buffers_[l].param);
+      const auto g = reinterpret_cast<std::uintptr_t>(buffers_[l].grad);
+      ranges.push_back({p, p + sizes_[l] * bytes, 2 * l});
+      ranges.push_back({g, g + sizes_[l] * bytes, 2 * l + 1});
+    }
+    std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
+    for (std::size_t i = 1; i < ranges.size(); ++i) {
+      if (ranges[i].begin < ranges[i - 1].end) {
+        const auto name = [](std::size_t k) {
+          return std::string(k % 2 ? "grad" : "param") + " of layer " + std::to_string(k / 2);
+        };
+        throw_coded(env, "ERR_KOALA_OVERLAP", name(ranges[i - 1].index) + " and " + name(ranges[i].index) + " share memory");
+      }
+    }
+  }
+
+  Napi::Value Predict(const Napi::CallbackInfo& info) {
+    CpuOptimizer& opt = live(info.Env());
+    resolve(info.Env());
+    opt.predict(buffers_.data());
+    return info.Env().Undefined();
+  }
+
+  // update(loss, lossSq, lr) -> { status, skipped, maxGain }; the skip mask is filled in place.
+  Napi::Value Update(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CpuOptimizer& opt = live(env);
+    if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "update(loss, lossSq, lr) takes three numbers");
+    }
+    resolve(env);
+    const TypedView mask = typed_view(env, mask_.Value());
+    if (mask.length != sizes_.size() || mask.data == nullptr) {
+      throw_coded(env, "ERR_KOALA_DETACHED", "the skip mask was detached");
+    }
+    const koala::StepReport r =
+        opt.update(buffers_.data(), info[0].As<Napi::Number>().DoubleValue(), info[1].As<Napi::Number>().DoubleValue(),
+                   info[2].As<Napi::Number>().DoubleValue(), static_cast<std::uint8_t*>(mask.data));
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("status", static_cast<double>(r.status));
+    out.Set("skipped", static_cast<double>(r.skipped_layers));
+    out.Set("maxGain", r.max_gain);
+    return out;
+  }
+
+  // [p00, p01, p11, qX, sigma, r]
+  Napi::Value GetFilter(const Napi::CallbackInfo& info) {
+    const koala::FilterState& s = live(info.Env()).state();
+    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), 6);
+    const double values[6] = {s.p00, s.p01, s.p11, s.q_x, s.sigma, s.r};
+    std::copy(values, values + 6, out.Data());
+    return out;
+  }
+
+  Napi::Value SetFilter(const Napi::CallbackInfo& info) {
+    koala::FilterState& s = live(info.Env()).state();
+    if (info.Length() != 1 || !info[0].IsTypedArray() ||
+        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+        info[0].As<Napi::Float64Array>().ElementLength() != 6) {
+      throw_coded(info.Env(), "ERR_KOALA_INVALID_ARGUMENT", "setFilter takes a Float64Array of 6");
+    }
+    const double* v = info[0].As<Napi::Float64Array>().Data();
+    s = {v[0], v[1], v[2], v[3], v[4], v[5]};
+    return info.Env().Undefined();
+  }
+
+  // Checks (kind, layer, array) and returns the layer's state and the array's data.
+  std::pair<void*, void*> layer_state_args(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CpuOptimizer& opt = live(env);
+    if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsTypedArray()) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "(kind, layer, array)");
+    }
+    const int kind = info[0].As<Napi::Number>().Int32Value();
+    const int64_t layer = info[1].As<Napi::Number>().Int64Value();
+    if (kind < 0 || kind > 1 || layer < 0 || static_cast<std::size_t>(layer) >= opt.num_layers()) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "no such layer state");
+    }
+    const TypedView arr = typed_view(env, info[2]);
+    const napi_typedarray_type want = dtype_ == DType::kFloat32 ? napi_float32_array : napi_float64_array;
+    if (arr.type != want || arr.length != opt.layer_size(layer) || arr.data == nullptr) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer state array of the wrong dtype or length");
+    }
+    return {opt.layer_state(static_cast<LayerStateKind>(kind), static_cast<std::size_t>(layer)), arr.data};
+  }
+
+  Napi::Value ReadLayerState(const Napi::CallbackInfo& info) {
+    const auto [state, array] = layer_state_args(info);
+    const std::size_t layer = info[1].As<Napi::Number>().Int64Value();
+    std::copy_n(static_cast<const char*>(state), sizes_[layer] * opt_->elem_bytes(), static_cast<char*>(array));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value WriteLayerState(const Napi::CallbackInfo& info) {
+    const auto [state, array] = layer_state_args(info);
+    const std::size_t layer = info[1].As<Napi::Number>().Int64Value();
+    std::copy_n(static_cast<const char*>(array), sizes_[layer] * opt_->elem_bytes(), static_cast<char*>(state));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    opt_.reset();
+    params_.clear();
+    grads_.clear();
+    mask_.Reset();
+    return info.Env().Undefined();
+  }
+
+  DType dtype_ = DType::kFloat32;
+  std::vector<std::size_t> sizes_;
+  std::vector<Napi::ObjectReference> params_, grads_;
+  Napi::ObjectReference mask_;
+  std::vector<LayerBuffers> buffers_;
+  std::unique_ptr<CpuOptimizer> opt_;
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeOptimizer", NativeOptimizer::Define(env));
+  exports.Set("chunkElems", static_cast<double>(koala::kChunkElems));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(koala_optim, Init)

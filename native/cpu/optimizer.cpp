@@ -1,0 +1,167 @@
+#include "cpu/optimizer.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "cpu/passes.h"
+
+namespace koala {
+
+namespace {
+
+constexpr std::size_t kStateAlign = 64;
+// Below this many elements per thread, waking the workers costs more than it saves.
+constexpr std::size_t kMinElemsPerThread = std::size_t{1} << 16;
+
+void* alloc_zeroed(std::size_t bytes) {
+  const std::size_t rounded = (bytes + kStateAlign - 1) / kStateAlign * kStateAlign;
+  void* p = std::aligned_alloc(kStateAlign, rounded == 0 ? kStateAlign : rounded);
+  if (p == nullptr) throw std::bad_alloc();
+  std::memset(p, 0, rounded);
+  return p;
+}
+
+}  // namespace
+
+CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
+                           const FilterConfig& config, const FilterState& initial, int threads)
+    : dtype_(dtype),
+      sizes_(std::move(layer_sizes)),
+      config_(config),
+      state_(initial),
+      plan_(sizes_, kChunkElems),
+      chunk_sums_(plan_.chunks().size()),
+      chunk_diff_(plan_.chunks().size()),
+      gains_(sizes_.size()) {
+  const std::size_t useful = plan_.total_elems() / kMinElemsPerThread;
+  if (threads > 1 && useful > 1) {
+    const int n = static_cast<int>(useful < static_cast<std::size_t>(threads) ? useful : threads);
+    pool_ = std::make_unique<ThreadPool>(n);
+  }
+  bounds_ = plan_.partition(pool_ ? pool_->size() : 1);
+  if (config_.variant == Variant::kMomentum) {
+    // Each layer starts on a 64-byte boundary so that its loops begin aligned.
+    const std::size_t per_line = kStateAlign / elem_bytes();
+    std::size_t offset = 0;
+    for (std::size_t s : sizes_) {
+      state_offsets_.push_back(offset);
+      offset += (s + per_line - 1) / per_line * per_line;
+    }
+    velocity_ = alloc_zeroed(offset * elem_bytes());
+    average_ = alloc_zeroed(offset * elem_bytes());
+  }
+}
+
+CpuOptimizer::~CpuOptimizer() {
+  std::free(velocity_);
+  std::free(average_);
+}
+
+void* CpuOptimizer::layer_state(LayerStateKind kind, std::size_t l) {
+  char* base = static_cast<char*>(kind == LayerStateKind::kVelocity ? velocity_ : average_);
+  return base + state_offsets_[l] * elem_bytes();
+}
+
+template <class Fn>
+void CpuOptimizer::for_chunks(Fn&& fn) {
+  const auto run_part = [&](int t) {
+    for (std::size_t c = bounds_[t]; c < bounds_[t + 1]; ++c) fn(c, plan_.chunks()[c]);
+  };
+  if (pool_) {
+    pool_->run(run_part);
+  } else {
+    run_part(0);
+  }
+}
+
+void CpuOptimizer::predict(const LayerBuffers* layers) {
+  if (dtype_ == DType::kFloat32) {
+    predict_impl<float>(layers);
+  } else {
+    predict_impl<double>(layers);
+  }
+}
+
+template <class T>
+void CpuOptimizer::predict_impl(const LayerBuffers* layers) {
+  double sum_sq_diff = 0.0;
+  if (config_.variant == Variant::kMomentum) {
+    for_chunks([&](std::size_t c, const Chunk& ch) {
+      T* x = static_cast<T*>(layers[ch.layer].param) + ch.begin;
+      T* v = static_cast<T*>(layer_state(LayerStateKind::kVelocity, ch.layer)) + ch.begin;
+      T* a = static_cast<T*>(layer_state(LayerStateKind::kAverage, ch.layer)) + ch.begin;
+      chunk_diff_[c] = cpu::momentum_predict_chunk(x, v, a, ch.size, config_.kappa);
+    });
+    for (double d : chunk_diff_) sum_sq_diff += d;
+  }
+  filter_predict(config_, state_, sum_sq_diff, static_cast<double>(plan_.total_elems()));
+}
+
+StepReport CpuOptimizer::update(const LayerBuffers* layers, double loss, double loss_sq, double lr,
+                                std::uint8_t* skip_mask) {
+  if (dtype_ == DType::kFloat32) return update_impl<float>(layers, loss, loss_sq, lr, skip_mask);
+  return update_impl<double>(layers, loss, loss_sq, lr, skip_mask);
+}
+
+template <class T>
+StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, double loss_sq,
+                                     double lr, std::uint8_t* skip_mask) {
+  const double wd = config_.weight_decay;
+  for_chunks([&](std::size_t c, const Chunk& ch) {
+    const T* g = static_cast<const T*>(layers[ch.layer].grad) + ch.begin;
+    const T* x = static_cast<const T*>(layers[ch.layer].param) + ch.begin;
+    chunk_sums_[c] = cpu::stats_chunk(g, x, ch.size, wd);
+  });
+
+  // Reduce each layer's chunks in order (Note [deterministic sums]), then guard: a non-finite
+  // sum means NaN or Inf in the data, and the whole step is refused before anything changes.
+  StepReport report{StepStatus::kApplied, 0, 0.0};
+  std::vector<LayerSums>& sums = chunk_sums_;  // layer totals are written over the first chunk's slot
+  for (std::size_t l = 0; l < sizes_.size(); ++l) {
+    LayerSums total{0.0, 0.0, 0.0};
+    for (std::size_t c = plan_.first_chunk(l); c < plan_.first_chunk(l + 1); ++c) {
+      total.hh += sums[c].hh;
+      total.xx += sums[c].xx;
+      total.gg += sums[c].gg;
+    }
+    if (!std::isfinite(total.xx)) return {StepStatus::kNonFiniteParameter, 0, 0.0};
+    if (!std::isfinite(total.gg) || !std::isfinite(total.hh)) {
+      report.status = StepStatus::kNonFiniteGradient;
+    }
+    sums[plan_.first_chunk(l)] = total;
+  }
+  if (report.status != StepStatus::kApplied) return report;
+
+  filter_update_r(config_, state_, loss_sq);
+  bool any = false;
+  for (std::size_t l = 0; l < sizes_.size(); ++l) {
+    gains_[l] = filter_layer_gain(config_, state_, sums[plan_.first_chunk(l)], loss, lr);
+    skip_mask[l] = gains_[l].skip ? 1 : 0;
+    if (gains_[l].skip) {
+      ++report.skipped_layers;
+    } else if (!any || gains_[l].m > report.max_gain) {
+      report.max_gain = gains_[l].m;
+      any = true;
+    }
+  }
+
+  for_chunks([&](std::size_t, const Chunk& ch) {
+    const LayerGain& k = gains_[ch.layer];
+    if (k.skip) return;
+    const T* g = static_cast<const T*>(layers[ch.layer].grad) + ch.begin;
+    T* x = static_cast<T*>(layers[ch.layer].param) + ch.begin;
+    if (config_.variant == Variant::kMomentum) {
+      T* v = static_cast<T*>(layer_state(LayerStateKind::kVelocity, ch.layer)) + ch.begin;
+      T* a = static_cast<T*>(layer_state(LayerStateKind::kAverage, ch.layer)) + ch.begin;
+      cpu::momentum_update_chunk(g, x, v, a, ch.size, wd, k.k1, k.k2);
+    } else {
+      cpu::vanilla_update_chunk(g, x, ch.size, k.k1);
+    }
+  });
+  if (any) filter_finish(config_, state_, report.max_gain);
+  return report;
+}
+
+}  // namespace koala

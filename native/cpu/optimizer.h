@@ -1,0 +1,67 @@
+// The CPU backend: owns the per-layer state (velocities, averages), the chunk plan, the partial
+// sums and the threads; works in place on the caller's parameter and gradient buffers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/plan.h"
+#include "cpu/pool.h"
+#include "koala/filter.h"
+#include "koala/types.h"
+
+namespace koala {
+
+// The caller's buffers of one layer, valid for the duration of one call.
+struct LayerBuffers {
+  void* param;
+  const void* grad;
+};
+
+enum class LayerStateKind : int { kVelocity = 0, kAverage = 1 };
+
+class CpuOptimizer {
+ public:
+  CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes, const FilterConfig& config,
+               const FilterState& initial, int threads);
+  ~CpuOptimizer();
+
+  // Element pass (KOALA-M: x += v, v *= kappa and sum |a - x|^2) and the scalar predict.
+  void predict(const LayerBuffers* layers);
+  // Stats pass, non-finite guard, filter, update pass. skip_mask[l] is set to 1 for each layer
+  // skipped by |g_l| < eps, else 0. When the status is not kApplied nothing was modified.
+  StepReport update(const LayerBuffers* layers, double loss, double loss_sq, double lr,
+                    std::uint8_t* skip_mask);
+
+  FilterState& state() { return state_; }
+  DType dtype() const { return dtype_; }
+  std::size_t num_layers() const { return sizes_.size(); }
+  std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
+  std::size_t elem_bytes() const { return dtype_ == DType::kFloat32 ? 4 : 8; }
+  // Start of layer l's velocity or average (KOALA-M), layer_size(l) elements of the dtype.
+  void* layer_state(LayerStateKind kind, std::size_t l);
+
+ private:
+  template <class T> void predict_impl(const LayerBuffers* layers);
+  template <class T> StepReport update_impl(const LayerBuffers* layers, double loss, double loss_sq,
+                                            double lr, std::uint8_t* skip_mask);
+  template <class Fn> void for_chunks(Fn&& fn);
+
+  DType dtype_;
+  std::vector<std::size_t> sizes_;
+  FilterConfig config_;
+  FilterState state_;
+  ChunkPlan plan_;
+  std::unique_ptr<ThreadPool> pool_;  // null when one thread is asked for or the model is small
+  std::vector<std::size_t> bounds_;   // plan_.partition(threads)
+  std::vector<std::size_t> state_offsets_;  // element offset of each layer in velocity_/average_
+  void* velocity_ = nullptr;                // 64-byte aligned, zero-initialized
+  void* average_ = nullptr;
+  std::vector<LayerSums> chunk_sums_;
+  std::vector<double> chunk_diff_;
+  std::vector<LayerGain> gains_;
+};
+
+}  // namespace koala

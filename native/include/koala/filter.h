@@ -1,0 +1,91 @@
+// The scalar Kalman filter of KOALA (P or sigma, R, q_x), written once for the CPU and CUDA
+// backends. Everything here is float64 and per step, never per element.
+#pragma once
+
+#include <cmath>
+
+#include "koala/math.h"
+#include "koala/types.h"
+
+namespace koala {
+
+// The reference hard-codes the smoothing of the adaptive state noise q_x <- 0.9 q_x + 0.1 d.
+constexpr double kQxDecay = 0.9;
+
+struct FilterConfig {
+  Variant variant;
+  double weight_decay;  // wd
+  double eps;           // layers with |g_l| < eps are skipped
+  double kappa;         // KOALA-M velocity decay (reference `a`)
+  double q_p;           // KOALA-M fixed velocity noise (reference `qv`)
+  double q;             // KOALA-V fixed state noise (reference `q`)
+  double beta_r;        // smoothing of the adaptive R (reference `alpha_r`)
+  bool adaptive_r;      // false: R stays at its initial (fixed) value
+};
+
+// P is symmetric: p01 stands for P[0][1] = P[1][0]. KOALA-V uses sigma instead of P and q_x.
+struct FilterState {
+  double p00, p01, p11;
+  double q_x;
+  double sigma;
+  double r;
+};
+
+// Per-layer coefficients of one update: x -= k1 h (or k1 g for KOALA-V), v -= k2 h.
+struct LayerGain {
+  bool skip;
+  double k1, k2;
+  double m;  // |h|^2 / S, the layer's gain entering max_l m_l
+};
+
+// Scalar part of predict(). sum_sq_diff = sum_l |a_l - x_l|^2 over the pre-predict x; n = total size.
+KOALA_HD void filter_predict(const FilterConfig& c, FilterState& s, double sum_sq_diff, double n) {
+  if (c.variant == Variant::kVanilla) {
+    s.sigma = s.sigma + c.q;
+    return;
+  }
+  // Official code: the norm (not its square) divided by n (not sqrt(n)), then a second EMA.
+  const double d = sqrt(sum_sq_diff) / n;
+  s.q_x = kQxDecay * s.q_x + (1.0 - kQxDecay) * d;
+  // P <- F P F^T + diag(q_x, q_p) with F = [[1, 1], [0, kappa]].
+  const double fp00 = s.p00 + s.p01, fp01 = s.p01 + s.p11;
+  const double fp11 = c.kappa * s.p11;  // (F P)[1][0] is not needed: F P F^T is symmetric
+  s.p00 = fp00 + fp01 + s.q_x;
+  s.p01 = c.kappa * fp01;
+  s.p11 = c.kappa * fp11 + c.q_p;
+}
+
+// Step 1 of update(): the measurement noise follows the mean squared per-sample loss.
+KOALA_HD void filter_update_r(const FilterConfig& c, FilterState& s, double loss_sq) {
+  if (c.adaptive_r) s.r = c.beta_r * s.r + (1.0 - c.beta_r) * loss_sq;
+}
+
+// Step 2 of update(), one layer, with the P of predict (not yet changed by any layer).
+KOALA_HD LayerGain filter_layer_gain(const FilterConfig& c, const FilterState& s,
+                                     const LayerSums& sums, double loss, double lr) {
+  LayerGain out{true, 0.0, 0.0, 0.0};
+  if (sqrt(sums.gg) < c.eps) return out;
+  const double loss_l = loss + 0.5 * c.weight_decay * sums.xx;
+  const double prior = c.variant == Variant::kMomentum ? s.p00 : s.sigma;
+  const double innov = sums.hh * prior + s.r;
+  out.skip = false;
+  out.k1 = lr * loss_l * prior / innov;
+  out.k2 = c.variant == Variant::kMomentum ? lr * loss_l * s.p01 / innov : 0.0;
+  out.m = sums.hh / innov;
+  return out;
+}
+
+// Step 3 of update(): only when at least one layer was updated (else P stays as it is).
+KOALA_HD void filter_finish(const FilterConfig& c, FilterState& s, double max_gain) {
+  if (c.variant == Variant::kVanilla) {
+    s.sigma = s.sigma - s.sigma * s.sigma * max_gain;
+    return;
+  }
+  // P <- P - P H P^T with H = [[m, 0], [0, 0]].
+  const double p00 = s.p00, p01 = s.p01;
+  s.p00 = p00 - p00 * max_gain * p00;
+  s.p01 = s.p01 - p00 * max_gain * p01;
+  s.p11 = s.p11 - p01 * max_gain * p01;
+}
+
+}  // namespace koala
