@@ -165,11 +165,13 @@ export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
       betaR: num('betaR'),
       adaptiveR: r === null,
       r: r ?? 1,
-      kappa: momentum ? num('kappa') : 0,
-      qP: momentum ? num('qP') : 0,
-      p00: momentum ? num('sigmaX0') : 0,
-      p01: momentum ? num('sigmaC0') : 0,
-      p11: momentum ? num('sigmaP0') : 0,
+      // The reference's F, Q and initial P are float32 tensors (Note [reference float32 rounding]
+      // in native/include/koala/filter.h).
+      kappa: momentum ? Math.fround(num('kappa')) : 0,
+      qP: momentum ? Math.fround(num('qP')) : 0,
+      p00: momentum ? Math.fround(num('sigmaX0')) : 0,
+      p01: momentum ? Math.fround(num('sigmaC0')) : 0,
+      p11: momentum ? Math.fround(num('sigmaP0')) : 0,
       qX: momentum ? num('qX0') : 0,
       q: momentum ? 0 : num('q'),
       sigma: momentum ? 0 : num('sigma0'),

@@ -62,7 +62,7 @@ export class ReferenceBackend implements Backend {
     const fp00 = this.p00 + this.p01;
     const fp01 = this.p01 + this.p11;
     const fp11 = c.kappa * this.p11;
-    this.p00 = fp00 + fp01 + this.qX;
+    this.p00 = fp00 + fp01 + Math.fround(this.qX); // Note [reference float32 rounding], filter.h
     this.p01 = c.kappa * fp01;
     this.p11 = c.kappa * fp11 + c.qP;
   }
@@ -127,11 +127,12 @@ export class ReferenceBackend implements Backend {
     });
     if (any) {
       if (momentum) {
-        // P <- P - P H P^T, H = [[m, 0], [0, 0]].
+        // P <- P - P H P^T, H = [[m, 0], [0, 0]], m in float32 (Note [reference float32 rounding]).
+        const m = Math.fround(maxGain);
         const { p00, p01 } = this;
-        this.p00 = p00 - p00 * maxGain * p00;
-        this.p01 = this.p01 - p00 * maxGain * p01;
-        this.p11 = this.p11 - p01 * maxGain * p01;
+        this.p00 = p00 - p00 * m * p00;
+        this.p01 = this.p01 - p00 * m * p01;
+        this.p11 = this.p11 - p01 * m * p01;
       } else {
         this.sigma = this.sigma - this.sigma * this.sigma * maxGain;
       }

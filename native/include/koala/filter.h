@@ -9,6 +9,14 @@
 
 namespace koala {
 
+// Note [reference float32 rounding]
+// The official code builds its 2x2 matrices F = [[1, 1], [0, kappa]], Q = diag(q_x, q_p) and
+// H = [[m, 0], [0, 0]], and its initial P, as float32 tensors, so kappa, q_x, q_p, m and the
+// initial P enter the filter rounded to float32 (everything else is float64). The golden runs show
+// it to the last bit; we do the same. kappa, q_p and the initial P are rounded once where the
+// options are normalized (lib/options.ts); q_x and m change every step and are rounded here.
+KOALA_HD double as_float32(double v) { return static_cast<double>(static_cast<float>(v)); }
+
 // The reference hard-codes the smoothing of the adaptive state noise q_x <- 0.9 q_x + 0.1 d.
 constexpr double kQxDecay = 0.9;
 
@@ -50,7 +58,7 @@ KOALA_HD void filter_predict(const FilterConfig& c, FilterState& s, double sum_s
   // P <- F P F^T + diag(q_x, q_p) with F = [[1, 1], [0, kappa]].
   const double fp00 = s.p00 + s.p01, fp01 = s.p01 + s.p11;
   const double fp11 = c.kappa * s.p11;  // (F P)[1][0] is not needed: F P F^T is symmetric
-  s.p00 = fp00 + fp01 + s.q_x;
+  s.p00 = fp00 + fp01 + as_float32(s.q_x);
   s.p01 = c.kappa * fp01;
   s.p11 = c.kappa * fp11 + c.q_p;
 }
@@ -81,11 +89,12 @@ KOALA_HD void filter_finish(const FilterConfig& c, FilterState& s, double max_ga
     s.sigma = s.sigma - s.sigma * s.sigma * max_gain;
     return;
   }
-  // P <- P - P H P^T with H = [[m, 0], [0, 0]].
+  // P <- P - P H P^T with H = [[m, 0], [0, 0]] (m in float32, Note [reference float32 rounding]).
+  const double m = as_float32(max_gain);
   const double p00 = s.p00, p01 = s.p01;
-  s.p00 = p00 - p00 * max_gain * p00;
-  s.p01 = s.p01 - p00 * max_gain * p01;
-  s.p11 = s.p11 - p01 * max_gain * p01;
+  s.p00 = p00 - p00 * m * p00;
+  s.p01 = s.p01 - p00 * m * p01;
+  s.p11 = s.p11 - p01 * m * p01;
 }
 
 }  // namespace koala
