@@ -23,5 +23,7 @@ export interface Backend {
   setFilter(values: Float64Array): void;
   readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void;
   writeLayerState(kind: LayerStateKind, layer: number, values: FloatArray): void;
+  /** Threads a pass runs on (the native backend uses fewer than asked on small models). */
+  threadsInUse(): number;
   dispose(): void;
 }

@@ -121,6 +121,12 @@ abstract class KoalaBase {
     this.learningRate = checkNumber('lr', value, 'nonNegative');
   }
 
+  /** Threads the passes run on: the `threads` option, capped at one per 65,536 parameters. */
+  get threads(): number {
+    this.ready();
+    return this.impl.threadsInUse();
+  }
+
   /** Applied updates so far. */
   get step(): number {
     return this.steps;

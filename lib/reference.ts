@@ -156,6 +156,10 @@ export class ReferenceBackend implements Backend {
     (kind === 0 ? this.velocities : this.averages)[layer].set(values);
   }
 
+  threadsInUse(): number {
+    return 1;
+  }
+
   dispose(): void {
     this.velocities.length = 0;
     this.averages.length = 0;

@@ -69,14 +69,16 @@ export function flatP(P: number[][]): number[] {
   return [P[0][0], P[0][1], P[1][1]];
 }
 
+// Globals are slow to reach inside jest's vm context: hold Math.imul in a local binding.
+const imul = Math.imul;
+
 /** mulberry32: a small seeded generator, so every table case is reproducible. */
 export function rng(seed: number): () => number {
-  let s = seed >>> 0;
+  const state = new Uint32Array([seed]);
   return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    const s = (state[0] = (state[0] + 0x6d2b79f5) | 0);
+    let t = imul(s ^ (s >>> 15), s | 1);
+    t ^= t + imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }

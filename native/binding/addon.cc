@@ -56,6 +56,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
                         InstanceMethod<&NativeOptimizer::SetFilter>("setFilter"),
                         InstanceMethod<&NativeOptimizer::ReadLayerState>("readLayerState"),
                         InstanceMethod<&NativeOptimizer::WriteLayerState>("writeLayerState"),
+                        InstanceMethod<&NativeOptimizer::ThreadsInUse>("threadsInUse"),
                         InstanceMethod<&NativeOptimizer::Dispose>("dispose")});
   }
 
@@ -236,6 +237,10 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     const std::size_t layer = info[1].As<Napi::Number>().Int64Value();
     std::copy_n(static_cast<const char*>(array), sizes_[layer] * opt_->elem_bytes(), static_cast<char*>(state));
     return info.Env().Undefined();
+  }
+
+  Napi::Value ThreadsInUse(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), live(info.Env()).threads());
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

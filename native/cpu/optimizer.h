@@ -37,6 +37,8 @@ class CpuOptimizer {
 
   FilterState& state() { return state_; }
   DType dtype() const { return dtype_; }
+  // Threads a pass runs on: the option, capped so that each gets kMinElemsPerThread elements.
+  int threads() const { return pool_ ? pool_->size() : 1; }
   std::size_t num_layers() const { return sizes_.size(); }
   std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
   std::size_t elem_bytes() const { return dtype_ == DType::kFloat32 ? 4 : 8; }
