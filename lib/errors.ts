@@ -1,3 +1,5 @@
+import { types } from 'node:util';
+
 /**
  * Every error this package throws on misuse is a KoalaError with a stable `code`. It is thrown
  * before anything is modified: parameters, gradients and optimizer state stay as they were.
@@ -32,9 +34,12 @@ export function fail(code: KoalaErrorCode, message: string): never {
   throw new KoalaError(code, message);
 }
 
-/** Native errors carry a `code` string; give them the KoalaError class. */
+/**
+ * Native errors carry a `code` string; give them the KoalaError class. (isNativeError, not
+ * instanceof: the addon's errors come from the main realm even when this code runs in a vm context.)
+ */
 export function asKoalaError(e: unknown): unknown {
-  if (e instanceof Error && !(e instanceof KoalaError)) {
+  if (types.isNativeError(e) && !(e instanceof KoalaError)) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && code.startsWith('ERR_KOALA_')) {
       return new KoalaError(code as KoalaErrorCode, e.message);

@@ -1,6 +1,6 @@
 import type { Backend, LayerStateKind } from './backend';
 import { asKoalaError, fail, KoalaError } from './errors';
-import { checkAttached, validateLayers, type DType, type FloatArray, type Layer, type LayerTable } from './layers';
+import { checkAttached, dtypeOf, validateLayers, type DType, type FloatArray, type Layer, type LayerTable } from './layers';
 import { nativeModule, nativeStatus } from './native';
 import { checkNumber, normalizeOptions, type BackendConfig, type KoalaMOptions, type KoalaVOptions, type NonFinitePolicy } from './options';
 import { ReferenceBackend } from './reference';
@@ -205,12 +205,12 @@ abstract class KoalaBase {
     if (!Array.isArray(sd.filter) || sd.filter.length !== 6 || !sd.filter.every((v) => typeof v === 'number' && Number.isFinite(v))) {
       bad('filter must hold 6 finite numbers');
     }
-    const Ctor = this.dtype === 'float32' ? Float32Array : Float64Array;
     const perLayer = momentum ? lengths.length : 0;
     for (const key of ['velocities', 'averages'] as const) {
       const arrays = sd[key];
-      if (!Array.isArray(arrays) || arrays.length !== perLayer || arrays.some((a, i) => !(a instanceof Ctor) || a.length !== lengths[i])) {
-        bad(`${key} must hold one ${Ctor.name} per layer, of the layer's length`);
+      // dtypeOf, not instanceof: a state cloned through another realm (a vm, a worker) holds its arrays.
+      if (!Array.isArray(arrays) || arrays.length !== perLayer || arrays.some((a, i) => dtypeOf(a) !== this.dtype || a.length !== lengths[i])) {
+        bad(`${key} must hold one ${this.dtype} array per layer, of the layer's length`);
       }
     }
     this.call(() => {
@@ -231,6 +231,7 @@ abstract class KoalaBase {
   }
 
   protected filter(): Float64Array {
+    this.ready();
     return this.call(() => this.impl.getFilter());
   }
 

@@ -21,7 +21,7 @@ export interface LayerTable {
   total: number;
 }
 
-function dtypeOf(a: unknown): DType | null {
+export function dtypeOf(a: unknown): DType | null {
   if (types.isFloat32Array(a)) return 'float32';
   if (types.isFloat64Array(a)) return 'float64';
   return null;

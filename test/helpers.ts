@@ -90,3 +90,10 @@ export function snapshot(arrays: FloatArray[]): FloatArray[] {
 export function bitwiseEqual(a: FloatArray[], b: FloatArray[]): boolean {
   return a.length === b.length && a.every((x, l) => Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(b[l].buffer, b[l].byteOffset, b[l].byteLength)));
 }
+
+/** A Float32Array or Float64Array of n elements with a[i] = f(i). */
+export function makeArray(dtype: 'float32' | 'float64', n: number, f: (i: number) => number): FloatArray {
+  const a = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+  for (let i = 0; i < n; i++) a[i] = f(i);
+  return a;
+}

@@ -1,7 +1,7 @@
 // The native backend against the js reference (the readable spec) over a table of random layer
 // lists, and the native backend on 1 thread against 2 threads (bitwise).
 import { KoalaM, KoalaV, type FloatArray, type UpdateInfo } from '../../lib';
-import { bitwiseEqual, relNorm, rng } from '../helpers';
+import { bitwiseEqual, makeArray, relNorm, rng } from '../helpers';
 
 const CHUNK = 16384; // native/core/plan.h kChunkElems: a layer longer than this spans chunks
 const MIN_FOR_TWO_THREADS = 2 * 65536; // native/cpu/optimizer.cpp kMinElemsPerThread, per thread
@@ -28,11 +28,7 @@ describe.each(['koala-m', 'koala-v'] as const)('%s', (variant) => {
     test.each(CASES)('native (1 and 2 threads) vs js: $name', ({ sizes, weightDecay }) => {
       const Ctor = dtype === 'float32' ? Float32Array : Float64Array;
       const r = rng(sizes.length * 7919 + (dtype === 'float32' ? 1 : 2) + (variant === 'koala-m' ? 10 : 20));
-      const initial: FloatArray[] = sizes.map((n) => {
-        const a = new Ctor(n);
-        for (let i = 0; i < n; i++) a[i] = r() - 0.5;
-        return a;
-      });
+      const initial = sizes.map((n) => makeArray(dtype, n, () => r() - 0.5));
       const make = (backend: 'native' | 'js', threads: number) => {
         const params = initial.map((p) => p.slice());
         const grads = sizes.map((n) => new Ctor(n));

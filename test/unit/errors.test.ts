@@ -1,0 +1,315 @@
+// Misuse gets a KoalaError with a stable code before anything is modified; bad numbers (NaN, Inf)
+// are data: the step is refused as a whole and reported, or thrown with onNonFinite: 'throw'.
+import { KoalaError, KoalaM, KoalaV, type FloatArray, type KoalaStateDict } from '../../lib';
+import { bitwiseEqual, rng, snapshot } from '../helpers';
+
+type Opt = KoalaM | KoalaV;
+const BACKENDS = ['native', 'js'] as const;
+
+function model(backend: 'native' | 'js', variant: 'm' | 'v' = 'm', sizes = [12, 5, 3]) {
+  const r = rng(sizes.length + sizes[0]);
+  const params = sizes.map((n) => Float64Array.from({ length: n }, () => r() - 0.5));
+  const grads = sizes.map((n) => Float64Array.from({ length: n }, () => r() - 0.5));
+  const layers = params.map((param, i) => ({ param, grad: grads[i], name: `t${i}` }));
+  const opt: Opt = variant === 'm' ? new KoalaM(layers, { backend }) : new KoalaV(layers, { backend });
+  // Two steps, so that velocities, averages and P are all non-trivial.
+  for (let k = 0; k < 2; k++) {
+    opt.predict();
+    opt.update(0.7, 0.6);
+  }
+  return { params, grads, layers, opt };
+}
+
+interface Snapshot {
+  params: FloatArray[];
+  grads: FloatArray[];
+  state: KoalaStateDict;
+}
+
+function take(opt: Opt, params: FloatArray[], grads: FloatArray[]): Snapshot {
+  return { params: snapshot(params), grads: snapshot(grads), state: opt.stateDict() };
+}
+
+function expectSame(after: Snapshot, before: Snapshot) {
+  expect(bitwiseEqual(after.params, before.params)).toBe(true);
+  expect(bitwiseEqual(after.grads, before.grads)).toBe(true);
+  const { velocities, averages, ...rest } = after.state;
+  const { velocities: v0, averages: a0, ...rest0 } = before.state;
+  expect(rest).toStrictEqual(rest0);
+  expect(bitwiseEqual(velocities, v0)).toBe(true);
+  expect(bitwiseEqual(averages, a0)).toBe(true);
+}
+
+function expectCode(fn: () => unknown, code: string) {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  expect(caught).toBeInstanceOf(KoalaError);
+  expect((caught as KoalaError).code).toBe(code);
+}
+
+function detach(a: FloatArray) {
+  structuredClone(a.buffer, { transfer: [a.buffer as ArrayBuffer] });
+}
+
+describe.each(BACKENDS)('%s backend: construction', (backend) => {
+  const f64 = (n: number) => new Float64Array(n).fill(0.5);
+  const build = (layers: unknown, options: object = {}) => () => new KoalaM(layers as never, { backend, ...options });
+  const untouched = (arrays: FloatArray[]) => expect(arrays.every((a) => a.every((v) => v === 0.5))).toBe(true);
+
+  test('an empty layer list', () => expectCode(build([]), 'ERR_KOALA_INVALID_LAYERS'));
+  test('not an array of layers', () => expectCode(build({ param: f64(2), grad: f64(2) }), 'ERR_KOALA_INVALID_LAYERS'));
+  test('an empty layer', () => expectCode(build([{ param: f64(0), grad: f64(0) }]), 'ERR_KOALA_INVALID_LAYERS'));
+  test('a plain array as param', () => expectCode(build([{ param: [1, 2], grad: f64(2) }]), 'ERR_KOALA_INVALID_ARRAY'));
+  test('an Int32Array as grad', () => expectCode(build([{ param: f64(2), grad: new Int32Array(2) }]), 'ERR_KOALA_INVALID_ARRAY'));
+  test('a Node Buffer (bytes) as param', () => expectCode(build([{ param: Buffer.alloc(8), grad: f64(1) }]), 'ERR_KOALA_INVALID_ARRAY'));
+  test('param and grad of different dtypes', () => {
+    const p = f64(4);
+    expectCode(build([{ param: p, grad: new Float32Array(4) }]), 'ERR_KOALA_DTYPE_MISMATCH');
+    untouched([p]);
+  });
+  test('two layers of different dtypes', () =>
+    expectCode(build([{ param: f64(4), grad: f64(4) }, { param: new Float32Array(2), grad: new Float32Array(2) }]), 'ERR_KOALA_DTYPE_MISMATCH'));
+  test('param and grad of different lengths', () => {
+    const [p, g] = [f64(4), f64(5)];
+    expectCode(build([{ param: p, grad: g }]), 'ERR_KOALA_LENGTH_MISMATCH');
+    untouched([p, g]);
+  });
+  test('a detached buffer', () => {
+    const p = f64(4);
+    detach(p);
+    expectCode(build([{ param: p, grad: f64(4) }]), 'ERR_KOALA_DETACHED');
+  });
+  test('a grad that overlaps its param', () => {
+    const all = f64(12);
+    expectCode(build([{ param: all.subarray(0, 6), grad: all.subarray(5, 11) }]), 'ERR_KOALA_OVERLAP');
+    untouched([all]);
+  });
+  test('a grad that is its param', () => {
+    const p = f64(3);
+    expectCode(build([{ param: p, grad: p }]), 'ERR_KOALA_OVERLAP');
+  });
+  test('two layers whose memory overlaps', () => {
+    const all = f64(20);
+    const layers = [
+      { param: all.subarray(0, 5), grad: all.subarray(5, 10) },
+      { param: all.subarray(10, 15), grad: all.subarray(9, 14) },
+    ];
+    expectCode(build(layers), 'ERR_KOALA_OVERLAP');
+    untouched([all]);
+  });
+  test('unknown options name the reference spelling', () => {
+    expect(build([{ param: f64(2), grad: f64(2) }], { weight_decay: 0.1 })).toThrow(/weightDecay/);
+    expectCode(build([{ param: f64(2), grad: f64(2) }], { weight_decay: 0.1 }), 'ERR_KOALA_INVALID_OPTION');
+  });
+  test.each([
+    ['lr', -1],
+    ['lr', NaN],
+    ['kappa', 1.5],
+    ['betaR', -0.1],
+    ['r', -2],
+    ['eps', Infinity],
+    ['sigmaX0', '0.1'],
+    ['threads', 0],
+    ['threads', 1.5],
+    ['backend', 'gpu'],
+    ['onNonFinite', 'ignore'],
+  ])('invalid option %s = %p', (key, value) => expectCode(build([{ param: f64(2), grad: f64(2) }], { [key]: value }), 'ERR_KOALA_INVALID_OPTION'));
+  test('a KOALA-V option given to KOALA-M', () => expectCode(build([{ param: f64(2), grad: f64(2) }], { sigma0: 1 }), 'ERR_KOALA_INVALID_OPTION'));
+});
+
+describe('the native backend checks addresses', () => {
+  test('two SharedArrayBuffer objects over the same memory', () => {
+    const sab = new SharedArrayBuffer(64);
+    const alias = structuredClone(sab); // a second object, the same memory
+    expect(alias).not.toBe(sab);
+    const layers = [
+      { param: new Float64Array(sab, 0, 4), grad: new Float64Array(sab, 32, 4) },
+      { param: new Float64Array(alias, 8, 2), grad: new Float64Array(new SharedArrayBuffer(16)) },
+    ];
+    expectCode(() => new KoalaM(layers, { backend: 'native' }), 'ERR_KOALA_OVERLAP');
+  });
+});
+
+describe.each(BACKENDS)('%s backend: calls', (backend) => {
+  test('a buffer detached after construction is refused at every call, nothing changed', () => {
+    const { params, grads, opt } = model(backend);
+    const before = snapshot(params.slice(1));
+    const gradsBefore = snapshot(grads);
+    const filter = Array.from(opt.stateDict().filter);
+    detach(params[0]);
+    expectCode(() => opt.predict(), 'ERR_KOALA_DETACHED');
+    expectCode(() => opt.update(1, 1), 'ERR_KOALA_DETACHED');
+    expectCode(() => opt.stateDict(), 'ERR_KOALA_DETACHED');
+    expect(bitwiseEqual(params.slice(1), before)).toBe(true);
+    expect(bitwiseEqual(grads, gradsBefore)).toBe(true);
+    // The filter state is internal: read it through a backend call that needs no layers.
+    expect(Array.from((opt as unknown as { impl: { getFilter(): Float64Array } }).impl.getFilter())).toEqual(filter);
+  });
+
+  test('a detached grad, after predict()', () => {
+    const { params, grads, opt } = model(backend);
+    opt.predict();
+    const before = snapshot(params);
+    detach(grads[2]);
+    expectCode(() => opt.update(1, 1), 'ERR_KOALA_DETACHED');
+    expect(bitwiseEqual(params, before)).toBe(true);
+  });
+
+  test('a negative lossSq', () => {
+    const { params, grads, opt } = model(backend);
+    opt.predict();
+    const before = take(opt, params, grads);
+    expectCode(() => opt.update(0.5, -0.1), 'ERR_KOALA_INVALID_LOSS');
+    expectSame(take(opt, params, grads), before);
+  });
+
+  test('a loss that is not a number', () => {
+    const { params, grads, opt } = model(backend);
+    opt.predict();
+    const before = take(opt, params, grads);
+    expectCode(() => opt.update('0.5' as unknown as number, 0.3), 'ERR_KOALA_INVALID_LOSS');
+    expectCode(() => opt.update(0.5, null as unknown as number), 'ERR_KOALA_INVALID_LOSS');
+    expectSame(take(opt, params, grads), before);
+  });
+
+  test('update() twice without predict(), and before the first predict()', () => {
+    const { params, grads, opt } = model(backend);
+    const before = take(opt, params, grads);
+    expectCode(() => opt.update(0.5, 0.3), 'ERR_KOALA_PREDICT_REQUIRED');
+    expectSame(take(opt, params, grads), before);
+    const fresh = model(backend).opt;
+    const sd = fresh.stateDict();
+    expect(sd.phase).toBe('updated');
+  });
+
+  test('an invalid learning rate set between steps', () => {
+    const { params, grads, opt } = model(backend);
+    const before = take(opt, params, grads);
+    expectCode(() => (opt.lr = -0.1), 'ERR_KOALA_INVALID_OPTION');
+    expectCode(() => (opt.lr = NaN), 'ERR_KOALA_INVALID_OPTION');
+    expectSame(take(opt, params, grads), before);
+  });
+
+  test('calls after dispose()', () => {
+    const { params, grads, opt } = model(backend);
+    const p = snapshot(params);
+    const g = snapshot(grads);
+    opt.dispose();
+    opt.dispose(); // harmless
+    for (const call of [() => opt.predict(), () => opt.update(1, 1), () => opt.state, () => opt.stateDict(), () => (opt as KoalaM).velocities(), () => opt.threads]) {
+      expectCode(call, 'ERR_KOALA_DISPOSED');
+    }
+    expect(bitwiseEqual(params, p)).toBe(true);
+    expect(bitwiseEqual(grads, g)).toBe(true);
+  });
+
+  test('loadStateDict with data that does not fit', () => {
+    const { params, grads, opt } = model(backend);
+    const good = opt.stateDict();
+    const before = take(opt, params, grads);
+    const bad: [string, unknown][] = [
+      ['version', { ...good, version: 2 }],
+      ['kind', { ...good, optimizer: 'koala-v' }],
+      ['dtype', { ...good, dtype: 'float32' }],
+      ['layers', { ...good, layers: good.layers.slice(1) }],
+      ['filter', { ...good, filter: [1, 2, 3] }],
+      ['filter NaN', { ...good, filter: [NaN, 0, 0, 0, 0, 1] }],
+      ['velocity length', { ...good, velocities: [new Float64Array(1), ...good.velocities.slice(1)] }],
+      ['velocity dtype', { ...good, velocities: good.velocities.map((v) => Float32Array.from(v)) }],
+      ['step', { ...good, step: -1 }],
+      ['not an object', null],
+    ];
+    for (const [, sd] of bad) expectCode(() => opt.loadStateDict(sd as KoalaStateDict), 'ERR_KOALA_INVALID_STATE');
+    expectSame(take(opt, params, grads), before);
+  });
+});
+
+describe.each(BACKENDS)('%s backend: bad numbers are data', (backend) => {
+  describe.each(['m', 'v'] as const)('KOALA-%s', (variant) => {
+    const cases: [string, (p: FloatArray[], g: FloatArray[]) => [number, number], string][] = [
+      ['a NaN loss', () => [NaN, 0.3], 'non-finite-loss'],
+      ['an Inf lossSq', () => [0.5, Infinity], 'non-finite-loss'],
+      ['a NaN gradient', (_p, g) => ((g[1][2] = NaN), [0.5, 0.3]), 'non-finite-gradient'],
+      ['an Inf gradient', (_p, g) => ((g[2][0] = -Infinity), [0.5, 0.3]), 'non-finite-gradient'],
+      ['a NaN parameter', (p) => ((p[0][3] = NaN), [0.5, 0.3]), 'non-finite-parameter'],
+    ];
+    test.each(cases)('%s: the step is skipped and reported, nothing changed', (_name, spoil, reason) => {
+      const { params, grads, opt } = model(backend, variant);
+      opt.predict();
+      const [loss, lossSq] = spoil(params, grads);
+      const before = take(opt, params, grads);
+      const info = opt.update(loss, lossSq);
+      expect(info).toMatchObject({ applied: false, reason, step: 2, skippedLayers: [] });
+      expectSame(take(opt, params, grads), before);
+      // With good data again, the same optimizer takes the step.
+      params.forEach((p) => p.forEach((v, i) => Number.isFinite(v) || (p[i] = 0)));
+      grads.forEach((g) => g.forEach((v, i) => Number.isFinite(v) || (g[i] = 0)));
+      expect(opt.update(0.5, 0.3)).toMatchObject({ applied: true, step: 3 });
+    });
+
+    test.each(cases)("%s with onNonFinite: 'throw'", (_name, spoil) => {
+      const { params, grads, layers } = model(backend, variant);
+      const opt: Opt = variant === 'm' ? new KoalaM(layers, { backend, onNonFinite: 'throw' }) : new KoalaV(layers, { backend, onNonFinite: 'throw' });
+      opt.predict();
+      const [loss, lossSq] = spoil(params, grads);
+      const before = take(opt, params, grads);
+      expectCode(() => opt.update(loss, lossSq), 'ERR_KOALA_NON_FINITE');
+      expectSame(take(opt, params, grads), before);
+    });
+
+    test('a negative loss is legal and reverses the step', () => {
+      const a = model(backend, variant);
+      const b = model(backend, variant);
+      a.opt.predict();
+      b.opt.predict();
+      const predicted = snapshot(a.params);
+      expect(a.opt.update(0.4, 0.2).applied).toBe(true);
+      expect(b.opt.update(-0.4, 0.2).applied).toBe(true);
+      a.params.forEach((p, l) =>
+        p.forEach((x, i) => expect(b.params[l][i] - predicted[l][i]).toBeCloseTo(-(x - predicted[l][i]), 14)),
+      );
+    });
+
+    test('a step in which every layer is skipped leaves P (or sigma) unchanged', () => {
+      const { params, grads, opt } = model(backend, variant);
+      opt.predict();
+      grads.forEach((g) => g.fill(0));
+      const before = take(opt, params, grads);
+      const info = opt.update(0.5, 0.3);
+      expect(info).toMatchObject({ applied: true, skippedLayers: [0, 1, 2], maxGain: 0 });
+      const after = take(opt, params, grads);
+      expect(bitwiseEqual(after.params, before.params)).toBe(true);
+      const [f0, f1] = [before.state.filter, after.state.filter];
+      expect(f1.slice(0, 5)).toEqual(f0.slice(0, 5)); // P, qX, sigma
+      expect(f1[5]).toBeCloseTo(0.9 * f0[5] + 0.1 * 0.3, 15); // R still follows the loss
+    });
+  });
+});
+
+test("backend: 'native' where the addon does not load", () => {
+  const saved = process.env.KOALA_OPTIM_ADDON;
+  process.env.KOALA_OPTIM_ADDON = '/nonexistent/koala_optim.node';
+  try {
+    jest.isolateModules(() => {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const fresh = require('../../lib') as typeof import('../../lib');
+      expect(fresh.nativeStatus()).toMatchObject({ available: false, path: null });
+      expect(fresh.nativeStatus().reason).toMatch(/nonexistent/);
+      const layer = { param: new Float64Array(2), grad: new Float64Array(2) };
+      let caught: unknown;
+      try {
+        new fresh.KoalaM([layer], { backend: 'native' });
+      } catch (e) {
+        caught = e;
+      }
+      expect((caught as { code?: string }).code).toBe('ERR_KOALA_NATIVE_UNAVAILABLE');
+    });
+  } finally {
+    if (saved === undefined) delete process.env.KOALA_OPTIM_ADDON;
+    else process.env.KOALA_OPTIM_ADDON = saved;
+  }
+});
