@@ -6,7 +6,8 @@
         "native/binding/addon.cc",
         "native/core/plan.cpp",
         "native/cpu/pool.cpp",
-        "native/cpu/optimizer.cpp"
+        "native/cpu/optimizer.cpp",
+        "native/cpu/stream.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -13,6 +13,8 @@ import type { BackendConfig } from './options';
 interface NativeModule {
   NativeOptimizer: new (config: BackendConfig, params: FloatArray[], grads: FloatArray[], skipMask: Uint8Array) => Backend;
   chunkElems: number;
+  /** a = b + s c over Float32Arrays on `threads` threads: the benchmark's memory bound. */
+  streamTriad(a: Float32Array, b: Float32Array, c: Float32Array, s: number, threads: number): void;
 }
 
 // Compiled code lives in dist/lib/, the sources in lib/: the package root is found from either.

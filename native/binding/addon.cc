@@ -4,12 +4,15 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cpu/optimizer.h"
+#include "cpu/stream.h"
 
 namespace {
 
@@ -259,7 +262,41 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   std::unique_ptr<CpuOptimizer> opt_;
 };
 
+// Benchmark reference kernels keep one pool per thread count, alive for the process, as an
+// optimizer keeps its own: a measurement then includes no thread start-up.
+koala::ThreadPool& bench_pool(int threads) {
+  static std::mutex mu;
+  static std::map<int, std::unique_ptr<koala::ThreadPool>> pools;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& pool = pools[threads];
+  if (!pool) pool = std::make_unique<koala::ThreadPool>(threads);
+  return *pool;
+}
+
+float* float32_data(Napi::Env env, const Napi::Value& v, std::size_t n) {
+  const TypedView view = typed_view(env, v);
+  if (view.type != napi_float32_array || view.length != n) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "expected Float32Arrays of equal length");
+  }
+  return static_cast<float*>(view.data);
+}
+
+// streamTriad(a, b, c, s, threads): a = b + s c, for the benchmark's memory bound.
+Napi::Value StreamTriad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 5 || !info[3].IsNumber() || !info[4].IsNumber()) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "streamTriad(a, b, c, s, threads)");
+  }
+  const std::size_t n = typed_view(env, info[0]).length;
+  const int threads = info[4].As<Napi::Number>().Int32Value();
+  if (threads < 1) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "threads must be >= 1");
+  koala::stream_triad(bench_pool(threads), float32_data(env, info[0], n), float32_data(env, info[1], n),
+                      float32_data(env, info[2], n), info[3].As<Napi::Number>().FloatValue(), n);
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("streamTriad", Napi::Function::New<StreamTriad>(env, "streamTriad"));
   exports.Set("NativeOptimizer", NativeOptimizer::Define(env));
   exports.Set("chunkElems", static_cast<double>(koala::kChunkElems));
   return exports;
