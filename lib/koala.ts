@@ -1,4 +1,4 @@
-import type { Backend, LayerStateKind } from './backend';
+import { NO_PENDING_PREDICT, type Backend, type LayerStateKind } from './backend';
 import { asKoalaError, fail, KoalaError } from './errors';
 import { checkAttached, dtypeOf, validateLayers, type DType, type FloatArray, type Layer, type LayerTable } from './layers';
 import { nativeModule, nativeStatus } from './native';
@@ -56,6 +56,11 @@ export interface KoalaStateDict {
   lr: number;
   /** [P00, P01, P11, qX, sigma, R]; KOALA-V has zeros where KOALA-M's P and qX stand. */
   filter: number[];
+  /**
+   * With lazy predict, after an update: the sum |a - x|^2 that the next predict() will use, its
+   * element-wise part being done already. null otherwise.
+   */
+  pendingPredict: number | null;
   /** KOALA-M: per-layer velocities and parameter averages; empty for KOALA-V. */
   velocities: FloatArray[];
   averages: FloatArray[];
@@ -180,7 +185,7 @@ abstract class KoalaBase {
       step: this.steps,
       phase: this.currentPhase,
       lr: this.learningRate,
-      filter: Array.from(this.filter()),
+      ...this.filterState(),
       velocities: momentum ? this.layerStates(0) : [],
       averages: momentum ? this.layerStates(1) : [],
     };
@@ -205,6 +210,10 @@ abstract class KoalaBase {
     if (!Array.isArray(sd.filter) || sd.filter.length !== 6 || !sd.filter.every((v) => typeof v === 'number' && Number.isFinite(v))) {
       bad('filter must hold 6 finite numbers');
     }
+    const pending = sd.pendingPredict;
+    if (pending !== null && !(typeof pending === 'number' && Number.isFinite(pending) && pending >= 0)) {
+      bad('pendingPredict must be null or a finite number >= 0');
+    }
     const perLayer = momentum ? lengths.length : 0;
     for (const key of ['velocities', 'averages'] as const) {
       const arrays = sd[key];
@@ -214,7 +223,7 @@ abstract class KoalaBase {
       }
     }
     this.call(() => {
-      this.impl.setFilter(Float64Array.from(sd.filter));
+      this.impl.setFilter(Float64Array.of(...sd.filter, pending ?? NO_PENDING_PREDICT));
       sd.velocities.forEach((v, i) => this.impl.writeLayerState(0, i, v));
       sd.averages.forEach((a, i) => this.impl.writeLayerState(1, i, a));
     });
@@ -228,6 +237,11 @@ abstract class KoalaBase {
     if (this.disposed) return;
     this.disposed = true;
     this.impl.dispose();
+  }
+
+  private filterState(): Pick<KoalaStateDict, 'filter' | 'pendingPredict'> {
+    const f = this.filter();
+    return { filter: Array.from(f.subarray(0, 6)), pendingPredict: f[6] === NO_PENDING_PREDICT ? null : f[6] };
   }
 
   protected filter(): Float64Array {

@@ -38,6 +38,12 @@ export interface KoalaMOptions extends CommonOptions {
   qX0?: number;
   /** Fixed state noise of the velocities (reference `qv`). Default 0.01. */
   qP?: number;
+  /**
+   * Fold the next step's element-wise predict into update(): 36 instead of 56 bytes per float32
+   * parameter, but between update() and the next predict() the parameters are already the
+   * predicted ones (evaluate after predict(), or not in that gap). Default false.
+   */
+  lazyPredict?: boolean;
 }
 
 export interface KoalaVOptions extends CommonOptions {
@@ -59,6 +65,7 @@ export interface BackendConfig {
   q: number;
   betaR: number;
   adaptiveR: boolean;
+  lazyPredict: boolean;
   p00: number;
   p01: number;
   p11: number;
@@ -129,7 +136,7 @@ export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
   const table = variant === 0 ? MOMENTUM : VANILLA;
   const given = options as Record<string, unknown>;
   for (const key of Object.keys(given)) {
-    if (!(key in table) && !NON_NUMERIC.includes(key)) {
+    if (!(key in table) && !NON_NUMERIC.includes(key) && !(variant === 0 && key === 'lazyPredict')) {
       const ours = REFERENCE_NAMES[key];
       const hint = ours && ours in table ? ` (the reference's \`${key}\` is \`${ours}\` here)` : '';
       fail('ERR_KOALA_INVALID_OPTION', `unknown option ${key}${hint}`);
@@ -152,6 +159,8 @@ export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
   if (onNonFinite !== 'skip' && onNonFinite !== 'throw') {
     fail('ERR_KOALA_INVALID_OPTION', `option onNonFinite must be 'skip' or 'throw', got ${String(onNonFinite)}`);
   }
+  const lazyPredict = given.lazyPredict ?? false;
+  if (typeof lazyPredict !== 'boolean') fail('ERR_KOALA_INVALID_OPTION', `option lazyPredict must be a boolean, got ${String(lazyPredict)}`);
   const momentum = variant === 0;
   return {
     lr: num('lr'),
@@ -164,6 +173,7 @@ export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
       eps: num('eps'),
       betaR: num('betaR'),
       adaptiveR: r === null,
+      lazyPredict,
       r: r ?? 1,
       // The reference's F, Q and initial P are float32 tensors (Note [reference float32 rounding]
       // in native/include/koala/filter.h).

@@ -3,7 +3,7 @@
  * (shared/docs/ALGORITHM.md), and the fallback where the native addon cannot load. Arithmetic is
  * in double; a Float32Array store rounds once, as the native backend does (Note [opmath], README).
  */
-import type { Backend, BackendStep, LayerStateKind } from './backend';
+import { NO_PENDING_PREDICT, type Backend, type BackendStep, type LayerStateKind } from './backend';
 import type { FloatArray } from './layers';
 import type { BackendConfig } from './options';
 
@@ -25,6 +25,8 @@ export class ReferenceBackend implements Backend {
   private qX: number;
   private sigma: number;
   private r: number;
+  // Lazy predict: the sum |a - x|^2 of a predict whose element-wise part the last update did.
+  private pending = NO_PENDING_PREDICT;
 
   constructor(cfg: BackendConfig, params: FloatArray[], grads: FloatArray[], skipMask: Uint8Array) {
     this.cfg = cfg;
@@ -44,18 +46,9 @@ export class ReferenceBackend implements Backend {
       this.sigma = this.sigma + c.q;
       return;
     }
-    // d = sqrt(sum_l |a_l - x_l|^2) / n on the x before this predict; then x += v, v *= kappa.
-    let sumSq = 0;
-    this.params.forEach((x, l) => {
-      const v = this.velocities[l];
-      const a = this.averages[l];
-      for (let i = 0; i < x.length; i++) {
-        const d = a[i] - x[i];
-        sumSq += d * d;
-        x[i] = x[i] + v[i];
-        v[i] = c.kappa * v[i];
-      }
-    });
+    let sumSq = this.pending;
+    this.pending = NO_PENDING_PREDICT;
+    if (sumSq === NO_PENDING_PREDICT) sumSq = this.params.reduce((s, _, l) => s + this.predictLayer(l), 0);
     const d = Math.sqrt(sumSq) / this.total;
     this.qX = QX_DECAY * this.qX + (1 - QX_DECAY) * d;
     // P <- F P F^T + diag(qX, qP), F = [[1, 1], [0, kappa]].
@@ -65,6 +58,21 @@ export class ReferenceBackend implements Backend {
     this.p00 = fp00 + fp01 + Math.fround(this.qX); // Note [reference float32 rounding], filter.h
     this.p01 = c.kappa * fp01;
     this.p11 = c.kappa * fp11 + c.qP;
+  }
+
+  /** Element-wise predict of layer l: returns |a - x|^2 on the x before it, then x += v, v *= kappa. */
+  private predictLayer(l: number): number {
+    const x = this.params[l];
+    const v = this.velocities[l];
+    const a = this.averages[l];
+    let sumSq = 0;
+    for (let i = 0; i < x.length; i++) {
+      const d = a[i] - x[i];
+      sumSq += d * d;
+      x[i] = x[i] + v[i];
+      v[i] = this.cfg.kappa * v[i];
+    }
+    return sumSq;
   }
 
   update(loss: number, lossSq: number, lr: number): BackendStep {
@@ -96,35 +104,40 @@ export class ReferenceBackend implements Backend {
     let skipped = 0;
     let maxGain = 0;
     let any = false;
+    // With lazy predict, every layer (updated or skipped) also gets the next element-wise predict.
+    const lazy = momentum && c.lazyPredict;
+    let pending = 0;
     sums.forEach(({ hh, xx, gg }, l) => {
       if (Math.sqrt(gg) < c.eps) {
         this.skipMask[l] = 1;
         skipped++;
-        return;
+      } else {
+        this.skipMask[l] = 0;
+        const lossL = loss + 0.5 * c.weightDecay * xx;
+        const innov = hh * prior + this.r;
+        const k1 = (lr * lossL * prior) / innov;
+        const m = hh / innov;
+        if (!any || m > maxGain) maxGain = m;
+        any = true;
+        const x = this.params[l];
+        const g = this.grads[l];
+        if (momentum) {
+          const k2 = (lr * lossL * this.p01) / innov;
+          const v = this.velocities[l];
+          const a = this.averages[l];
+          for (let i = 0; i < x.length; i++) {
+            const h = g[i] + c.weightDecay * x[i];
+            x[i] = x[i] - k1 * h;
+            v[i] = v[i] - k2 * h;
+            a[i] = AVERAGE_DECAY * a[i] + (1 - AVERAGE_DECAY) * x[i];
+          }
+        } else {
+          for (let i = 0; i < x.length; i++) x[i] = x[i] - k1 * g[i]; // the raw g, as the reference
+        }
       }
-      this.skipMask[l] = 0;
-      const lossL = loss + 0.5 * c.weightDecay * xx;
-      const innov = hh * prior + this.r;
-      const k1 = (lr * lossL * prior) / innov;
-      const m = hh / innov;
-      if (!any || m > maxGain) maxGain = m;
-      any = true;
-      const x = this.params[l];
-      const g = this.grads[l];
-      if (!momentum) {
-        for (let i = 0; i < x.length; i++) x[i] = x[i] - k1 * g[i]; // the raw g, as the reference
-        return;
-      }
-      const k2 = (lr * lossL * this.p01) / innov;
-      const v = this.velocities[l];
-      const a = this.averages[l];
-      for (let i = 0; i < x.length; i++) {
-        const h = g[i] + c.weightDecay * x[i];
-        x[i] = x[i] - k1 * h;
-        v[i] = v[i] - k2 * h;
-        a[i] = AVERAGE_DECAY * a[i] + (1 - AVERAGE_DECAY) * x[i];
-      }
+      if (lazy) pending += this.predictLayer(l);
     });
+    if (lazy) this.pending = pending;
     if (any) {
       if (momentum) {
         // P <- P - P H P^T, H = [[m, 0], [0, 0]], m in float32 (Note [reference float32 rounding]).
@@ -141,11 +154,11 @@ export class ReferenceBackend implements Backend {
   }
 
   getFilter(): Float64Array {
-    return Float64Array.of(this.p00, this.p01, this.p11, this.qX, this.sigma, this.r);
+    return Float64Array.of(this.p00, this.p01, this.p11, this.qX, this.sigma, this.r, this.pending);
   }
 
   setFilter(values: Float64Array): void {
-    [this.p00, this.p01, this.p11, this.qX, this.sigma, this.r] = values;
+    [this.p00, this.p01, this.p11, this.qX, this.sigma, this.r, this.pending] = values;
   }
 
   readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void {

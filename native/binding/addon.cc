@@ -106,7 +106,8 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     koala::FilterState initial{number_field(cfg, "p00"), number_field(cfg, "p01"), number_field(cfg, "p11"),
                                number_field(cfg, "qX"),  number_field(cfg, "sigma"), number_field(cfg, "r")};
     const int threads = static_cast<int>(number_field(cfg, "threads"));
-    opt_ = std::make_unique<CpuOptimizer>(dtype_, std::move(sizes), config, initial, threads < 1 ? 1 : threads);
+    const bool lazy = cfg.Get("lazyPredict").ToBoolean().Value();
+    opt_ = std::make_unique<CpuOptimizer>(dtype_, std::move(sizes), config, initial, threads < 1 ? 1 : threads, lazy);
   }
 
  private:
@@ -187,24 +188,28 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     return out;
   }
 
-  // [p00, p01, p11, qX, sigma, r]
+  // [p00, p01, p11, qX, sigma, r, pending sum or -1] (Note [lazy predict] for the last)
+  static constexpr std::size_t kFilterValues = 7;
+
   Napi::Value GetFilter(const Napi::CallbackInfo& info) {
-    const koala::FilterState& s = live(info.Env()).state();
-    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), 6);
-    const double values[6] = {s.p00, s.p01, s.p11, s.q_x, s.sigma, s.r};
-    std::copy(values, values + 6, out.Data());
+    CpuOptimizer& opt = live(info.Env());
+    const koala::FilterState& s = opt.state();
+    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), kFilterValues);
+    const double values[kFilterValues] = {s.p00, s.p01, s.p11, s.q_x, s.sigma, s.r, opt.pending_sum()};
+    std::copy(values, values + kFilterValues, out.Data());
     return out;
   }
 
   Napi::Value SetFilter(const Napi::CallbackInfo& info) {
-    koala::FilterState& s = live(info.Env()).state();
+    CpuOptimizer& opt = live(info.Env());
     if (info.Length() != 1 || !info[0].IsTypedArray() ||
         info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
-        info[0].As<Napi::Float64Array>().ElementLength() != 6) {
-      throw_coded(info.Env(), "ERR_KOALA_INVALID_ARGUMENT", "setFilter takes a Float64Array of 6");
+        info[0].As<Napi::Float64Array>().ElementLength() != kFilterValues) {
+      throw_coded(info.Env(), "ERR_KOALA_INVALID_ARGUMENT", "setFilter takes a Float64Array of 7");
     }
     const double* v = info[0].As<Napi::Float64Array>().Data();
-    s = {v[0], v[1], v[2], v[3], v[4], v[5]};
+    opt.state() = {v[0], v[1], v[2], v[3], v[4], v[5]};
+    opt.set_pending_sum(v[6]);
     return info.Env().Undefined();
   }
 

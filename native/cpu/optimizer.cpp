@@ -26,11 +26,13 @@ void* alloc_zeroed(std::size_t bytes) {
 }  // namespace
 
 CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
-                           const FilterConfig& config, const FilterState& initial, int threads)
+                           const FilterConfig& config, const FilterState& initial, int threads,
+                           bool lazy_predict)
     : dtype_(dtype),
       sizes_(std::move(layer_sizes)),
       config_(config),
       state_(initial),
+      lazy_predict_(lazy_predict && config.variant == Variant::kMomentum),
       plan_(sizes_, kChunkElems),
       chunk_sums_(plan_.chunks().size()),
       chunk_diff_(plan_.chunks().size()),
@@ -87,16 +89,25 @@ void CpuOptimizer::predict(const LayerBuffers* layers) {
 template <class T>
 void CpuOptimizer::predict_impl(const LayerBuffers* layers) {
   double sum_sq_diff = 0.0;
-  if (config_.variant == Variant::kMomentum) {
+  if (pending_sum_ != kNoPendingPredict) {
+    sum_sq_diff = pending_sum_;  // the element-wise part was done by the last update
+    pending_sum_ = kNoPendingPredict;
+  } else if (config_.variant == Variant::kMomentum) {
     for_chunks([&](std::size_t c, const Chunk& ch) {
       T* x = static_cast<T*>(layers[ch.layer].param) + ch.begin;
       T* v = static_cast<T*>(layer_state(LayerStateKind::kVelocity, ch.layer)) + ch.begin;
       T* a = static_cast<T*>(layer_state(LayerStateKind::kAverage, ch.layer)) + ch.begin;
       chunk_diff_[c] = cpu::momentum_predict_chunk(x, v, a, ch.size, config_.kappa);
     });
-    for (double d : chunk_diff_) sum_sq_diff += d;
+    sum_sq_diff = sum_chunk_diffs();
   }
   filter_predict(config_, state_, sum_sq_diff, static_cast<double>(plan_.total_elems()));
+}
+
+double CpuOptimizer::sum_chunk_diffs() const {
+  double sum = 0.0;
+  for (double d : chunk_diff_) sum += d;
+  return sum;
 }
 
 StepReport CpuOptimizer::update(const LayerBuffers* layers, double loss, double loss_sq, double lr,
@@ -147,19 +158,25 @@ StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, do
     }
   }
 
-  for_chunks([&](std::size_t, const Chunk& ch) {
+  for_chunks([&](std::size_t c, const Chunk& ch) {
     const LayerGain& k = gains_[ch.layer];
-    if (k.skip) return;
     const T* g = static_cast<const T*>(layers[ch.layer].grad) + ch.begin;
     T* x = static_cast<T*>(layers[ch.layer].param) + ch.begin;
-    if (config_.variant == Variant::kMomentum) {
-      T* v = static_cast<T*>(layer_state(LayerStateKind::kVelocity, ch.layer)) + ch.begin;
-      T* a = static_cast<T*>(layer_state(LayerStateKind::kAverage, ch.layer)) + ch.begin;
-      cpu::momentum_update_chunk(g, x, v, a, ch.size, wd, k.k1, k.k2);
+    if (config_.variant == Variant::kVanilla) {
+      if (!k.skip) cpu::vanilla_update_chunk(g, x, ch.size, k.k1);
+      return;
+    }
+    T* v = static_cast<T*>(layer_state(LayerStateKind::kVelocity, ch.layer)) + ch.begin;
+    T* a = static_cast<T*>(layer_state(LayerStateKind::kAverage, ch.layer)) + ch.begin;
+    if (!lazy_predict_) {
+      if (!k.skip) cpu::momentum_update_chunk(g, x, v, a, ch.size, wd, k.k1, k.k2);
+    } else if (k.skip) {
+      chunk_diff_[c] = cpu::momentum_predict_chunk(x, v, a, ch.size, config_.kappa);
     } else {
-      cpu::vanilla_update_chunk(g, x, ch.size, k.k1);
+      chunk_diff_[c] = cpu::momentum_update_predict_chunk(g, x, v, a, ch.size, wd, k.k1, k.k2, config_.kappa);
     }
   });
+  if (lazy_predict_) pending_sum_ = sum_chunk_diffs();
   if (any) filter_finish(config_, state_, report.max_gain);
   return report;
 }

@@ -22,10 +22,18 @@ struct LayerBuffers {
 
 enum class LayerStateKind : int { kVelocity = 0, kAverage = 1 };
 
+// Note [lazy predict]
+// With lazy_predict (KOALA-M), the update pass also does the next step's element-wise predict:
+// x += v, v *= kappa, and the sum |a - x|^2 on the updated x and a. A step then moves 36 bytes per
+// float32 parameter instead of 56, and predict() only does the scalar part, with the sum kept in
+// pending_sum_. The price: between update() and the next predict() the caller's parameters are
+// already the predicted ones. Layers skipped by the update still get their element-wise predict.
+constexpr double kNoPendingPredict = -1.0;  // pending_sum() when no element-wise predict is pending
+
 class CpuOptimizer {
  public:
   CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes, const FilterConfig& config,
-               const FilterState& initial, int threads);
+               const FilterState& initial, int threads, bool lazy_predict);
   ~CpuOptimizer();
 
   // Element pass (KOALA-M: x += v, v *= kappa and sum |a - x|^2) and the scalar predict.
@@ -36,6 +44,10 @@ class CpuOptimizer {
                     std::uint8_t* skip_mask);
 
   FilterState& state() { return state_; }
+  // The sum |a - x|^2 of a predict whose element-wise part the last update already did, or
+  // kNoPendingPredict (Note [lazy predict]).
+  double pending_sum() const { return pending_sum_; }
+  void set_pending_sum(double sum) { pending_sum_ = sum; }
   DType dtype() const { return dtype_; }
   // Threads a pass runs on: the option, capped so that each gets kMinElemsPerThread elements.
   int threads() const { return pool_ ? pool_->size() : 1; }
@@ -50,11 +62,14 @@ class CpuOptimizer {
   template <class T> StepReport update_impl(const LayerBuffers* layers, double loss, double loss_sq,
                                             double lr, std::uint8_t* skip_mask);
   template <class Fn> void for_chunks(Fn&& fn);
+  double sum_chunk_diffs() const;  // chunk_diff_ added up in chunk order
 
   DType dtype_;
   std::vector<std::size_t> sizes_;
   FilterConfig config_;
   FilterState state_;
+  bool lazy_predict_;
+  double pending_sum_ = kNoPendingPredict;
   ChunkPlan plan_;
   std::unique_ptr<ThreadPool> pool_;  // null when one thread is asked for or the model is small
   std::vector<std::size_t> bounds_;   // plan_.partition(threads)

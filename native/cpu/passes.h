@@ -50,6 +50,24 @@ double momentum_predict_chunk(T* __restrict__ x, T* __restrict__ v, const T* __r
   return sum_lanes(dd);
 }
 
+// Lazy predict: the KOALA-M update, then at once the next step's element-wise predict; returns the
+// chunk's sum of (a - x)^2 on the updated values (Note [lazy predict], cpu/optimizer.h).
+template <class T>
+double momentum_update_predict_chunk(const T* __restrict__ g, T* __restrict__ x, T* __restrict__ v,
+                                     T* __restrict__ a, std::size_t n, double wd, double k1, double k2,
+                                     double kappa) {
+  double dd[kLanes] = {};
+  for_each_lane(n, [&](std::size_t i, int j) {
+    double xi = x[i], vi = v[i], ai = a[i];
+    math::momentum_update(g[i], xi, vi, ai, wd, k1, k2);
+    dd[j] += math::momentum_predict(xi, vi, ai, kappa);
+    x[i] = static_cast<T>(xi);
+    v[i] = static_cast<T>(vi);
+    a[i] = static_cast<T>(ai);
+  });
+  return sum_lanes(dd);
+}
+
 template <class T>
 void momentum_update_chunk(const T* __restrict__ g, T* __restrict__ x, T* __restrict__ v,
                            T* __restrict__ a, std::size_t n, double wd, double k1, double k2) {
