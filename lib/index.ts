@@ -6,3 +6,5 @@ export type { DType, FloatArray, Layer } from './layers';
 export type { BackendChoice, KoalaMOptions, KoalaVOptions, NonFinitePolicy } from './options';
 export { nativeStatus } from './native';
 export type { NativeStatus } from './native';
+export { cosineLr, LrScheduler, multiStepLr, stepLr } from './schedules';
+export type { CosineLrOptions, HasLr, LrSchedule, MultiStepLrOptions, StepLrOptions } from './schedules';
