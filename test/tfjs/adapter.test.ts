@@ -1,0 +1,186 @@
+// The TensorFlow.js adapter: the same parameters as KoalaM driven by hand with the same gradients,
+// its state and config round trips, tfjs-layers' fit, and its errors.
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+
+import { initBackend, type BackendName } from '../../examples/mnist/backend';
+import { KoalaError, KoalaM, KoalaV, type KoalaMOptions } from '../../lib';
+import { KoalaMOptimizer, KoalaVOptimizer } from '../../lib/tfjs';
+import { bitwiseEqual, rng } from '../helpers';
+
+let X: tf.Tensor2D;
+let Y: tf.Tensor2D;
+
+beforeAll(async () => {
+  await initBackend('cpu');
+  X = tf.tensor2d(Array.from({ length: 8 * 4 }, (_, i) => Math.sin(i + 1)), [8, 4]);
+  Y = tf.tensor2d(Array.from({ length: 8 * 3 }, (_, i) => Math.cos(2 * i)), [8, 3]);
+});
+
+function initialValues(seed: number): [Float32Array, Float32Array] {
+  const r = rng(seed);
+  return [Float32Array.from({ length: 12 }, () => r() - 0.5), Float32Array.from({ length: 3 }, () => 0.1 * r())];
+}
+
+/** A linear model y = x W + b over two variables; per-sample squared errors. */
+function model(values: [Float32Array, Float32Array]) {
+  const w = tf.variable(tf.tensor2d(values[0], [4, 3]));
+  const b = tf.variable(tf.tensor1d(values[1]));
+  const perSample = () => tf.tidy(() => tf.mean(tf.square(tf.sub(tf.add(tf.matMul(X, w), b), Y)), 1));
+  const vars: tf.Variable[] = [w, b];
+  return { vars, perSample, mean: () => tf.mean(perSample()) as tf.Scalar, dispose: () => tf.dispose([w, b]) };
+}
+
+/** KoalaM (or V) over host arrays, with gradients computed by tfjs at the predicted parameters. */
+function byHand(Koala: typeof KoalaM | typeof KoalaV, options: KoalaMOptions, values: [Float32Array, Float32Array], steps: number, perSample: boolean, before?: (step: number, params: Float32Array[]) => void): Float32Array[] {
+  const params = values.map((v) => v.slice());
+  const grads = params.map((p) => new Float32Array(p.length));
+  const koala = new Koala(params.map((param, i) => ({ param, grad: grads[i] })), options);
+  const m = model(values);
+  for (let s = 0; s < steps; s++) {
+    before?.(s, params);
+    koala.predict();
+    m.vars.forEach((v, i) => v.assign(tf.tensor(params[i].slice(), v.shape)));
+    const { value, grads: g } = tf.variableGrads(m.mean, m.vars);
+    m.vars.forEach((v, i) => grads[i].set(g[v.name].dataSync() as Float32Array));
+    const loss = value.dataSync()[0];
+    const per = perSample ? m.perSample().dataSync() : [loss];
+    const lossSq = Array.from(per).reduce((a, l) => a + l * l, 0) / per.length;
+    koala.update(loss, lossSq);
+    tf.dispose([value, g]);
+  }
+  koala.dispose();
+  m.dispose();
+  return params;
+}
+
+function read(vars: tf.Variable[]): Float32Array[] {
+  return vars.map((v) => Float32Array.from(v.dataSync() as Float32Array));
+}
+
+describe.each<BackendName>(['cpu', 'wasm'])('on the %s backend', (backendName) => {
+  beforeAll(async () => {
+    const info = await initBackend(backendName);
+    expect(info).toEqual({ name: backendName, fallback: null });
+  });
+
+  test.each([
+    ['KoalaM', 'minimize'],
+    ['KoalaM', 'minimizePerSample'],
+    ['KoalaV', 'minimizePerSample'],
+  ] as const)('%s through the adapter (%s) gives the parameters of the core optimizer driven by hand, bitwise', (variant, how) => {
+    const values = initialValues(7);
+    const options = { weightDecay: 1e-3, backend: 'js' as const };
+    const m = model(values);
+    const opt = variant === 'KoalaM' ? new KoalaMOptimizer(options) : new KoalaVOptimizer(options);
+    for (let s = 0; s < 3; s++) {
+      if (how === 'minimize') opt.minimize(m.mean, false, m.vars);
+      else opt.minimizePerSample(m.perSample, false, m.vars);
+    }
+    const expected = byHand(variant === 'KoalaM' ? KoalaM : KoalaV, options, values, 3, how === 'minimizePerSample');
+    expect(bitwiseEqual(read(m.vars), expected)).toBe(true);
+    expect(opt.iterations).toBe(3);
+    expect(opt.stats.steps).toBe(3);
+    expect(opt.lastUpdate?.applied).toBe(true);
+    opt.dispose();
+    m.dispose();
+  });
+
+  test('a variable assigned elsewhere between steps is read back before the next predict', () => {
+    const values = initialValues(3);
+    const moved = values.map((v) => v.map((x) => x + 0.25));
+    const m = model(values);
+    const opt = new KoalaMOptimizer({ backend: 'js' });
+    opt.minimize(m.mean, false, m.vars);
+    m.vars.forEach((v, i) => v.assign(tf.tensor(moved[i], v.shape)));
+    opt.minimize(m.mean, false, m.vars);
+    const expected = byHand(KoalaM, { backend: 'js' }, values, 2, false, (s, params) => s === 1 && params.forEach((p, i) => p.set(moved[i])));
+    expect(bitwiseEqual(read(m.vars), expected)).toBe(true);
+    opt.dispose();
+    m.dispose();
+  });
+});
+
+describe('state, config, tfjs-layers and errors (cpu backend)', () => {
+  beforeAll(async () => {
+    await initBackend('cpu');
+  });
+
+  test('getWeights/setWeights carry the KOALA-M state: a restored optimizer continues bitwise the same', async () => {
+    const values = initialValues(11);
+    const a = model(values);
+    const optA = new KoalaMOptimizer({ backend: 'js' });
+    for (let s = 0; s < 2; s++) optA.minimizePerSample(a.perSample, false, a.vars);
+    const weights = await optA.getWeights();
+    expect(weights.map((w) => w.name)).toEqual(['iter', 'koala/state', ...a.vars.map((v) => `${v.name}/velocity`), ...a.vars.map((v) => `${v.name}/average`)]);
+
+    const b = model(read(a.vars) as [Float32Array, Float32Array]);
+    const optB = new KoalaMOptimizer({ backend: 'js' });
+    await optB.setWeights(weights);
+    expect(optB.iterations).toBe(2);
+    for (let s = 0; s < 2; s++) {
+      optA.minimizePerSample(a.perSample, false, a.vars);
+      optB.minimizePerSample(b.perSample, false, b.vars);
+    }
+    expect(bitwiseEqual(read(b.vars), read(a.vars))).toBe(true);
+    expect(optB.koala?.stateDict().filter).toEqual(optA.koala?.stateDict().filter);
+    expect(optB.iterations).toBe(4);
+    tf.dispose(weights.map((w) => w.tensor));
+    [optA, optB, a, b].forEach((x) => x.dispose());
+  });
+
+  test('getConfig/fromConfig round-trip, and both classes are registered for serialization', () => {
+    const opt = new KoalaMOptimizer({ kappa: 0.8, weightDecay: 5e-4, r: null });
+    opt.lr = 0.5;
+    const config = opt.getConfig();
+    expect(config).toEqual({ kappa: 0.8, weightDecay: 5e-4, r: null, lr: 0.5 });
+    const registry = tf.serialization.SerializationMap.getMap().classNameMap;
+    expect(registry.KoalaM[0]).toBe(KoalaMOptimizer);
+    expect(registry.KoalaV[0]).toBe(KoalaVOptimizer);
+    const back = registry.KoalaM[1](KoalaMOptimizer, config) as KoalaMOptimizer;
+    expect(back).toBeInstanceOf(KoalaMOptimizer);
+    expect(back.getConfig()).toEqual(config);
+    expect(back.getClassName()).toBe('KoalaM');
+    const v = KoalaVOptimizer.fromConfig(KoalaVOptimizer, new KoalaVOptimizer({ sigma0: 0.2, q: 0.5 }).getConfig());
+    expect(v.getConfig()).toEqual({ sigma0: 0.2, q: 0.5, lr: 1 });
+  });
+
+  test('a tfjs-layers model compiled with KoalaMOptimizer fits', async () => {
+    const model = tfl.sequential({ layers: [tfl.layers.dense({ units: 8, activation: 'tanh', inputShape: [4], kernelInitializer: tfl.initializers.glorotUniform({ seed: 1 }) }), tfl.layers.dense({ units: 3, kernelInitializer: tfl.initializers.glorotUniform({ seed: 2 }) })] });
+    const opt = new KoalaMOptimizer();
+    model.compile({ optimizer: opt, loss: 'meanSquaredError' });
+    const history = await model.fit(X, Y, { epochs: 15, batchSize: 4, shuffle: false, verbose: 0 });
+    const losses = history.history.loss as number[];
+    expect(losses[losses.length - 1]).toBeLessThan(0.5 * losses[0]);
+    expect(opt.iterations).toBe(30);
+    expect(opt.koala?.layerNames).toHaveLength(4);
+    model.dispose();
+    opt.dispose();
+  });
+
+  test('misuse throws KoalaErrors with their codes', () => {
+    const m = model(initialValues(5));
+    const code = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        expect(e).toBeInstanceOf(KoalaError);
+        return (e as KoalaError).code;
+      }
+      return 'no error';
+    };
+    expect(code(() => new KoalaMOptimizer({ kapa: 0.9 } as KoalaMOptions))).toBe('ERR_KOALA_INVALID_OPTION');
+    const opt = new KoalaMOptimizer({ backend: 'js' });
+    expect(code(() => opt.applyGradients({}))).toBe('ERR_KOALA_PREDICT_REQUIRED');
+    expect(code(() => opt.minimizePerSample(m.mean, false, m.vars))).toBe('ERR_KOALA_INVALID_LOSS');
+    opt.minimize(m.mean, false, m.vars);
+    expect(code(() => opt.minimize(m.mean, false, m.vars.slice(0, 1)))).toBe('ERR_KOALA_INVALID_LAYERS');
+    expect(code(() => (opt.lr = -1))).toBe('ERR_KOALA_INVALID_OPTION');
+    const other = tf.variable(tf.zeros([2]));
+    const { grads } = opt.computeGradients(m.mean, m.vars);
+    expect(code(() => opt.applyGradients({ ...grads, [other.name]: tf.zeros([2]) }))).toBe('ERR_KOALA_INVALID_LAYERS');
+    opt.dispose();
+    m.dispose();
+    other.dispose();
+  });
+});
