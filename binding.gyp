@@ -1,4 +1,15 @@
 {
+  "target_defaults": {
+    "include_dirs": [
+      "<!(node -p \"require('node-addon-api').include_dir\")",
+      "native",
+      "native/include"
+    ],
+    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+    "cflags!": ["-fno-exceptions", "-O2"],
+    "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++1y", "-std=gnu++17"],
+    "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-Wall", "-Wextra"]
+  },
   "targets": [
     {
       "target_name": "koala_optim",
@@ -6,19 +17,24 @@
         "native/binding/addon.cc",
         "native/core/plan.cpp",
         "native/cpu/pool.cpp",
+        "native/cpu/kernels.cpp",
+        "native/cpu/kernels_baseline.cpp",
         "native/cpu/optimizer.cpp",
-        "native/cpu/stream.cpp"
+        "native/cpu/bench_kernels.cpp"
       ],
-      "include_dirs": [
-        "<!(node -p \"require('node-addon-api').include_dir\")",
-        "native",
-        "native/include"
-      ],
-      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
-      "cflags!": ["-fno-exceptions", "-O2"],
-      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++1y", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-Wall", "-Wextra"],
-      "libraries": ["-lpthread"]
+      "libraries": ["-lpthread"],
+      "conditions": [
+        ["target_arch=='x64'", {
+          "dependencies": ["koala_kernels_avx2"],
+          "defines": ["KOALA_HAVE_AVX2"]
+        }]
+      ]
+    },
+    {
+      "target_name": "koala_kernels_avx2",
+      "type": "static_library",
+      "sources": ["native/cpu/kernels_avx2.cpp"],
+      "cflags_cc": ["-mavx2"]
     }
   ]
 }

@@ -1,18 +1,50 @@
 /**
- * A first number: the KOALA-M step (predict + update) on the native backend, float32, against a
- * STREAM triad measured in the same process on the same threads. Counted bytes: KOALA-M 56 per
- * parameter (shared/docs/ALGORITHM.md), triad 12 per element.
+ * `npm run bench`: the optimizer step against the memory bound and the tools a user would pick
+ * instead, all measured in this one process (shared/docs/PERFORMANCE.md).
  *
- *   npm run bench -- [--params 16000000] [--reps 15] [--threads N]
+ *   npm run bench                 quick mode (about half a minute): small lists, a smoke test of every contender
+ *   npm run bench -- --full       full mode (a few minutes): 1e4 .. 3e7 parameters, ResNet-50 and
+ *                                 transformer lists; also rewrites bench/RESULTS.md and bench/step-time.svg
+ *   --threads 1,2                 thread counts of the native contenders (default 1 and all cores)
+ *   --out DIR                     where the JSON, Markdown and SVG go (default results/bench)
+ *
+ * Counted bytes per parameter (float32): KOALA-M 56, KOALA-M lazy 36, KOALA-V 20, fused Adam 28,
+ * triad 12 and copy 8 per element. GB/s = counted bytes / median time.
  */
-import { availableParallelism, cpus } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
 
-import { KoalaM } from '../lib';
+import { KoalaM, KoalaV } from '../lib';
 import { nativeModule } from '../lib/native';
+import { fourTensors, resnet50, total, transformerBlocks, type ParamList } from './lists';
+import { renderReport, type Report, type Row } from './report';
+import { tfjsAdam, tfjsKoalaM, useWasm } from './tfjs';
 
-function arg(name: string, fallback: number): number {
+interface Stepper {
+  step(): void;
+  dispose(): void;
+}
+
+interface Contender {
+  name: string;
+  /** Which bound this contender's GB/s is compared with: the triad at the same thread count. */
+  threads: number;
+  bytesPerParam: number;
+  make(buffers: Buffers): Stepper;
+}
+
+/** Memory for one list, shared by its contenders (each resets what it changes). */
+interface Buffers {
+  list: ParamList;
+  params: Float32Array[];
+  grads: Float32Array[];
+  flat: Float32Array[]; // three arrays of the list's total size, for triad, copy and Adam
+}
+
+function argValue(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+  return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
 function median(xs: number[]): number {
@@ -20,63 +52,150 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-/** Seconds per call: warm-up, then `reps` timed calls; median, min and max. */
-function time(fn: () => void, reps: number): { median: number; min: number; max: number } {
-  for (let i = 0; i < 3; i++) fn();
-  const ts: number[] = [];
-  for (let i = 0; i < reps; i++) {
+/** Warm-up, then as many timed steps as fit in `budget` seconds (between minReps and 50). */
+function time(stepper: Stepper, budget: number, minReps: number): { times: number[] } {
+  const once = () => {
     const t0 = process.hrtime.bigint();
-    fn();
-    ts.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  return { median: median(ts), min: Math.min(...ts), max: Math.max(...ts) };
+    stepper.step();
+    return Number(process.hrtime.bigint() - t0) / 1e9;
+  };
+  const first = Math.max(once(), once());
+  const reps = Math.max(minReps, Math.min(50, Math.floor(budget / first)));
+  return { times: Array.from({ length: reps }, once) };
 }
 
-function main(): void {
-  const n = arg('params', 16_000_000);
-  const reps = arg('reps', 15);
-  const threads = arg('threads', availableParallelism());
+function allocate(list: ParamList): Buffers {
+  const params = list.sizes.map((n) => new Float32Array(n));
+  const grads = list.sizes.map((n, l) => {
+    const g = new Float32Array(n);
+    for (let i = 0; i < n; i++) g[i] = Math.sin(l + i) * 1e-3;
+    return g;
+  });
+  const n = total(list);
+  return { list, params, grads, flat: [0, 1, 2].map(() => new Float32Array(n).fill(1)) };
+}
+
+function nativeContenders(threads: number[]): Contender[] {
   const native = nativeModule();
   if (!native) throw new Error('the native addon is not built (npm run build:native)');
-
-  const a = new Float32Array(n);
-  const b = new Float32Array(n).fill(1);
-  const c = new Float32Array(n).fill(2);
-  const triad = time(() => native.streamTriad(a, b, c, 3, threads), reps);
-
-  // Four tensors of n/4: a large model's shape without per-layer overhead.
-  const sizes = [0, 1, 2, 3].map((i) => Math.floor((n * (i + 1)) / 4) - Math.floor((n * i) / 4));
-  const layers = sizes.map((m, i) => ({
-    param: new Float32Array(m).fill(0.01),
-    grad: Float32Array.from({ length: m }, (_, j) => Math.sin(i + j) * 1e-3),
-  }));
-  const opt = new KoalaM(layers, { backend: 'native', threads });
-  const step = time(() => {
-    opt.predict();
-    opt.update(0.5, 0.3);
-  }, reps);
-  opt.dispose();
-
-  const triadGBs = (12 * n) / triad.median / 1e9;
-  const koalaGBs = (56 * n) / step.median / 1e9;
-  const row = {
-    cpu: cpus()[0]?.model ?? 'unknown',
-    threads,
-    node: process.version,
-    params: n,
-    triadGBs,
-    koalaMGBs: koalaGBs,
-    fractionOfTriad: koalaGBs / triadGBs,
-    nsPerParam: (step.median / n) * 1e9,
-    stepMs: { median: step.median * 1e3, min: step.min * 1e3, max: step.max * 1e3 },
-  };
-  console.log(`${row.cpu}, ${threads} threads, Node ${row.node}, ${n.toLocaleString('en-US')} float32 parameters`);
-  console.log(`triad (12 B/elem)      ${triadGBs.toFixed(2)} GB/s`);
-  console.log(
-    `KOALA-M step (56 B/param) ${koalaGBs.toFixed(2)} GB/s = ${(100 * row.fractionOfTriad).toFixed(1)}% of triad, ` +
-      `${row.nsPerParam.toFixed(2)} ns/param, ${row.stepMs.median.toFixed(1)} ms (${row.stepMs.min.toFixed(1)}..${row.stepMs.max.toFixed(1)})`,
-  );
-  console.log(JSON.stringify(row));
+  const optimizer = (name: string, bytes: number, t: number, make: (b: Buffers) => KoalaM | KoalaV): Contender => ({
+    name,
+    threads: t,
+    bytesPerParam: bytes,
+    make: (b) => {
+      b.params.forEach((p) => p.fill(0.01));
+      const opt = make(b);
+      return {
+        step: () => {
+          opt.predict();
+          opt.update(0.5, 0.3);
+        },
+        dispose: () => opt.dispose(),
+      };
+    },
+  });
+  const layers = (b: Buffers) => b.params.map((param, i) => ({ param, grad: b.grads[i] }));
+  const out: Contender[] = [];
+  for (const t of threads) {
+    out.push(
+      { name: 'triad', threads: t, bytesPerParam: 12, make: ({ flat: [a, b, c] }) => ({ step: () => native.streamTriad(a, b, c, 3, t), dispose: () => undefined }) },
+      { name: 'copy', threads: t, bytesPerParam: 8, make: ({ flat: [a, b] }) => ({ step: () => native.streamCopy(a, b, t), dispose: () => undefined }) },
+      {
+        name: 'Adam (fused, native)',
+        threads: t,
+        bytesPerParam: 28,
+        make: ({ flat: [x, m, v], grads }) => {
+          const g = new Float32Array(x.length);
+          let at = 0;
+          for (const gl of grads) {
+            g.set(gl, at);
+            at += gl.length;
+          }
+          m.fill(0);
+          v.fill(0);
+          const hyper = Float64Array.of(1e-3, 0.9, 0.999, 1e-8, 0);
+          return { step: () => ((hyper[4] += 1), native.adamStep(x, g, m, v, hyper, t)), dispose: () => undefined };
+        },
+      },
+      optimizer('KOALA-M', 56, t, (b) => new KoalaM(layers(b), { backend: 'native', threads: t })),
+      optimizer('KOALA-M lazy', 36, t, (b) => new KoalaM(layers(b), { backend: 'native', threads: t, lazyPredict: true })),
+      optimizer('KOALA-V', 20, t, (b) => new KoalaV(layers(b), { backend: 'native', threads: t })),
+    );
+  }
+  out.push(optimizer('KOALA-M (js backend)', 56, 1, (b) => new KoalaM(layers(b), { backend: 'js' })));
+  return out;
 }
 
-main();
+const TFJS: Contender[] = [
+  { name: 'KOALA-M (tfjs-wasm, op by op)', threads: 1, bytesPerParam: 56, make: (b) => tfjsKoalaM(b.list.sizes) },
+  { name: 'Adam (tfjs-wasm)', threads: 1, bytesPerParam: 28, make: (b) => tfjsAdam(b.list.sizes) },
+];
+
+async function main(): Promise<void> {
+  const full = process.argv.includes('--full');
+  const threads = (argValue('threads') ?? [...new Set([1, availableParallelism()])].join(',')).split(',').map(Number);
+  const outDir = argValue('out') ?? join('results', 'bench');
+  const budget = full ? 0.5 : 0.08;
+  const minReps = full ? 7 : 3;
+
+  const resnet = resnet50();
+  const lists: ParamList[] = full
+    ? [
+        ...[1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 1.6e7, 3e7].map((n) => fourTensors(n)),
+        resnet,
+        fourTensors(total(resnet), '4 tensors, ResNet-50 total'),
+        transformerBlocks(),
+      ]
+    : [fourTensors(1e4), fourTensors(1e5), fourTensors(1e6), { ...fourTensors(1e6), name: 'ResNet-50 shapes / 25', sizes: resnet.sizes.map((n) => Math.max(1, Math.round(n / 25))) }];
+  const backend = await useWasm();
+  const contenders = [...nativeContenders(threads), ...TFJS];
+
+  const rows: Row[] = [];
+  const started = Date.now();
+  for (const list of lists) {
+    const buffers = allocate(list);
+    for (const c of contenders) {
+      const stepper = c.make(buffers);
+      const { times } = time(stepper, budget, minReps);
+      stepper.dispose();
+      const row: Row = {
+        list: list.name,
+        kind: list.kind,
+        params: total(list),
+        tensors: list.sizes.length,
+        contender: c.name,
+        threads: c.threads,
+        bytesPerParam: c.bytesPerParam,
+        medianMs: median(times) * 1e3,
+        minMs: Math.min(...times) * 1e3,
+        maxMs: Math.max(...times) * 1e3,
+        reps: times.length,
+      };
+      rows.push(row);
+      process.stdout.write(`${list.name.padEnd(28)} ${`${c.name} x${c.threads}`.padEnd(34)} ${row.medianMs.toFixed(3).padStart(10)} ms\n`);
+    }
+  }
+
+  const report: Report = {
+    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, tfjsBackend: backend },
+    mode: full ? 'full' : 'quick',
+    seconds: (Date.now() - started) / 1e3,
+    rows,
+  };
+  const { markdown, svg, json } = await renderReport(report);
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, 'bench.json'), json);
+  writeFileSync(join(outDir, 'bench.md'), markdown);
+  writeFileSync(join(outDir, 'step-time.svg'), svg);
+  if (full) {
+    writeFileSync(join(__dirname, '..', '..', 'bench', 'RESULTS.md'), markdown);
+    writeFileSync(join(__dirname, '..', '..', 'bench', 'step-time.svg'), svg);
+  }
+  console.log(`\n${markdown}`);
+  console.log(`written to ${outDir}/ (bench.json, bench.md, step-time.svg)${full ? ' and bench/RESULTS.md' : ''}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -13,8 +13,13 @@ import type { BackendConfig } from './options';
 interface NativeModule {
   NativeOptimizer: new (config: BackendConfig, params: FloatArray[], grads: FloatArray[], skipMask: Uint8Array) => Backend;
   chunkElems: number;
-  /** a = b + s c over Float32Arrays on `threads` threads: the benchmark's memory bound. */
+  /** The instruction set of the CPU passes in use: 'avx2' or 'baseline' (Note [instruction sets]). */
+  isa: string;
+  // The benchmark's reference kernels (native/cpu/bench_kernels.h), over Float32Arrays.
+  streamCopy(a: Float32Array, b: Float32Array, threads: number): void;
   streamTriad(a: Float32Array, b: Float32Array, c: Float32Array, s: number, threads: number): void;
+  /** One fused Adam step; hyper = [lr, beta1, beta2, eps, step]. */
+  adamStep(x: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, hyper: Float64Array, threads: number): void;
 }
 
 // Compiled code lives in dist/lib/, the sources in lib/: the package root is found from either.
@@ -49,11 +54,13 @@ export interface NativeStatus {
   path: string | null;
   /** Why it is not available (empty when it is). */
   reason: string;
+  /** The instruction set of the CPU passes: 'avx2' or 'baseline' (KOALA_OPTIM_ISA=baseline forces the latter). */
+  isa: string | null;
 }
 
 export function nativeStatus(): NativeStatus {
   const l = load();
-  return { available: l.module !== null, path: l.path, reason: l.reason };
+  return { available: l.module !== null, path: l.path, reason: l.reason, isa: l.module?.isa ?? null };
 }
 
 export function nativeModule(): NativeModule | null {

@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <mutex>
 #include <cstdint>
@@ -12,7 +13,8 @@
 #include <vector>
 
 #include "cpu/optimizer.h"
-#include "cpu/stream.h"
+#include "cpu/bench_kernels.h"
+#include "cpu/kernels.h"
 
 namespace {
 
@@ -286,24 +288,57 @@ float* float32_data(Napi::Env env, const Napi::Value& v, std::size_t n) {
   return static_cast<float*>(view.data);
 }
 
-// streamTriad(a, b, c, s, threads): a = b + s c, for the benchmark's memory bound.
+// The benchmark's reference kernels over Float32Arrays of equal length; the last argument is the
+// thread count: streamCopy(a, b, threads), streamTriad(a, b, c, s, threads),
+// adamStep(x, g, m, v, [lr, beta1, beta2, eps, step], threads).
+int bench_threads(const Napi::CallbackInfo& info, std::size_t arity) {
+  Napi::Env env = info.Env();
+  if (info.Length() != arity || !info[arity - 1].IsNumber() || info[arity - 1].As<Napi::Number>().Int32Value() < 1) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "expected " + std::to_string(arity) + " arguments, the last a thread count >= 1");
+  }
+  return info[arity - 1].As<Napi::Number>().Int32Value();
+}
+
+Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int threads = bench_threads(info, 3);
+  const std::size_t n = typed_view(env, info[0]).length;
+  koala::stream_copy(bench_pool(threads), float32_data(env, info[0], n), float32_data(env, info[1], n), n);
+  return env.Undefined();
+}
+
 Napi::Value StreamTriad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() != 5 || !info[3].IsNumber() || !info[4].IsNumber()) {
-    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "streamTriad(a, b, c, s, threads)");
-  }
+  const int threads = bench_threads(info, 5);
   const std::size_t n = typed_view(env, info[0]).length;
-  const int threads = info[4].As<Napi::Number>().Int32Value();
-  if (threads < 1) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "threads must be >= 1");
   koala::stream_triad(bench_pool(threads), float32_data(env, info[0], n), float32_data(env, info[1], n),
                       float32_data(env, info[2], n), info[3].As<Napi::Number>().FloatValue(), n);
   return env.Undefined();
 }
 
+Napi::Value AdamStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int threads = bench_threads(info, 6);
+  const std::size_t n = typed_view(env, info[0]).length;
+  const TypedView h = typed_view(env, info[4]);
+  if (h.type != napi_float64_array || h.length != 5) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "adamStep hyper-parameters: Float64Array [lr, beta1, beta2, eps, step]");
+  }
+  const double* p = static_cast<const double*>(h.data);
+  const koala::AdamStep s{static_cast<float>(p[0]), static_cast<float>(p[1]), static_cast<float>(p[2]), static_cast<float>(p[3]),
+                          static_cast<float>(1.0 - std::pow(p[1], p[4])), static_cast<float>(1.0 - std::pow(p[2], p[4]))};
+  koala::adam_step(bench_pool(threads), float32_data(env, info[0], n), float32_data(env, info[1], n),
+                   float32_data(env, info[2], n), float32_data(env, info[3], n), s, n);
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("streamCopy", Napi::Function::New<StreamCopy>(env, "streamCopy"));
   exports.Set("streamTriad", Napi::Function::New<StreamTriad>(env, "streamTriad"));
+  exports.Set("adamStep", Napi::Function::New<AdamStep>(env, "adamStep"));
   exports.Set("NativeOptimizer", NativeOptimizer::Define(env));
   exports.Set("chunkElems", static_cast<double>(koala::kChunkElems));
+  exports.Set("isa", Napi::String::New(env, koala::cpu::cpu_kernels().isa));
   return exports;
 }
 

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <new>
 
-#include "cpu/passes.h"
+#include "cpu/kernels.h"
 
 namespace koala {
 
@@ -88,6 +88,7 @@ void CpuOptimizer::predict(const LayerBuffers* layers) {
 
 template <class T>
 void CpuOptimizer::predict_impl(const LayerBuffers* layers) {
+  const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
   double sum_sq_diff = 0.0;
   if (pending_sum_ != kNoPendingPredict) {
     sum_sq_diff = pending_sum_;  // the element-wise part was done by the last update
@@ -97,7 +98,7 @@ void CpuOptimizer::predict_impl(const LayerBuffers* layers) {
       T* x = static_cast<T*>(layers[ch.layer].param) + ch.begin;
       T* v = static_cast<T*>(layer_state(LayerStateKind::kVelocity, ch.layer)) + ch.begin;
       T* a = static_cast<T*>(layer_state(LayerStateKind::kAverage, ch.layer)) + ch.begin;
-      chunk_diff_[c] = cpu::momentum_predict_chunk(x, v, a, ch.size, config_.kappa);
+      chunk_diff_[c] = kernels.momentum_predict(x, v, a, ch.size, config_.kappa);
     });
     sum_sq_diff = sum_chunk_diffs();
   }
@@ -119,11 +120,12 @@ StepReport CpuOptimizer::update(const LayerBuffers* layers, double loss, double 
 template <class T>
 StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, double loss_sq,
                                      double lr, std::uint8_t* skip_mask) {
+  const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
   const double wd = config_.weight_decay;
   for_chunks([&](std::size_t c, const Chunk& ch) {
     const T* g = static_cast<const T*>(layers[ch.layer].grad) + ch.begin;
     const T* x = static_cast<const T*>(layers[ch.layer].param) + ch.begin;
-    chunk_sums_[c] = cpu::stats_chunk(g, x, ch.size, wd);
+    chunk_sums_[c] = kernels.stats(g, x, ch.size, wd);
   });
 
   // Reduce each layer's chunks in order (Note [deterministic sums]), then guard: a non-finite
@@ -163,17 +165,17 @@ StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, do
     const T* g = static_cast<const T*>(layers[ch.layer].grad) + ch.begin;
     T* x = static_cast<T*>(layers[ch.layer].param) + ch.begin;
     if (config_.variant == Variant::kVanilla) {
-      if (!k.skip) cpu::vanilla_update_chunk(g, x, ch.size, k.k1);
+      if (!k.skip) kernels.vanilla_update(g, x, ch.size, k.k1);
       return;
     }
     T* v = static_cast<T*>(layer_state(LayerStateKind::kVelocity, ch.layer)) + ch.begin;
     T* a = static_cast<T*>(layer_state(LayerStateKind::kAverage, ch.layer)) + ch.begin;
     if (!lazy_predict_) {
-      if (!k.skip) cpu::momentum_update_chunk(g, x, v, a, ch.size, wd, k.k1, k.k2);
+      if (!k.skip) kernels.momentum_update(g, x, v, a, ch.size, wd, k.k1, k.k2);
     } else if (k.skip) {
-      chunk_diff_[c] = cpu::momentum_predict_chunk(x, v, a, ch.size, config_.kappa);
+      chunk_diff_[c] = kernels.momentum_predict(x, v, a, ch.size, config_.kappa);
     } else {
-      chunk_diff_[c] = cpu::momentum_update_predict_chunk(g, x, v, a, ch.size, wd, k.k1, k.k2, config_.kappa);
+      chunk_diff_[c] = kernels.momentum_update_predict(g, x, v, a, ch.size, wd, k.k1, k.k2, config_.kappa);
     }
   });
   if (lazy_predict_) pending_sum_ = sum_chunk_diffs();

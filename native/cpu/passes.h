@@ -1,15 +1,21 @@
 // The element-wise passes of a step over one chunk, for float or double storage. Loads widen to
 // double, koala/math.h does the arithmetic, stores round once. The reductions keep kLanes
 // independent partial sums (so the compiler can vectorize) and add them up in a fixed order.
-#pragma once
-
+//
+// Included only by cpu/kernels_isa.inc, once per instruction set, inside the namespace that
+// KOALA_CPU_ISA names (Note [instruction sets], cpu/kernels.h).
 #include <cstddef>
 
 #include "koala/math.h"
 #include "koala/types.h"
 
+#ifndef KOALA_CPU_ISA
+#error "cpu/passes.h is included through cpu/kernels_isa.inc, with KOALA_CPU_ISA defined"
+#endif
+
 namespace koala {
 namespace cpu {
+namespace KOALA_CPU_ISA {
 
 constexpr int kLanes = 8;
 
@@ -85,5 +91,6 @@ void vanilla_update_chunk(const T* __restrict__ g, T* __restrict__ x, std::size_
   for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(math::vanilla_update(g[i], x[i], k));
 }
 
+}  // namespace KOALA_CPU_ISA
 }  // namespace cpu
 }  // namespace koala

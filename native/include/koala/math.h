@@ -3,10 +3,12 @@
 // float32 values are widened on load and rounded once on store (see Note [opmath] in README).
 #pragma once
 
+// static: each translation unit keeps its own copy, so the CPU kernels compiled for several
+// instruction sets (Note [instruction sets], cpu/kernels.h) never share one through the linker.
 #if defined(__CUDACC__)
-#define KOALA_HD __host__ __device__ __forceinline__
+#define KOALA_HD static __host__ __device__ __forceinline__
 #else
-#define KOALA_HD inline
+#define KOALA_HD static inline
 #endif
 
 namespace koala {

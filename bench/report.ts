@@ -1,0 +1,122 @@
+/** Turns the measured rows into the JSON, the Markdown tables and the log-log plot of a run. */
+import * as vega from 'vega';
+import { compile } from 'vega-lite';
+
+export interface Row {
+  list: string;
+  kind: 'size' | 'model';
+  params: number;
+  tensors: number;
+  contender: string;
+  threads: number;
+  bytesPerParam: number;
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+  reps: number;
+}
+
+export interface Report {
+  machine: { cpu: string; cores: number; memoryGiB: number; node: string; tfjsBackend: string };
+  mode: 'quick' | 'full';
+  seconds: number;
+  rows: Row[];
+}
+
+const gbs = (r: Row) => (r.bytesPerParam * r.params) / (r.medianMs / 1e3) / 1e9;
+const nsPerParam = (r: Row) => (r.medianMs * 1e6) / r.params;
+const fmt = (x: number, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
+
+/** Least-squares slope of log(time) against log(params). */
+function slope(points: [number, number][]): number {
+  const xs = points.map(([n]) => Math.log(n));
+  const ys = points.map(([, t]) => Math.log(t));
+  const mx = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const my = ys.reduce((a, b) => a + b, 0) / ys.length;
+  const num = xs.reduce((s, x, i) => s + (x - mx) * (ys[i] - my), 0);
+  const den = xs.reduce((s, x) => s + (x - mx) ** 2, 0);
+  return num / den;
+}
+
+export async function renderReport(report: Report): Promise<{ markdown: string; svg: string; json: string }> {
+  const { rows, machine } = report;
+  const maxThreads = Math.max(...rows.map((r) => r.threads));
+  const lists = [...new Set(rows.map((r) => r.list))];
+  const find = (list: string, contender: string, threads = maxThreads) => rows.find((r) => r.list === list && r.contender === contender && r.threads === threads);
+  const triadOf = (r: Row) => find(r.list, 'triad', r.threads);
+
+  const out: string[] = [];
+  out.push(`# Benchmark: the KOALA step (${report.mode} run)`, '');
+  out.push(`Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}; tfjs backend: ${machine.tfjsBackend}. Run time ${report.seconds.toFixed(0)} s.`);
+  out.push('Produced by `npm run bench' + (report.mode === 'full' ? ' -- --full' : '') + '`. float32 parameters; counted bytes per parameter: KOALA-M 56, KOALA-M lazy 36, KOALA-V 20, Adam 28, triad 12, copy 8. GB/s = counted bytes / median step time; "% of triad" compares with the triad at the same thread count, measured in the same run.', '');
+
+  out.push(`## Summary (native contenders at ${maxThreads} threads)`, '');
+  out.push('| list | params | tensors | KOALA-M ms | ns/param | % of triad | lazy: % of triad | KOALA-M / Adam time | vs js backend | vs tfjs KOALA-M | vs tfjs Adam |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const list of lists) {
+    const k = find(list, 'KOALA-M');
+    const lazy = find(list, 'KOALA-M lazy');
+    if (!k || !lazy) continue;
+    const ratio = (c: string, threads = 1) => {
+      const r = find(list, c, threads);
+      return r ? `${fmt(r.medianMs / k.medianMs, 1)}x` : 'n/a';
+    };
+    const adam = find(list, 'Adam (fused, native)');
+    out.push(
+      `| ${list} | ${k.params.toLocaleString('en-US')} | ${k.tensors} | ${fmt(k.medianMs, 3)} | ${fmt(nsPerParam(k))} | ${fmt((100 * gbs(k)) / gbs(triadOf(k)!), 0)}% | ${fmt((100 * gbs(lazy)) / gbs(triadOf(lazy)!), 0)}% | ${adam ? fmt(k.medianMs / adam.medianMs) : 'n/a'} | ${ratio('KOALA-M (js backend)')} | ${ratio('KOALA-M (tfjs-wasm, op by op)')} | ${ratio('Adam (tfjs-wasm)')} |`,
+    );
+  }
+  out.push('');
+
+  // The acceptance checks of the benchmark issue, computed from this run.
+  const checks: string[] = [];
+  const big = rows.filter((r) => r.threads === maxThreads && r.params >= 16e6 && (r.contender === 'KOALA-M' || r.contender === 'KOALA-M lazy'));
+  if (big.length > 0) {
+    const worst = Math.min(...big.map((r) => gbs(r) / gbs(triadOf(r)!)));
+    checks.push(`KOALA-M standard and lazy at >= 16M parameters: at least ${fmt(100 * worst, 0)}% of the same-run triad (target 80%).`);
+  }
+  const tf = lists.map((l) => [find(l, 'KOALA-M (tfjs-wasm, op by op)', 1), find(l, 'KOALA-M')]).filter(([a, b]) => a && b) as [Row, Row][];
+  if (tf.length > 0) checks.push(`KOALA-M native vs tfjs-wasm op by op on the same list: at least ${fmt(Math.min(...tf.map(([a, b]) => a.medianMs / b.medianMs)), 1)}x faster (target 5x).`);
+  const resnet = rows.find((r) => r.list.startsWith('ResNet-50 (') && r.contender === 'KOALA-M' && r.threads === maxThreads);
+  const same = rows.find((r) => r.list === '4 tensors, ResNet-50 total' && r.contender === 'KOALA-M' && r.threads === maxThreads);
+  if (resnet && same) {
+    checks.push(`ResNet-50 list (161 tensors) vs the same total in 4 tensors: ${fmt(resnet.medianMs / same.medianMs, 3)}x the time (target within 1.15x); per-tensor overhead ${fmt(((resnet.medianMs - same.medianMs) * 1e3) / 157, 3)} us.`);
+  }
+  for (const threads of [...new Set(rows.map((r) => r.threads))].sort()) {
+    const sweep = rows.filter((r) => r.kind === 'size' && r.contender === 'KOALA-M' && r.threads === threads && r.params >= 1e5 && r.list !== '4 tensors, ResNet-50 total');
+    if (sweep.length >= 3) checks.push(`Growth of the KOALA-M step at ${threads} thread(s), 1e5 parameters and up: log-log slope ${fmt(slope(sweep.map((r) => [r.params, r.medianMs])), 3)} (target 0.9 to 1.1).`);
+  }
+  if (checks.length > 0) out.push('## Checks', '', ...checks.map((c) => `- ${c}`), '');
+
+  out.push('## Every measurement', '');
+  for (const list of lists) {
+    const first = rows.find((r) => r.list === list)!;
+    out.push(`### ${list}: ${first.params.toLocaleString('en-US')} parameters in ${first.tensors} tensors`, '');
+    out.push('| contender | threads | B/param | median ms (min..max) | reps | ns/param | GB/s | % of triad |');
+    out.push('|---|---:|---:|---|---:|---:|---:|---:|');
+    for (const r of rows.filter((x) => x.list === list)) {
+      const t = triadOf(r);
+      out.push(
+        `| ${r.contender} | ${r.threads} | ${r.bytesPerParam} | ${fmt(r.medianMs, 3)} (${fmt(r.minMs, 3)}..${fmt(r.maxMs, 3)}) | ${r.reps} | ${fmt(nsPerParam(r))} | ${fmt(gbs(r), 1)} | ${t ? `${fmt((100 * gbs(r)) / gbs(t), 0)}%` : ''} |`,
+      );
+    }
+    out.push('');
+  }
+
+  const plotted = rows.filter((r) => r.kind === 'size' && r.list !== '4 tensors, ResNet-50 total' && (r.threads === maxThreads || r.threads === 1 && !rows.some((x) => x.contender === r.contender && x.threads === maxThreads && x.list === r.list)));
+  const spec = compile({
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title: `Step time against size (${machine.cpu}, ${maxThreads} threads for native contenders)`,
+    width: 640,
+    height: 400,
+    data: { values: plotted.map((r) => ({ params: r.params, ms: r.medianMs, contender: r.contender })) },
+    mark: { type: 'line', point: true },
+    encoding: {
+      x: { field: 'params', type: 'quantitative', scale: { type: 'log' }, title: 'parameters' },
+      y: { field: 'ms', type: 'quantitative', scale: { type: 'log' }, title: 'time per step (ms, median)' },
+      color: { field: 'contender', type: 'nominal' },
+    },
+  }).spec;
+  const svg = await new vega.View(vega.parse(spec), { renderer: 'none' }).toSVG();
+  return { markdown: out.join('\n'), svg, json: JSON.stringify(report, null, 2) };
+}

@@ -1,0 +1,94 @@
+/**
+ * The contenders a TensorFlow.js user would reach for, on the wasm backend: KOALA-M ported op by
+ * op from the official PyTorch code (per-layer tensor ops, a host read per layer for the norms,
+ * parameters written back with assign), and tfjs's own Adam.
+ */
+import { dirname, join } from 'node:path';
+
+import * as tf from '@tensorflow/tfjs-core';
+import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+
+/** Selects the wasm backend, its .wasm files taken from the installed package. */
+export async function useWasm(): Promise<string> {
+  setWasmPaths(join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm')), '/'));
+  if (!(await tf.setBackend('wasm'))) throw new Error('the tfjs wasm backend did not initialize');
+  await tf.ready();
+  return tf.getBackend();
+}
+
+interface Stepper {
+  step(): void;
+  dispose(): void;
+}
+
+function variables(sizes: number[], value: number, name: string): tf.Variable[] {
+  return sizes.map((n, i) => tf.variable(tf.fill([n], value), true, `${name}${i}`));
+}
+
+function gradients(sizes: number[]): tf.Tensor1D[] {
+  return sizes.map((n, i) => tf.tidy(() => tf.mul(tf.sin(tf.range(i, n + i)), 1e-3) as tf.Tensor1D));
+}
+
+/** KOALA-M as the official code does it, one layer at a time (defaults: kappa 0.9, adaptive R). */
+export function tfjsKoalaM(sizes: number[]): Stepper {
+  const x = variables(sizes, 0.01, 'kx');
+  const v = variables(sizes, 0, 'kv');
+  const a = variables(sizes, 0, 'ka');
+  const g = gradients(sizes);
+  const n = sizes.reduce((s, m) => s + m, 0);
+  const kappa = 0.9;
+  let [p00, p01, p11, qx, r] = [0.1, 0, 0.1, 0.01, 1];
+  const predict = () => {
+    let sumSq = 0;
+    for (let l = 0; l < sizes.length; l++) sumSq += tf.tidy(() => tf.sum(tf.square(tf.sub(a[l], x[l])))).dataSync()[0];
+    qx = 0.9 * qx + 0.1 * (Math.sqrt(sumSq) / n);
+    for (let l = 0; l < sizes.length; l++) {
+      tf.tidy(() => {
+        x[l].assign(tf.add(x[l], v[l]));
+        v[l].assign(tf.mul(v[l], kappa));
+      });
+    }
+    const [f00, f01] = [p00 + p01, p01 + p11];
+    [p00, p01, p11] = [f00 + f01 + qx, kappa * f01, kappa * kappa * p11 + 0.01];
+  };
+  const update = (loss: number, lossSq: number) => {
+    r = 0.9 * r + 0.1 * lossSq;
+    let maxGain = 0;
+    for (let l = 0; l < sizes.length; l++) {
+      tf.tidy(() => {
+        const hh = tf.sum(tf.square(g[l])).dataSync()[0];
+        const s = hh * p00 + r;
+        maxGain = Math.max(maxGain, hh / s);
+        x[l].assign(tf.sub(x[l], tf.mul(g[l], (loss * p00) / s)));
+        v[l].assign(tf.sub(v[l], tf.mul(g[l], (loss * p01) / s)));
+        a[l].assign(tf.add(tf.mul(a[l], 0.9), tf.mul(x[l], 0.1)));
+      });
+    }
+    [p00, p01, p11] = [p00 - p00 * maxGain * p00, p01 - p00 * maxGain * p01, p11 - p01 * maxGain * p01];
+  };
+  return {
+    step: () => {
+      predict();
+      update(0.5, 0.3);
+    },
+    dispose: () => [...x, ...v, ...a, ...g].forEach((t) => t.dispose()),
+  };
+}
+
+/** tfjs's Adam (lr 1e-3) applying fixed gradients to the same list. */
+export function tfjsAdam(sizes: number[]): Stepper {
+  const x = variables(sizes, 0.01, 'adam_x');
+  const g = gradients(sizes);
+  const grads = x.map((xv, i) => ({ name: xv.name, tensor: g[i] }));
+  const opt = tf.train.adam(1e-3);
+  return {
+    step: () => {
+      opt.applyGradients(grads);
+      tf.tidy(() => tf.slice(x[0], 0, 1).dataSync()); // wait for the step to finish
+    },
+    dispose: () => {
+      opt.dispose();
+      [...x, ...g].forEach((t) => t.dispose());
+    },
+  };
+}

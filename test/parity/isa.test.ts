@@ -1,0 +1,46 @@
+// The CPU passes compiled for AVX2 and for the baseline target give bitwise the same results
+// (Note [instruction sets], native/cpu/kernels.h). Each runs in a child process, the ISA being
+// chosen once per process; KOALA_OPTIM_ISA=baseline forces the baseline set.
+import { execFileSync } from 'node:child_process';
+
+import { nativeStatus } from '../../lib';
+
+// Drives the addon's NativeOptimizer directly (both variants, both dtypes, a standard and a lazy
+// KOALA-M) and prints the ISA and a hash of every parameter and the filter state.
+const SCRIPT = `
+const { createHash } = require('node:crypto');
+const addon = require(process.argv[1]);
+const hash = createHash('sha256');
+for (const [variant, dtype, lazyPredict] of [[0, 0, false], [0, 1, false], [0, 0, true], [1, 0, false], [1, 1, false]]) {
+  const Arr = dtype === 0 ? Float32Array : Float64Array;
+  const sizes = [70001, 3, 16385, 90000];
+  const params = sizes.map((n, l) => Arr.from({ length: n }, (_, i) => Math.sin(l * 7 + i)));
+  const grads = sizes.map((n) => new Arr(n));
+  const config = { variant, dtype, threads: 2, weightDecay: 5e-4, eps: 1e-9, kappa: Math.fround(0.9), qP: Math.fround(0.01), q: 1, betaR: 0.9,
+    adaptiveR: true, lazyPredict, p00: Math.fround(0.1), p01: 0, p11: Math.fround(0.1), qX: 0.01, sigma: 0.1, r: 1 };
+  const opt = new addon.NativeOptimizer(config, params, grads, new Uint8Array(sizes.length));
+  for (let k = 0; k < 30; k++) {
+    opt.predict();
+    grads.forEach((g, l) => { for (let i = 0; i < g.length; i++) g[i] = Math.cos(k + l + i * 0.37) * 0.1; });
+    opt.update(0.5 + 0.01 * k, 0.3, 1);
+  }
+  params.forEach((p) => hash.update(new Uint8Array(p.buffer)));
+  hash.update(new Uint8Array(opt.getFilter().buffer));
+  opt.dispose();
+}
+console.log(JSON.stringify({ isa: addon.isa, hash: hash.digest('hex') }));
+`;
+
+function run(env: NodeJS.ProcessEnv): { isa: string; hash: string } {
+  const out = execFileSync(process.execPath, ['-e', SCRIPT, nativeStatus().path!], { env: { ...process.env, ...env }, encoding: 'utf8' });
+  return JSON.parse(out) as { isa: string; hash: string };
+}
+
+test('the AVX2 and the baseline passes agree bitwise', () => {
+  const chosen = run({});
+  const baseline = run({ KOALA_OPTIM_ISA: 'baseline' });
+  expect(baseline.isa).toBe('baseline');
+  if (chosen.isa === 'baseline') console.log('this processor (or build) has no AVX2 passes: both runs used the baseline set');
+  else expect(chosen.isa).toBe('avx2');
+  expect(chosen.hash).toBe(baseline.hash);
+});
