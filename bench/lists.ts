@@ -11,7 +11,7 @@ export function total(list: ParamList): number {
 }
 
 /** n parameters in four tensors of (almost) equal size: a large model's shape without per-layer overhead. */
-export function fourTensors(n: number, name = `${n.toExponential(0).replace('+', '')}`): ParamList {
+export function fourTensors(n: number, name = n < 1e6 ? `${n / 1e3}k` : `${n / 1e6}M`): ParamList {
   return { name, kind: 'size', sizes: [0, 1, 2, 3].map((i) => Math.floor((n * (i + 1)) / 4) - Math.floor((n * i) / 4)) };
 }
 

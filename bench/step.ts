@@ -42,6 +42,9 @@ interface Buffers {
   flat: Float32Array[]; // three arrays of the list's total size, for triad, copy and Adam
 }
 
+/** The paper's training setting, used by every KOALA contender (it costs no extra pass). */
+const WD = 5e-4;
+
 function argValue(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : undefined;
@@ -117,12 +120,12 @@ function nativeContenders(threads: number[]): Contender[] {
           return { step: () => ((hyper[4] += 1), native.adamStep(x, g, m, v, hyper, t)), dispose: () => undefined };
         },
       },
-      optimizer('KOALA-M', 56, t, (b) => new KoalaM(layers(b), { backend: 'native', threads: t })),
-      optimizer('KOALA-M lazy', 36, t, (b) => new KoalaM(layers(b), { backend: 'native', threads: t, lazyPredict: true })),
-      optimizer('KOALA-V', 20, t, (b) => new KoalaV(layers(b), { backend: 'native', threads: t })),
+      optimizer('KOALA-M', 56, t, (b) => new KoalaM(layers(b), { backend: 'native', threads: t, weightDecay: WD })),
+      optimizer('KOALA-M lazy', 36, t, (b) => new KoalaM(layers(b), { backend: 'native', threads: t, weightDecay: WD, lazyPredict: true })),
+      optimizer('KOALA-V', 20, t, (b) => new KoalaV(layers(b), { backend: 'native', threads: t, weightDecay: WD })),
     );
   }
-  out.push(optimizer('KOALA-M (js backend)', 56, 1, (b) => new KoalaM(layers(b), { backend: 'js' })));
+  out.push(optimizer('KOALA-M (js backend)', 56, 1, (b) => new KoalaM(layers(b), { backend: 'js', weightDecay: WD })));
   return out;
 }
 
@@ -146,7 +149,7 @@ async function main(): Promise<void> {
         fourTensors(total(resnet), '4 tensors, ResNet-50 total'),
         transformerBlocks(),
       ]
-    : [fourTensors(1e4), fourTensors(1e5), fourTensors(1e6), { ...fourTensors(1e6), name: 'ResNet-50 shapes / 25', sizes: resnet.sizes.map((n) => Math.max(1, Math.round(n / 25))) }];
+    : [fourTensors(1e4), fourTensors(1e5), fourTensors(1e6), { name: 'ResNet-50 shapes / 25', kind: 'model', sizes: resnet.sizes.map((n) => Math.max(1, Math.round(n / 25))) }];
   const backend = await useWasm();
   const contenders = [...nativeContenders(threads), ...TFJS];
 
@@ -154,10 +157,17 @@ async function main(): Promise<void> {
   const started = Date.now();
   for (const list of lists) {
     const buffers = allocate(list);
-    for (const c of contenders) {
+    // The bound is measured before and again after the list's contenders; the faster one is kept.
+    const bounds = contenders.filter((c) => c.name === 'triad' || c.name === 'copy');
+    for (const c of [...contenders, ...bounds]) {
       const stepper = c.make(buffers);
       const { times } = time(stepper, budget, minReps);
       stepper.dispose();
+      const before = rows.findIndex((r) => r.list === list.name && r.contender === c.name && r.threads === c.threads);
+      if (before >= 0) {
+        if (median(times) * 1e3 < rows[before].medianMs) rows.splice(before, 1);
+        else continue;
+      }
       const row: Row = {
         list: list.name,
         kind: list.kind,

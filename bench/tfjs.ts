@@ -29,14 +29,18 @@ function gradients(sizes: number[]): tf.Tensor1D[] {
   return sizes.map((n, i) => tf.tidy(() => tf.mul(tf.sin(tf.range(i, n + i)), 1e-3) as tf.Tensor1D));
 }
 
-/** KOALA-M as the official code does it, one layer at a time (defaults: kappa 0.9, adaptive R). */
+/**
+ * KOALA-M as the official code does it, restated with tfjs ops one layer at a time: per layer a
+ * handful of element-wise kernels and three host reads (|g| for the eps test, |h|^2, |x|^2), with
+ * the paper's training setting (weight decay 5e-4) and the default options otherwise.
+ */
 export function tfjsKoalaM(sizes: number[]): Stepper {
   const x = variables(sizes, 0.01, 'kx');
   const v = variables(sizes, 0, 'kv');
   const a = variables(sizes, 0, 'ka');
   const g = gradients(sizes);
   const n = sizes.reduce((s, m) => s + m, 0);
-  const kappa = 0.9;
+  const [kappa, wd, eps] = [0.9, 5e-4, 1e-9];
   let [p00, p01, p11, qx, r] = [0.1, 0, 0.1, 0.01, 1];
   const predict = () => {
     let sumSq = 0;
@@ -56,11 +60,14 @@ export function tfjsKoalaM(sizes: number[]): Stepper {
     let maxGain = 0;
     for (let l = 0; l < sizes.length; l++) {
       tf.tidy(() => {
-        const hh = tf.sum(tf.square(g[l])).dataSync()[0];
+        if (tf.norm(g[l]).dataSync()[0] < eps) return;
+        const h = tf.add(g[l], tf.mul(x[l], wd));
+        const hh = tf.sum(tf.square(h)).dataSync()[0];
+        const lossL = loss + 0.5 * wd * tf.sum(tf.square(x[l])).dataSync()[0];
         const s = hh * p00 + r;
         maxGain = Math.max(maxGain, hh / s);
-        x[l].assign(tf.sub(x[l], tf.mul(g[l], (loss * p00) / s)));
-        v[l].assign(tf.sub(v[l], tf.mul(g[l], (loss * p01) / s)));
+        x[l].assign(tf.sub(x[l], tf.mul(h, (lossL * p00) / s)));
+        v[l].assign(tf.sub(v[l], tf.mul(h, (lossL * p01) / s)));
         a[l].assign(tf.add(tf.mul(a[l], 0.9), tf.mul(x[l], 0.1)));
       });
     }
