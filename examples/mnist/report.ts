@@ -113,28 +113,28 @@ export async function curvesSvg(e: Experiment): Promise<string> {
       rows.push({ optimizer: r.label, epoch: p.epoch, metric: 'test accuracy (%)', value: 100 * p.accuracy });
     }
   }
-  const labels = e.config.optimizers.map((o) => LABELS[o]);
+  const color = { field: 'optimizer', type: 'nominal', scale: { domain: e.config.optimizers.map((o) => LABELS[o]) }, title: null };
+  // The test panels start at epoch 1: every optimizer starts from the same point (chance), which
+  // would flatten the part worth seeing.
   const panel = (metric: string, log: boolean) => ({
     title: metric,
     width: 250,
     height: 190,
     transform: [
-      { filter: { field: 'metric', equal: metric } },
+      { filter: metric === 'train loss' ? { field: 'metric', equal: metric } : { and: [{ field: 'metric', equal: metric }, { field: 'epoch', gt: 0 }] } },
       { aggregate: [{ op: 'mean', field: 'value', as: 'mean' }, { op: 'min', field: 'value', as: 'lo' }, { op: 'max', field: 'value', as: 'hi' }], groupby: ['optimizer', 'epoch'] },
     ],
-    encoding: {
-      x: { field: 'epoch', type: 'quantitative', title: 'epoch' },
-      color: { field: 'optimizer', type: 'nominal', scale: { domain: labels }, title: null },
-    },
+    encoding: { x: { field: 'epoch', type: 'quantitative', title: 'epoch' } },
     layer: [
-      { mark: { type: 'area', opacity: 0.18 }, encoding: { y: { field: 'lo', type: 'quantitative', scale: log ? { type: 'log' } : { zero: false }, title: null }, y2: { field: 'hi' } } },
-      { mark: { type: 'line', point: !log }, encoding: { y: { field: 'mean', type: 'quantitative', title: null } } },
+      { mark: { type: 'area', opacity: 0.18 }, encoding: { y: { field: 'lo', type: 'quantitative', scale: log ? { type: 'log' } : { zero: false }, title: null }, y2: { field: 'hi' }, color } },
+      { mark: { type: 'line', point: !log }, encoding: { y: { field: 'mean', type: 'quantitative', title: null }, color } },
     ],
   });
   const spec = {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title: { text: `MNIST ${e.config.model.toUpperCase()}, batch ${e.config.batch}: mean over ${e.config.seeds.length} seeds (band: min to max)`, anchor: 'start' },
     background: 'white',
+    config: { legend: { symbolType: 'stroke', symbolOpacity: 1, symbolStrokeWidth: 3 } },
     data: { values: rows },
     hconcat: [panel('train loss', true), panel('test loss', true), panel('test accuracy (%)', false)],
   } as unknown as vl.TopLevelSpec;

@@ -41,7 +41,7 @@ export const DEFAULTS: ExperimentConfig = {
   model: 'mlp',
   optimizers: ['koala-m', 'koala-v', 'sgd', 'adam'],
   seeds: [1, 2, 3],
-  epochs: 4,
+  epochs: 8,
   batch: 64,
   schedule: 'none',
   gamma: 0.2,
