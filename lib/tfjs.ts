@@ -50,8 +50,6 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
   protected readonly options: O;
   /** Statistics of the adapter's work, for logging its overhead. */
   readonly stats: AdapterStats = { steps: 0, copyMs: 0, koalaMs: 0 };
-  /** What the last update() returned, or null before the first. */
-  lastUpdate: UpdateInfo | null = null;
   private readonly variant: 0 | 1;
   private readonly predictMoves: boolean;
   private learningRate: number;
@@ -62,6 +60,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
   private observation: { loss: number; lossSq: number } | null = null;
   /** Set by minimizePerSample()'s loss function during the forward pass. */
   private perSampleLossSq: number | null = null;
+  private lastInfo: UpdateInfo | null = null;
 
   protected constructor(variant: 0 | 1, options: O, predictMoves: boolean) {
     super();
@@ -80,6 +79,11 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
   set lr(value: number) {
     this.learningRate = checkNumber('lr', value, 'nonNegative');
     if (this.binding) this.binding.koala.lr = value;
+  }
+
+  /** What the last KOALA update returned (applied, skipped layers, R, ...), or null before the first. */
+  get lastUpdate(): UpdateInfo | null {
+    return this.lastInfo;
   }
 
   /** The core optimizer, once the first step has bound the variables (null before). */
@@ -151,7 +155,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
     }
     this.stats.copyMs += t1 - t0 + (performance.now() - t2);
     this.stats.koalaMs += t2 - t1;
-    this.lastUpdate = info;
+    this.lastInfo = info;
   }
 
   /**

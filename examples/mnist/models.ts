@@ -18,7 +18,6 @@ import { rng } from './random';
 export type ModelName = 'mlp' | 'cnn';
 
 export interface Model {
-  readonly name: ModelName;
   readonly variables: tf.Variable[];
   /** Logits [batch, 10] of images [batch, 784]. */
   logits(images: tf.Tensor2D): tf.Tensor2D;
@@ -98,7 +97,6 @@ export function createModel(name: ModelName, seed: number): Model {
     const bs = sizes.slice(1).map((out, i) => zeros(out, `${tag}/b${i}`));
     const variables = ws.flatMap((w, i) => [w, bs[i]]);
     return {
-      name,
       variables,
       parameters: variables.reduce((n, v) => n + v.size, 0),
       logits: (images) => {
@@ -116,7 +114,6 @@ export function createModel(name: ModelName, seed: number): Model {
   const b = zeros(CLASSES, `${tag}/b`);
   const variables = [k1, c1, k2, c2, w, b];
   return {
-    name,
     variables,
     parameters: variables.reduce((n, v) => n + v.size, 0),
     logits: (images) => {

@@ -12,7 +12,7 @@ import * as vl from 'vega-lite';
 import { BASE_LR, LABELS, type OptimizerName } from './optimizers';
 import type { Experiment, RunResult } from './train';
 
-export interface Stats {
+interface Stats {
   mean: number;
   sd: number;
   min: number;
@@ -20,7 +20,7 @@ export interface Stats {
 }
 
 /** Mean, sample standard deviation (0 for one value), min and max. */
-export function stats(values: number[]): Stats {
+function stats(values: number[]): Stats {
   const mean = values.reduce((a, b) => a + b, 0) / values.length;
   const sd = values.length > 1 ? Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / (values.length - 1)) : 0;
   return { mean, sd, min: Math.min(...values), max: Math.max(...values) };
@@ -35,7 +35,7 @@ function byOptimizer(runs: RunResult[]): Map<OptimizerName, RunResult[]> {
   return out;
 }
 
-export function accuracyStats(runs: RunResult[]): Stats {
+function accuracyStats(runs: RunResult[]): Stats {
   return stats(runs.map((r) => last(r.test).accuracy));
 }
 
@@ -50,7 +50,7 @@ function setup(e: Experiment): string {
 }
 
 /** The closing comparison: KOALA-M's final test accuracy against the best baseline's. */
-export function koalaVsBest(runs: RunResult[]): string | null {
+function koalaVsBest(runs: RunResult[]): string | null {
   const groups = byOptimizer(runs);
   const koala = groups.get('koala-m');
   const baselines = [...groups].filter(([name]) => name === 'sgd' || name === 'adam');

@@ -126,7 +126,7 @@ function perSampleLoss(model: Model, images: tf.Tensor2D, labels: tf.Tensor2D): 
 }
 
 /** Mean cross-entropy and accuracy over a split, in chunks. */
-export function evaluate(model: Model, split: Split, chunk = 1000): { loss: number; accuracy: number } {
+function evaluate(model: Model, split: Split, chunk = 1000): { loss: number; accuracy: number } {
   let lossSum = 0;
   let correct = 0;
   for (let start = 0; start < split.size; start += chunk) {
