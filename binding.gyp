@@ -16,6 +16,7 @@
       "sources": [
         "native/binding/addon.cc",
         "native/core/plan.cpp",
+        "native/core/overlap.cpp",
         "native/cpu/pool.cpp",
         "native/cpu/kernels.cpp",
         "native/cpu/kernels_baseline.cpp",

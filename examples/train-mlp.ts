@@ -5,7 +5,7 @@
  *
  *   npm start -- [--epochs 12] [--batch 32] [--seed 1]
  */
-import { KoalaM, type Layer } from '../lib';
+import { KoalaM, type BackendName, type Layer } from '../lib';
 
 const IN = 8;
 const HIDDEN = 32;
@@ -75,7 +75,7 @@ class Mlp {
 export interface TrainResult {
   /** Test loss before training and after each epoch. */
   testLoss: number[];
-  backend: 'native' | 'js';
+  backend: BackendName;
 }
 
 export function train({ epochs = 12, batch = 32, seed = 1, log = console.log } = {}): TrainResult {

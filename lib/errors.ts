@@ -18,6 +18,11 @@ export type KoalaErrorCode =
   | 'ERR_KOALA_DISPOSED' // a call after dispose()
   | 'ERR_KOALA_INVALID_STATE' // loadStateDict() given data that does not fit this optimizer
   | 'ERR_KOALA_NATIVE_UNAVAILABLE' // backend: 'native' asked for, but the addon does not load
+  | 'ERR_KOALA_MIXED_MEMORY' // host arrays and device tensors in one optimizer
+  | 'ERR_KOALA_INVALID_DEVICE_POINTER' // not device memory of the layer's device, misaligned, or malformed
+  | 'ERR_KOALA_CUDA_UNAVAILABLE' // device tensors given, but no usable CUDA device or addon
+  | 'ERR_KOALA_CUDA' // a CUDA runtime call failed (the message is CUDA's)
+  | 'ERR_KOALA_STALE_INFO' // a device step's info read after a later update()
   | 'ERR_KOALA_INVALID_ARGUMENT'; // a malformed call into the native binding
 
 export class KoalaError extends Error {

@@ -1,8 +1,28 @@
-import { NO_PENDING_PREDICT, type Backend, type LayerStateKind } from './backend';
+import { NO_PENDING_PREDICT, type Backend, type BackendStep, type LayerStateKind } from './backend';
+import { CudaBackend } from './cuda';
 import { asKoalaError, fail, KoalaError } from './errors';
-import { checkAttached, dtypeOf, validateLayers, type DType, type FloatArray, type Layer, type LayerTable } from './layers';
+import {
+  checkAttached,
+  checkDeviceDescriptor,
+  dtypeOf,
+  isDeviceDescriptor,
+  validateLayers,
+  type DeviceScalar,
+  type DType,
+  type FloatArray,
+  type Layer,
+  type LayerTable,
+} from './layers';
 import { nativeModule, nativeStatus } from './native';
-import { checkNumber, normalizeOptions, type BackendConfig, type KoalaMOptions, type KoalaVOptions, type NonFinitePolicy } from './options';
+import {
+  checkNumber,
+  normalizeOptions,
+  type BackendChoice,
+  type BackendConfig,
+  type KoalaMOptions,
+  type KoalaVOptions,
+  type NonFinitePolicy,
+} from './options';
 import { ReferenceBackend } from './reference';
 
 /**
@@ -69,7 +89,21 @@ export interface KoalaStateDict {
 const STATE_VERSION = 1;
 let warnedFallback = false;
 
-function createBackend(choice: 'auto' | 'native' | 'js', config: BackendConfig, table: LayerTable, skipMask: Uint8Array): [Backend, 'native' | 'js'] {
+/** Which implementation runs the steps: the CPU addon, the js reference, or the CUDA addon. */
+export type BackendName = 'native' | 'js' | 'cuda';
+
+function createBackend(
+  choice: BackendChoice,
+  config: BackendConfig,
+  table: LayerTable,
+  skipMask: Uint8Array,
+  stream: bigint | null,
+): [Backend, BackendName] {
+  if (table.memory === 'cuda') {
+    if (choice !== 'auto') fail('ERR_KOALA_INVALID_OPTION', `option backend '${choice}' runs on host arrays; device tensors run on the CUDA backend (leave backend out)`);
+    return [new CudaBackend(config, table, skipMask, stream ?? 0n), 'cuda'];
+  }
+  if (stream !== null) fail('ERR_KOALA_INVALID_OPTION', 'option stream is for layers in CUDA device memory');
   if (choice !== 'js') {
     const mod = nativeModule();
     if (mod) {
@@ -88,20 +122,22 @@ function createBackend(choice: 'auto' | 'native' | 'js', config: BackendConfig, 
   return [new ReferenceBackend(config, table.params, table.grads, skipMask), 'js'];
 }
 
+const REASONS: Record<number, SkipReason> = { 1: 'non-finite-gradient', 2: 'non-finite-parameter', 3: 'non-finite-loss' };
+
 abstract class KoalaBase {
   /** The dtype of every param and grad, taken from the layers. */
   readonly dtype: DType;
   readonly layerNames: readonly string[];
   /** Which implementation runs the steps. */
-  readonly backend: 'native' | 'js';
+  readonly backend: BackendName;
   protected readonly impl: Backend;
   protected readonly table: LayerTable;
   private readonly variant: 0 | 1;
   private readonly skipMask: Uint8Array;
   private readonly onNonFinite: NonFinitePolicy;
   private learningRate: number;
-  private steps = 0;
   private currentPhase: Phase = 'updated';
+  private updates = 0; // update() calls, to tell a device step's info from a later one's
   private disposed = false;
 
   protected constructor(variant: 0 | 1, layers: readonly Layer[], options: unknown) {
@@ -114,7 +150,7 @@ abstract class KoalaBase {
     this.onNonFinite = opts.onNonFinite;
     this.skipMask = new Uint8Array(this.table.lengths.length);
     const config: BackendConfig = { ...opts.config, dtype: this.dtype === 'float32' ? 0 : 1 };
-    [this.impl, this.backend] = createBackend(opts.backend, config, this.table, this.skipMask);
+    [this.impl, this.backend] = createBackend(opts.backend, config, this.table, this.skipMask, opts.stream);
   }
 
   /** The learning rate of the next update(); schedules set it between steps. */
@@ -126,15 +162,15 @@ abstract class KoalaBase {
     this.learningRate = checkNumber('lr', value, 'nonNegative');
   }
 
-  /** Threads the passes run on: the `threads` option, capped at one per 65,536 parameters. */
+  /** CPU threads the passes run on: the `threads` option, capped at one per 65,536 parameters (0 on CUDA). */
   get threads(): number {
     this.ready();
     return this.impl.threadsInUse();
   }
 
-  /** Applied updates so far. */
+  /** Applied updates so far (on CUDA, reading it synchronizes with the stream). */
   get step(): number {
-    return this.steps;
+    return this.filter()[7];
   }
 
   get phase(): Phase {
@@ -150,42 +186,55 @@ abstract class KoalaBase {
 
   /**
    * After the backward pass has written every layer's grad: one Kalman update.
-   * @param loss the minibatch mean loss. A negative loss is legal and reverses the step.
+   * @param loss the minibatch mean loss. A negative loss is legal and reverses the step. With
+   *   CUDA layers it may be a DeviceScalar, read on the device.
    * @param lossSq the minibatch mean of the squared per-sample losses (feeds the adaptive R);
-   *   defaults to loss^2, the value for a batch of one sample.
+   *   defaults to loss^2, the value for a batch of one sample (required with a device loss).
+   *
+   * With CUDA layers the step is launched on the stream and nothing is read back: the returned
+   * info reads the outcome from the device when one of its fields is first read (read it before
+   * the next update()), and onNonFinite: 'throw' throws then.
    */
-  update(loss: number, lossSq: number = loss * loss): UpdateInfo {
+  update(loss: number | DeviceScalar, lossSq?: number | DeviceScalar): UpdateInfo {
     this.ready();
-    if (typeof loss !== 'number' || typeof lossSq !== 'number') {
-      fail('ERR_KOALA_INVALID_LOSS', `loss and lossSq must be numbers, got ${typeof loss} and ${typeof lossSq}`);
+    const sq = lossSq === undefined && typeof loss === 'number' ? loss * loss : lossSq;
+    for (const [value, name] of [[loss, 'loss'], [sq, 'lossSq']] as const) {
+      if (typeof value === 'number') continue;
+      if (value === undefined) fail('ERR_KOALA_INVALID_LOSS', 'lossSq must be given when the loss is on the device');
+      if (!isDeviceDescriptor(value)) fail('ERR_KOALA_INVALID_LOSS', `${name} must be a number${this.table.memory === 'cuda' ? ' or a device scalar' : ''}, got ${typeof value}`);
+      if (this.table.memory !== 'cuda') fail('ERR_KOALA_INVALID_LOSS', `${name} is a device scalar, but this optimizer's layers are host arrays`);
+      const d = checkDeviceDescriptor(value, name, false);
+      if (d.deviceId !== this.table.deviceId) fail('ERR_KOALA_INVALID_DEVICE_POINTER', `${name} is on cuda:${d.deviceId}, the layers on cuda:${this.table.deviceId}`);
     }
-    if (lossSq < 0) fail('ERR_KOALA_INVALID_LOSS', `lossSq is a mean of squares and cannot be negative, got ${lossSq}`);
+    if (typeof sq === 'number' && sq < 0) fail('ERR_KOALA_INVALID_LOSS', `lossSq is a mean of squares and cannot be negative, got ${sq}`);
     if (this.currentPhase !== 'predicted') {
       fail('ERR_KOALA_PREDICT_REQUIRED', 'update() needs a predict() since the last applied update (call predict() before the forward pass)');
     }
-    if (!Number.isFinite(loss) || !Number.isFinite(lossSq)) return this.refuse('non-finite-loss');
-    const step = this.call(() => this.impl.update(loss, lossSq, this.learningRate));
-    if (step.status !== 0) return this.refuse(step.status === 1 ? 'non-finite-gradient' : 'non-finite-parameter');
-    this.currentPhase = 'updated';
-    this.steps++;
-    const skippedLayers: number[] = [];
-    if (step.skipped > 0) this.skipMask.forEach((s, i) => s && skippedLayers.push(i));
-    return { applied: true, reason: null, step: this.steps, skippedLayers, maxGain: step.maxGain, r: this.filter()[5] };
+    const lossSqArg = sq as number | DeviceScalar;
+    this.updates++;
+    if ((typeof loss === 'number' && !Number.isFinite(loss)) || (typeof lossSqArg === 'number' && !Number.isFinite(lossSqArg))) {
+      return this.outcome({ status: 3, skipped: 0, maxGain: 0 });
+    }
+    const step = this.call(() => this.impl.update(loss, lossSqArg, this.learningRate));
+    // On CUDA the outcome is on the device (see above): the phase moves on as for an applied step.
+    if (step === null || step.status === 0) this.currentPhase = 'updated';
+    return step === null ? this.deferred() : this.outcome(step);
   }
 
   stateDict(): KoalaStateDict {
-    this.ready();
     const momentum = this.variant === 0;
+    const f = this.filter();
     return {
       format: 'koala-optim',
       version: STATE_VERSION,
       optimizer: momentum ? 'koala-m' : 'koala-v',
       dtype: this.dtype,
       layers: this.table.names.map((name, i) => ({ name, length: this.table.lengths[i] })),
-      step: this.steps,
+      step: f[7],
       phase: this.currentPhase,
       lr: this.learningRate,
-      ...this.filterState(),
+      filter: Array.from(f.subarray(0, 6)),
+      pendingPredict: f[6] === NO_PENDING_PREDICT ? null : f[6],
       velocities: momentum ? this.layerStates(0) : [],
       averages: momentum ? this.layerStates(1) : [],
     };
@@ -223,11 +272,10 @@ abstract class KoalaBase {
       }
     }
     this.call(() => {
-      this.impl.setFilter(Float64Array.of(...sd.filter, pending ?? NO_PENDING_PREDICT));
+      this.impl.setFilter(Float64Array.of(...sd.filter, pending ?? NO_PENDING_PREDICT, sd.step));
       sd.velocities.forEach((v, i) => this.impl.writeLayerState(0, i, v));
       sd.averages.forEach((a, i) => this.impl.writeLayerState(1, i, a));
     });
-    this.steps = sd.step;
     this.currentPhase = sd.phase;
     this.learningRate = sd.lr;
   }
@@ -237,11 +285,6 @@ abstract class KoalaBase {
     if (this.disposed) return;
     this.disposed = true;
     this.impl.dispose();
-  }
-
-  private filterState(): Pick<KoalaStateDict, 'filter' | 'pendingPredict'> {
-    const f = this.filter();
-    return { filter: Array.from(f.subarray(0, 6)), pendingPredict: f[6] === NO_PENDING_PREDICT ? null : f[6] };
   }
 
   protected filter(): Float64Array {
@@ -264,11 +307,36 @@ abstract class KoalaBase {
     checkAttached(this.table);
   }
 
-  private refuse(reason: SkipReason): UpdateInfo {
-    if (this.onNonFinite === 'throw') {
-      throw new KoalaError('ERR_KOALA_NON_FINITE', `update refused: ${reason.replace(/-/g, ' ')} (nothing was changed)`);
+  /** The info of a step from its outcome; a refused step throws with onNonFinite: 'throw'. */
+  private outcome(step: BackendStep): UpdateInfo {
+    const f = this.filter();
+    if (step.status !== 0) {
+      const reason = REASONS[step.status];
+      if (this.onNonFinite === 'throw') {
+        throw new KoalaError('ERR_KOALA_NON_FINITE', `update refused: ${reason.replace(/-/g, ' ')} (nothing was changed)`);
+      }
+      return { applied: false, reason, step: f[7], skippedLayers: [], maxGain: 0, r: f[5] };
     }
-    return { applied: false, reason, step: this.steps, skippedLayers: [], maxGain: 0, r: this.filter()[5] };
+    const skippedLayers: number[] = [];
+    if (step.skipped > 0) this.skipMask.forEach((s, i) => s && skippedLayers.push(i));
+    return { applied: true, reason: null, step: f[7], skippedLayers, maxGain: step.maxGain, r: f[5] };
+  }
+
+  /** A device step's info: read from the device on first access to a field. */
+  private deferred(): UpdateInfo {
+    const seq = this.updates;
+    let info: UpdateInfo | null = null;
+    const read = (): UpdateInfo => {
+      if (info) return info;
+      if (seq !== this.updates) fail('ERR_KOALA_STALE_INFO', 'this info belongs to an earlier update(): read it before the next update()');
+      info = this.outcome(this.call(() => this.impl.lastStep!()));
+      return info;
+    };
+    const fields = ['applied', 'reason', 'step', 'skippedLayers', 'maxGain', 'r'] as const;
+    return Object.defineProperties(
+      {},
+      Object.fromEntries(fields.map((k) => [k, { enumerable: true, get: () => read()[k] }])),
+    ) as UpdateInfo;
   }
 
   private call<T>(fn: () => T): T {

@@ -13,6 +13,14 @@ import type { BackendConfig } from './options';
 interface NativeModule {
   NativeOptimizer: new (config: BackendConfig, params: FloatArray[], grads: FloatArray[], skipMask: Uint8Array) => Backend;
   chunkElems: number;
+  /** The chunk plan (native/core/plan.h) of a layer list, split into `parts` ranges: for its tests. */
+  planChunks(sizes: number[], chunkElems: number, parts: number): {
+    layer: Float64Array;
+    begin: Float64Array;
+    size: Float64Array;
+    firstChunk: Float64Array;
+    bounds: Float64Array;
+  };
   /** The instruction set of the CPU passes in use: 'avx2' or 'baseline' (Note [instruction sets]). */
   isa: string;
   // The benchmark's reference kernels (native/cpu/bench_kernels.h), over Float32Arrays.
@@ -23,8 +31,9 @@ interface NativeModule {
 }
 
 // Compiled code lives in dist/lib/, the sources in lib/: the package root is found from either.
-const ROOT = [resolve(__dirname, '..'), resolve(__dirname, '..', '..')].find((d) => existsSync(join(d, 'package.json'))) ?? resolve(__dirname, '..');
-const CANDIDATES = [join(ROOT, 'build-cmake', 'Release', 'koala_optim.node'), join(ROOT, 'build', 'Release', 'koala_optim.node')];
+export const PACKAGE_ROOT =
+  [resolve(__dirname, '..'), resolve(__dirname, '..', '..')].find((d) => existsSync(join(d, 'package.json'))) ?? resolve(__dirname, '..');
+const CANDIDATES = [join(PACKAGE_ROOT, 'build-cmake', 'Release', 'koala_optim.node'), join(PACKAGE_ROOT, 'build', 'Release', 'koala_optim.node')];
 
 let loaded: { module: NativeModule | null; path: string | null; reason: string } | null = null;
 

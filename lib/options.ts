@@ -21,6 +21,11 @@ interface CommonOptions {
   /** Threads of the native backend (the js backend runs on one). Default: os.availableParallelism(). */
   threads?: number;
   backend?: BackendChoice;
+  /**
+   * CUDA layers only: the caller's cudaStream_t as a BigInt; every kernel of a step runs on it.
+   * Default 0n, the legacy default stream.
+   */
+  stream?: bigint;
   /** Default 'skip': the step is skipped as a whole and reported in the returned info. */
   onNonFinite?: NonFinitePolicy;
 }
@@ -76,6 +81,8 @@ export interface BackendConfig {
 
 export interface Normalized {
   lr: number;
+  /** null when the option was not given. */
+  stream: bigint | null;
   backend: BackendChoice;
   onNonFinite: NonFinitePolicy;
   config: Omit<BackendConfig, 'dtype'>;
@@ -99,7 +106,7 @@ const MOMENTUM: Record<string, [Range, number]> = {
   qP: ['nonNegative', 0.01],
 };
 const VANILLA: Record<string, [Range, number]> = { ...COMMON, sigma0: ['nonNegative', 0.1], q: ['nonNegative', 1] };
-const NON_NUMERIC = ['r', 'threads', 'backend', 'onNonFinite'];
+const NON_NUMERIC = ['r', 'threads', 'backend', 'onNonFinite', 'stream'];
 
 /** The reference's option names, to point a user porting from it at ours. */
 const REFERENCE_NAMES: Record<string, string> = {
@@ -159,11 +166,16 @@ export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
   if (onNonFinite !== 'skip' && onNonFinite !== 'throw') {
     fail('ERR_KOALA_INVALID_OPTION', `option onNonFinite must be 'skip' or 'throw', got ${String(onNonFinite)}`);
   }
+  const stream = given.stream ?? null;
+  if (stream !== null && (typeof stream !== 'bigint' || stream < 0n || stream >= 2n ** 64n)) {
+    fail('ERR_KOALA_INVALID_OPTION', `option stream must be a cudaStream_t as a BigInt (0n: the default stream), got ${String(stream)}`);
+  }
   const lazyPredict = given.lazyPredict ?? false;
   if (typeof lazyPredict !== 'boolean') fail('ERR_KOALA_INVALID_OPTION', `option lazyPredict must be a boolean, got ${String(lazyPredict)}`);
   const momentum = variant === 0;
   return {
     lr: num('lr'),
+    stream,
     backend,
     onNonFinite,
     config: {

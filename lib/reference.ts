@@ -27,6 +27,7 @@ export class ReferenceBackend implements Backend {
   private r: number;
   // Lazy predict: the sum |a - x|^2 of a predict whose element-wise part the last update did.
   private pending = NO_PENDING_PREDICT;
+  private steps = 0; // applied updates
 
   constructor(cfg: BackendConfig, params: FloatArray[], grads: FloatArray[], skipMask: Uint8Array) {
     this.cfg = cfg;
@@ -150,15 +151,16 @@ export class ReferenceBackend implements Backend {
         this.sigma = this.sigma - this.sigma * this.sigma * maxGain;
       }
     }
+    this.steps++;
     return { status: 0, skipped, maxGain };
   }
 
   getFilter(): Float64Array {
-    return Float64Array.of(this.p00, this.p01, this.p11, this.qX, this.sigma, this.r, this.pending);
+    return Float64Array.of(this.p00, this.p01, this.p11, this.qX, this.sigma, this.r, this.pending, this.steps);
   }
 
   setFilter(values: Float64Array): void {
-    [this.p00, this.p01, this.p11, this.qX, this.sigma, this.r, this.pending] = values;
+    [this.p00, this.p01, this.p11, this.qX, this.sigma, this.r, this.pending, this.steps] = values;
   }
 
   readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/overlap.h"
 #include "cpu/optimizer.h"
 #include "cpu/bench_kernels.h"
 #include "cpu/kernels.h"
@@ -138,27 +139,16 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   // Two ArrayBuffer objects can share memory (a SharedArrayBuffer cloned within one thread), so
   // aliasing is checked on addresses here, after lib/ checked buffer identity.
   void check_aliasing(Napi::Env env) {
-    struct Range {
-      std::uintptr_t begin, end;
-      std::size_t index;  // 2 l for param, 2 l + 1 for grad
-    };
-    std::vector<Range> ranges;
+    std::vector<koala::MemoryRange> ranges;
     const std::size_t bytes = dtype_ == DType::kFloat32 ? 4 : 8;
     for (std::size_t l = 0; l < sizes_.size(); ++l) {
       const auto p = reinterpret_cast<std::uintptr_t>(buffers_[l].param);
       const auto g = reinterpret_cast<std::uintptr_t>(buffers_[l].grad);
-      ranges.push_back({p, p + sizes_[l] * bytes, 2 * l});
-      ranges.push_back({g, g + sizes_[l] * bytes, 2 * l + 1});
+      ranges.push_back({p, p + sizes_[l] * bytes, l, false});
+      ranges.push_back({g, g + sizes_[l] * bytes, l, true});
     }
-    std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
-    for (std::size_t i = 1; i < ranges.size(); ++i) {
-      if (ranges[i].begin < ranges[i - 1].end) {
-        const auto name = [](std::size_t k) {
-          return std::string(k % 2 ? "grad" : "param") + " of layer " + std::to_string(k / 2);
-        };
-        throw_coded(env, "ERR_KOALA_OVERLAP", name(ranges[i - 1].index) + " and " + name(ranges[i].index) + " share memory");
-      }
-    }
+    const std::string overlap = koala::find_overlap(std::move(ranges));
+    if (!overlap.empty()) throw_coded(env, "ERR_KOALA_OVERLAP", overlap);
   }
 
   Napi::Value Predict(const Napi::CallbackInfo& info) {
@@ -190,14 +180,14 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     return out;
   }
 
-  // [p00, p01, p11, qX, sigma, r, pending sum or -1] (Note [lazy predict] for the last)
-  static constexpr std::size_t kFilterValues = 7;
+  // [p00, p01, p11, qX, sigma, r, pending sum or -1 (Note [lazy predict]), applied steps]
+  static constexpr std::size_t kFilterValues = 8;
 
   Napi::Value GetFilter(const Napi::CallbackInfo& info) {
     CpuOptimizer& opt = live(info.Env());
     const koala::FilterState& s = opt.state();
     Napi::Float64Array out = Napi::Float64Array::New(info.Env(), kFilterValues);
-    const double values[kFilterValues] = {s.p00, s.p01, s.p11, s.q_x, s.sigma, s.r, opt.pending_sum()};
+    const double values[kFilterValues] = {s.p00, s.p01, s.p11, s.q_x, s.sigma, s.r, opt.pending_sum(), opt.applied_steps()};
     std::copy(values, values + kFilterValues, out.Data());
     return out;
   }
@@ -207,11 +197,12 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     if (info.Length() != 1 || !info[0].IsTypedArray() ||
         info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
         info[0].As<Napi::Float64Array>().ElementLength() != kFilterValues) {
-      throw_coded(info.Env(), "ERR_KOALA_INVALID_ARGUMENT", "setFilter takes a Float64Array of 7");
+      throw_coded(info.Env(), "ERR_KOALA_INVALID_ARGUMENT", "setFilter takes a Float64Array of 8");
     }
     const double* v = info[0].As<Napi::Float64Array>().Data();
     opt.state() = {v[0], v[1], v[2], v[3], v[4], v[5]};
     opt.set_pending_sum(v[6]);
+    opt.set_applied_steps(v[7]);
     return info.Env().Undefined();
   }
 
@@ -332,7 +323,43 @@ Napi::Value AdamStep(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// planChunks(sizes: number[], chunkElems, parts) -> { layer, begin, size, firstChunk, bounds }: the
+// chunk plan both backends run on (one CUDA block per chunk), exposed for its tests.
+Napi::Value PlanChunks(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 3 || !info[0].IsArray() || !info[1].IsNumber() || !info[2].IsNumber()) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "planChunks(sizes, chunkElems, parts)");
+  }
+  const Napi::Array sizes_arg = info[0].As<Napi::Array>();
+  std::vector<std::size_t> sizes;
+  for (std::uint32_t i = 0; i < sizes_arg.Length(); ++i) sizes.push_back(static_cast<std::size_t>(sizes_arg.Get(i).As<Napi::Number>().Int64Value()));
+  const std::int64_t chunk = info[1].As<Napi::Number>().Int64Value();
+  const int parts = info[2].As<Napi::Number>().Int32Value();
+  if (chunk < 1 || parts < 1) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "chunkElems and parts must be >= 1");
+  const koala::ChunkPlan plan(sizes, static_cast<std::size_t>(chunk));
+  const auto& chunks = plan.chunks();
+  Napi::Float64Array layer = Napi::Float64Array::New(env, chunks.size()), begin = Napi::Float64Array::New(env, chunks.size()),
+                     size = Napi::Float64Array::New(env, chunks.size()), first = Napi::Float64Array::New(env, sizes.size() + 1);
+  for (std::size_t c = 0; c < chunks.size(); ++c) {
+    layer[c] = chunks[c].layer;
+    begin[c] = static_cast<double>(chunks[c].begin);
+    size[c] = static_cast<double>(chunks[c].size);
+  }
+  for (std::size_t l = 0; l <= sizes.size(); ++l) first[l] = static_cast<double>(plan.first_chunk(l));
+  const std::vector<std::size_t> b = plan.partition(parts);
+  Napi::Float64Array bounds = Napi::Float64Array::New(env, b.size());
+  for (std::size_t i = 0; i < b.size(); ++i) bounds[i] = static_cast<double>(b[i]);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("layer", layer);
+  out.Set("begin", begin);
+  out.Set("size", size);
+  out.Set("firstChunk", first);
+  out.Set("bounds", bounds);
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("planChunks", Napi::Function::New<PlanChunks>(env, "planChunks"));
   exports.Set("streamCopy", Napi::Function::New<StreamCopy>(env, "streamCopy"));
   exports.Set("streamTriad", Napi::Function::New<StreamTriad>(env, "streamTriad"));
   exports.Set("adamStep", Napi::Function::New<AdamStep>(env, "adamStep"));

@@ -180,6 +180,7 @@ StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, do
   });
   if (lazy_predict_) pending_sum_ = sum_chunk_diffs();
   if (any) filter_finish(config_, state_, report.max_gain);
+  applied_steps_ += 1;
   return report;
 }
 

@@ -48,6 +48,9 @@ class CpuOptimizer {
   // kNoPendingPredict (Note [lazy predict]).
   double pending_sum() const { return pending_sum_; }
   void set_pending_sum(double sum) { pending_sum_ = sum; }
+  // Applied updates so far (a refused step does not count).
+  double applied_steps() const { return applied_steps_; }
+  void set_applied_steps(double steps) { applied_steps_ = steps; }
   DType dtype() const { return dtype_; }
   // Threads a pass runs on: the option, capped so that each gets kMinElemsPerThread elements.
   int threads() const { return pool_ ? pool_->size() : 1; }
@@ -70,6 +73,7 @@ class CpuOptimizer {
   FilterState state_;
   bool lazy_predict_;
   double pending_sum_ = kNoPendingPredict;
+  double applied_steps_ = 0;
   ChunkPlan plan_;
   std::unique_ptr<ThreadPool> pool_;  // null when one thread is asked for or the model is small
   std::vector<std::size_t> bounds_;   // plan_.partition(threads)

@@ -1,0 +1,196 @@
+/**
+ * The CUDA backend's loader and the `cuda` namespace. The CUDA addon (koala_optim_cuda.node, built
+ * by cmake-js when a CUDA compiler is present) is a module of its own, loaded here on first use
+ * only, so that a machine without CUDA never loads it. KOALA_OPTIM_CUDA_ADDON=path picks the file.
+ */
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+import type { Backend, BackendStep, LayerStateKind } from './backend';
+import { asKoalaError, fail } from './errors';
+import { checkDeviceDescriptor, dtypeOf, type DeviceLayerTable, type DeviceScalar, type DeviceTensor, type DType, type FloatArray } from './layers';
+import { PACKAGE_ROOT } from './native';
+import type { BackendConfig } from './options';
+
+type NativeScalar = number | [bigint, number];
+
+interface NativeCudaOptimizer {
+  predict(): void;
+  update(loss: NativeScalar, lossSq: NativeScalar, lr: number): null;
+  lastStep(skipMask: Uint8Array): BackendStep;
+  getFilter(): Float64Array;
+  setFilter(values: Float64Array): void;
+  readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void;
+  writeLayerState(kind: LayerStateKind, layer: number, values: FloatArray): void;
+  dispose(): void;
+}
+
+interface CudaModule {
+  NativeCudaOptimizer: new (
+    config: BackendConfig & { deviceId: number; stream: bigint },
+    params: bigint[],
+    grads: bigint[],
+    lengths: number[],
+  ) => NativeCudaOptimizer;
+  probe(): { devices: number; error: string };
+  malloc(bytes: number, deviceId: number): bigint;
+  free(ptr: bigint, deviceId: number): void;
+  copyToDevice(ptr: bigint, data: FloatArray, deviceId: number): void;
+  copyToHost(out: FloatArray, ptr: bigint, deviceId: number): void;
+  synchronize(deviceId: number): void;
+}
+
+const CANDIDATE = join(PACKAGE_ROOT, 'build-cmake', 'Release', 'koala_optim_cuda.node');
+
+let loaded: { module: CudaModule | null; path: string | null; reason: string } | null = null;
+
+function load(): NonNullable<typeof loaded> {
+  if (loaded) return loaded;
+  const path = process.env.KOALA_OPTIM_CUDA_ADDON ? resolve(process.env.KOALA_OPTIM_CUDA_ADDON) : CANDIDATE;
+  if (!existsSync(path)) {
+    loaded = { module: null, path: null, reason: `no CUDA addon at ${path}: it is built only where cmake-js finds a CUDA compiler (nvcc)` };
+    return loaded;
+  }
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    loaded = { module: require(path) as CudaModule, path, reason: '' };
+  } catch (e) {
+    loaded = { module: null, path: null, reason: `the CUDA addon at ${path} does not load: ${(e as Error).message}` };
+  }
+  return loaded;
+}
+
+export interface CudaStatus {
+  /** True when the CUDA addon loads and sees at least one device. */
+  available: boolean;
+  /** Visible CUDA devices (0 when not available). */
+  devices: number;
+  /** Why not, when not available (empty when it is). */
+  reason: string;
+  /** The CUDA addon file, when it loads. */
+  path: string | null;
+}
+
+function status(): CudaStatus {
+  const l = load();
+  if (!l.module) return { available: false, devices: 0, reason: l.reason, path: null };
+  const p = l.module.probe();
+  return { available: p.devices > 0, devices: p.devices, reason: p.error, path: l.path };
+}
+
+function usable(): CudaModule {
+  const s = status();
+  if (!s.available) fail('ERR_KOALA_CUDA_UNAVAILABLE', `CUDA is not available: ${s.reason}`);
+  return load().module!;
+}
+
+function call<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw asKoalaError(e);
+  }
+}
+
+function nativeScalar(x: number | DeviceScalar): NativeScalar {
+  return typeof x === 'number' ? x : [x.ptr, x.dtype === 'float32' ? 0 : 1];
+}
+
+/** The Backend over device memory: a step is launched on the stream and read back only when asked. */
+export class CudaBackend implements Backend {
+  private readonly native: NativeCudaOptimizer;
+  private readonly skipMask: Uint8Array;
+
+  constructor(config: BackendConfig, table: DeviceLayerTable, skipMask: Uint8Array, stream: bigint) {
+    const mod = usable();
+    this.skipMask = skipMask;
+    this.native = call(() => new mod.NativeCudaOptimizer({ ...config, deviceId: table.deviceId, stream }, table.params, table.grads, table.lengths));
+  }
+
+  predict(): void {
+    this.native.predict();
+  }
+
+  update(loss: number | DeviceScalar, lossSq: number | DeviceScalar, lr: number): null {
+    return this.native.update(nativeScalar(loss), nativeScalar(lossSq), lr);
+  }
+
+  lastStep(): BackendStep {
+    return this.native.lastStep(this.skipMask);
+  }
+
+  getFilter(): Float64Array {
+    return this.native.getFilter();
+  }
+
+  setFilter(values: Float64Array): void {
+    this.native.setFilter(values);
+  }
+
+  readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void {
+    this.native.readLayerState(kind, layer, out);
+  }
+
+  writeLayerState(kind: LayerStateKind, layer: number, values: FloatArray): void {
+    this.native.writeLayerState(kind, layer, values);
+  }
+
+  threadsInUse(): number {
+    return 0;
+  }
+
+  dispose(): void {
+    this.native.dispose();
+  }
+}
+
+function elementBytes(dtype: DType): number {
+  return dtype === 'float32' ? 4 : 8;
+}
+
+/**
+ * CUDA from Node without another library: whether a device is usable, and plain device memory for
+ * tests, benchmarks and trainers that hold their tensors in no other CUDA library.
+ */
+export const cuda = {
+  /** Whether the CUDA backend can run here and, if not, why (never throws). */
+  available(): CudaStatus {
+    return status();
+  },
+
+  /** cudaMalloc of `length` elements of `dtype` on device `deviceId`; free it with cuda.free(). */
+  alloc(length: number, dtype: DType = 'float32', deviceId = 0): DeviceTensor {
+    const mod = usable();
+    if (!Number.isSafeInteger(length) || length <= 0) fail('ERR_KOALA_INVALID_ARGUMENT', `length must be a positive integer, got ${length}`);
+    if (dtype !== 'float32' && dtype !== 'float64') fail('ERR_KOALA_INVALID_ARGUMENT', `dtype must be 'float32' or 'float64'`);
+    const ptr = call(() => mod.malloc(length * elementBytes(dtype), deviceId));
+    return { device: 'cuda', deviceId, ptr, length, dtype };
+  },
+
+  free(t: DeviceTensor): void {
+    const d = checkDeviceDescriptor(t, 'tensor', true);
+    call(() => usable().free(d.ptr, d.deviceId));
+  },
+
+  /** Copies a host array of the tensor's dtype and length into it (synchronous). */
+  upload(t: DeviceTensor, data: FloatArray): void {
+    const d = checkDeviceDescriptor(t, 'tensor', true);
+    if (dtypeOf(data) !== d.dtype || data.length !== d.length) {
+      fail('ERR_KOALA_INVALID_ARGUMENT', `upload: the host array must be ${d.dtype} of length ${d.length}`);
+    }
+    call(() => usable().copyToDevice(d.ptr, data, d.deviceId));
+  },
+
+  /** Copies the tensor into a new host array (synchronous). */
+  download(t: DeviceTensor): FloatArray {
+    const d = checkDeviceDescriptor(t, 'tensor', true);
+    const out = d.dtype === 'float32' ? new Float32Array(d.length) : new Float64Array(d.length);
+    call(() => usable().copyToHost(out, d.ptr, d.deviceId));
+    return out;
+  },
+
+  /** Waits for all work on the device (cudaDeviceSynchronize). */
+  synchronize(deviceId = 0): void {
+    call(() => usable().synchronize(deviceId));
+  },
+};

@@ -1,0 +1,304 @@
+// N-API binding of the CUDA backend: koala_optim_cuda.node, a module of its own so that a machine
+// without CUDA never loads it (lib/cuda.ts loads it on first use). Like the CPU binding it only
+// converts arguments, re-checks cheap invariants and maps failures to errors with a stable code;
+// device pointers travel as BigInts.
+#include <napi.h>
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/overlap.h"
+#include "cuda/optimizer.h"
+
+namespace {
+
+using koala::DType;
+namespace kc = koala::cuda;
+
+[[noreturn]] void throw_coded(Napi::Env env, const char* code, const std::string& message) {
+  Napi::Error err = Napi::Error::New(env, message);
+  err.Set("code", Napi::String::New(env, code));
+  throw err;
+}
+
+// Runs a CUDA call, turning its std::runtime_error into ERR_KOALA_CUDA.
+template <class Fn>
+auto cuda_call(Napi::Env env, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const std::runtime_error& e) {
+    throw_coded(env, "ERR_KOALA_CUDA", e.what());
+  }
+}
+
+double number_field(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw_coded(o.Env(), "ERR_KOALA_INVALID_OPTION", std::string("config.") + key + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+std::uintptr_t pointer(const Napi::Value& v) {
+  if (!v.IsBigInt()) throw_coded(v.Env(), "ERR_KOALA_INVALID_ARGUMENT", "a device pointer must be a BigInt");
+  bool lossless = false;
+  const std::uint64_t p = v.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless || p == 0) throw_coded(v.Env(), "ERR_KOALA_INVALID_DEVICE_POINTER", "a device pointer must be a non-zero 64-bit address");
+  return static_cast<std::uintptr_t>(p);
+}
+
+int device_arg(const Napi::Value& v) {
+  if (!v.IsNumber() || v.As<Napi::Number>().Int32Value() < 0) throw_coded(v.Env(), "ERR_KOALA_INVALID_ARGUMENT", "deviceId must be an integer >= 0");
+  return v.As<Napi::Number>().Int32Value();
+}
+
+// A loss argument: a number, or [ptr (BigInt), dtype (0 float32, 1 float64)] in device memory.
+kc::ScalarArg scalar_arg(const Napi::Value& v) {
+  if (v.IsNumber()) return {nullptr, 1, v.As<Napi::Number>().DoubleValue()};
+  if (v.IsArray() && v.As<Napi::Array>().Length() == 2) {
+    const Napi::Array a = v.As<Napi::Array>();
+    return {reinterpret_cast<const void*>(pointer(a.Get(0u))), a.Get(1u).As<Napi::Number>().Int32Value(), 0.0};
+  }
+  throw_coded(v.Env(), "ERR_KOALA_INVALID_LOSS", "a loss is a number or a device scalar");
+}
+
+struct HostView {
+  void* data;
+  std::size_t bytes;
+  napi_typedarray_type type;
+  std::size_t length;
+};
+
+HostView host_view(const Napi::Value& v) {
+  if (!v.IsTypedArray()) throw_coded(v.Env(), "ERR_KOALA_INVALID_ARGUMENT", "expected a typed array");
+  const Napi::TypedArray t = v.As<Napi::TypedArray>();
+  return {static_cast<char*>(t.ArrayBuffer().Data()) + t.ByteOffset(), t.ByteLength(), t.TypedArrayType(), t.ElementLength()};
+}
+
+class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeCudaOptimizer",
+                       {InstanceMethod<&NativeCudaOptimizer::Predict>("predict"),
+                        InstanceMethod<&NativeCudaOptimizer::Update>("update"),
+                        InstanceMethod<&NativeCudaOptimizer::LastStep>("lastStep"),
+                        InstanceMethod<&NativeCudaOptimizer::GetFilter>("getFilter"),
+                        InstanceMethod<&NativeCudaOptimizer::SetFilter>("setFilter"),
+                        InstanceMethod<&NativeCudaOptimizer::ReadLayerState>("readLayerState"),
+                        InstanceMethod<&NativeCudaOptimizer::WriteLayerState>("writeLayerState"),
+                        InstanceMethod<&NativeCudaOptimizer::Dispose>("dispose")});
+  }
+
+  // new NativeCudaOptimizer(config, params: BigInt[], grads: BigInt[], lengths: number[])
+  // config: the CPU config plus deviceId and stream (a BigInt, 0n for the legacy default stream).
+  explicit NativeCudaOptimizer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCudaOptimizer>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() != 4 || !info[0].IsObject() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray()) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "NativeCudaOptimizer(config, params[], grads[], lengths[])");
+    }
+    const Napi::Object cfg = info[0].As<Napi::Object>();
+    const Napi::Array params = info[1].As<Napi::Array>(), grads = info[2].As<Napi::Array>(), lengths = info[3].As<Napi::Array>();
+    const std::size_t count = params.Length();
+    if (count == 0 || grads.Length() != count || lengths.Length() != count) {
+      throw_coded(env, "ERR_KOALA_INVALID_LAYERS", "params, grads and lengths must be non-empty and of equal count");
+    }
+    const int device = device_arg(cfg.Get("deviceId"));
+    dtype_ = number_field(cfg, "dtype") == 0 ? DType::kFloat32 : DType::kFloat64;
+    const std::size_t elem = dtype_ == DType::kFloat32 ? 4 : 8;
+    std::vector<std::size_t> sizes;
+    std::vector<kc::LayerPointers> layers;
+    std::vector<koala::MemoryRange> ranges;
+    for (std::size_t l = 0; l < count; ++l) {
+      const std::size_t n = static_cast<std::size_t>(lengths.Get(l).As<Napi::Number>().Int64Value());
+      const std::uintptr_t p = pointer(params.Get(l)), g = pointer(grads.Get(l));
+      for (const auto& [ptr, what] : {std::pair{p, "param"}, std::pair{g, "grad"}}) {
+        const std::string why = cuda_call(env, [&] { return kc::check_device_pointer(reinterpret_cast<void*>(ptr), n * elem, elem, device); });
+        if (!why.empty()) throw_coded(env, "ERR_KOALA_INVALID_DEVICE_POINTER", std::string(what) + " of layer " + std::to_string(l) + " " + why);
+      }
+      sizes.push_back(n);
+      layers.push_back({reinterpret_cast<void*>(p), reinterpret_cast<const void*>(g)});
+      ranges.push_back({p, p + n * elem, l, false});
+      ranges.push_back({g, g + n * elem, l, true});
+    }
+    const std::string overlap = koala::find_overlap(std::move(ranges));
+    if (!overlap.empty()) throw_coded(env, "ERR_KOALA_OVERLAP", overlap);
+
+    koala::FilterConfig config{};
+    config.variant = number_field(cfg, "variant") == 0 ? koala::Variant::kMomentum : koala::Variant::kVanilla;
+    config.weight_decay = number_field(cfg, "weightDecay");
+    config.eps = number_field(cfg, "eps");
+    config.kappa = number_field(cfg, "kappa");
+    config.q_p = number_field(cfg, "qP");
+    config.q = number_field(cfg, "q");
+    config.beta_r = number_field(cfg, "betaR");
+    config.adaptive_r = cfg.Get("adaptiveR").ToBoolean().Value();
+    const koala::FilterState initial{number_field(cfg, "p00"), number_field(cfg, "p01"), number_field(cfg, "p11"),
+                                     number_field(cfg, "qX"),  number_field(cfg, "sigma"), number_field(cfg, "r")};
+    const Napi::Value stream = cfg.Get("stream");
+    std::uint64_t stream_handle = 0;
+    if (stream.IsBigInt()) {
+      bool lossless = false;
+      stream_handle = stream.As<Napi::BigInt>().Uint64Value(&lossless);
+    }
+    const bool lazy = cfg.Get("lazyPredict").ToBoolean().Value();
+    opt_ = cuda_call(env, [&] {
+      return std::make_unique<kc::CudaOptimizer>(device, dtype_, std::move(sizes), std::move(layers), config, initial, lazy,
+                                                 static_cast<std::uintptr_t>(stream_handle));
+    });
+  }
+
+ private:
+  kc::CudaOptimizer& live(Napi::Env env) {
+    if (!opt_) throw_coded(env, "ERR_KOALA_DISPOSED", "the optimizer was disposed");
+    return *opt_;
+  }
+
+  Napi::Value Predict(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    cuda_call(info.Env(), [&] { opt.predict(); });
+    return info.Env().Undefined();
+  }
+
+  // update(loss, lossSq, lr): each loss a number or [ptr, dtype]; nothing is read back.
+  Napi::Value Update(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    kc::CudaOptimizer& opt = live(env);
+    if (info.Length() != 3 || !info[2].IsNumber()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "update(loss, lossSq, lr)");
+    const kc::ScalarArg loss = scalar_arg(info[0]), loss_sq = scalar_arg(info[1]);
+    const double lr = info[2].As<Napi::Number>().DoubleValue();
+    cuda_call(env, [&] { opt.update(loss, loss_sq, lr); });
+    return env.Null();
+  }
+
+  // lastStep(skipMask: Uint8Array) -> { status, skipped, maxGain } (a synchronization)
+  Napi::Value LastStep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    kc::CudaOptimizer& opt = live(env);
+    const HostView mask = host_view(info[0]);
+    if (mask.type != napi_uint8_array || mask.length != opt.num_layers()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "skip mask: one byte per layer");
+    const kc::StepOutcome s = cuda_call(env, [&] { return opt.last_step(static_cast<std::uint8_t*>(mask.data)); });
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("status", s.status);
+    out.Set("skipped", s.skipped);
+    out.Set("maxGain", s.max_gain);
+    return out;
+  }
+
+  Napi::Value GetFilter(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), 8);
+    cuda_call(info.Env(), [&] { opt.read_scalars(out.Data()); });
+    return out;
+  }
+
+  Napi::Value SetFilter(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    const HostView v = host_view(info[0]);
+    if (v.type != napi_float64_array || v.length != 8) throw_coded(info.Env(), "ERR_KOALA_INVALID_ARGUMENT", "setFilter takes a Float64Array of 8");
+    cuda_call(info.Env(), [&] { opt.write_scalars(static_cast<const double*>(v.data)); });
+    return info.Env().Undefined();
+  }
+
+  // (kind, layer, host array of the layer's dtype and length)
+  std::pair<int, std::size_t> layer_state_args(const Napi::CallbackInfo& info, HostView& view) {
+    Napi::Env env = info.Env();
+    kc::CudaOptimizer& opt = live(env);
+    if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "(kind, layer, array)");
+    const int kind = info[0].As<Napi::Number>().Int32Value();
+    const std::int64_t layer = info[1].As<Napi::Number>().Int64Value();
+    view = host_view(info[2]);
+    const napi_typedarray_type want = dtype_ == DType::kFloat32 ? napi_float32_array : napi_float64_array;
+    if (kind < 0 || kind > 1 || layer < 0 || static_cast<std::size_t>(layer) >= opt.num_layers() || view.type != want ||
+        view.length != opt.layer_size(static_cast<std::size_t>(layer))) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "no such layer state, or an array of the wrong dtype or length");
+    }
+    return {kind, static_cast<std::size_t>(layer)};
+  }
+
+  Napi::Value ReadLayerState(const Napi::CallbackInfo& info) {
+    HostView view{};
+    const auto [kind, layer] = layer_state_args(info, view);
+    cuda_call(info.Env(), [&] { opt_->read_layer_state(kind, layer, view.data); });
+    return info.Env().Undefined();
+  }
+
+  Napi::Value WriteLayerState(const Napi::CallbackInfo& info) {
+    HostView view{};
+    const auto [kind, layer] = layer_state_args(info, view);
+    cuda_call(info.Env(), [&] { opt_->write_layer_state(kind, layer, view.data); });
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    opt_.reset();
+    return info.Env().Undefined();
+  }
+
+  DType dtype_ = DType::kFloat32;
+  std::unique_ptr<kc::CudaOptimizer> opt_;
+};
+
+// probe() -> { devices, error }
+Napi::Value Probe(const Napi::CallbackInfo& info) {
+  const kc::Probe p = kc::probe();
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("devices", p.devices);
+  out.Set("error", p.error);
+  return out;
+}
+
+// malloc(bytes, deviceId) -> BigInt
+Napi::Value Malloc(const Napi::CallbackInfo& info) {
+  const std::size_t bytes = static_cast<std::size_t>(info[0].As<Napi::Number>().Int64Value());
+  const int device = device_arg(info[1]);
+  return Napi::BigInt::New(info.Env(), static_cast<std::uint64_t>(cuda_call(info.Env(), [&] { return kc::device_malloc(bytes, device); })));
+}
+
+// free(ptr, deviceId)
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  const std::uintptr_t p = pointer(info[0]);
+  const int device = device_arg(info[1]);
+  cuda_call(info.Env(), [&] { kc::device_free(p, device); });
+  return info.Env().Undefined();
+}
+
+// copyToDevice(ptr, typedArray, deviceId): the array's bytes to ptr
+Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
+  const std::uintptr_t p = pointer(info[0]);
+  const HostView v = host_view(info[1]);
+  const int device = device_arg(info[2]);
+  cuda_call(info.Env(), [&] { kc::copy_to_device(p, v.data, v.bytes, device); });
+  return info.Env().Undefined();
+}
+
+// copyToHost(typedArray, ptr, deviceId): the array's length in bytes from ptr
+Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
+  const HostView v = host_view(info[0]);
+  const std::uintptr_t p = pointer(info[1]);
+  const int device = device_arg(info[2]);
+  cuda_call(info.Env(), [&] { kc::copy_to_host(v.data, p, v.bytes, device); });
+  return info.Env().Undefined();
+}
+
+// synchronize(deviceId)
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  const int device = device_arg(info[0]);
+  cuda_call(info.Env(), [&] { kc::device_synchronize(device); });
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeCudaOptimizer", NativeCudaOptimizer::Define(env));
+  exports.Set("probe", Napi::Function::New<Probe>(env, "probe"));
+  exports.Set("malloc", Napi::Function::New<Malloc>(env, "malloc"));
+  exports.Set("free", Napi::Function::New<Free>(env, "free"));
+  exports.Set("copyToDevice", Napi::Function::New<CopyToDevice>(env, "copyToDevice"));
+  exports.Set("copyToHost", Napi::Function::New<CopyToHost>(env, "copyToHost"));
+  exports.Set("synchronize", Napi::Function::New<Synchronize>(env, "synchronize"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(koala_optim_cuda, Init)

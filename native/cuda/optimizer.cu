@@ -1,0 +1,501 @@
+// The CUDA backend: kernels and the CudaOptimizer that launches them (Note [device step] in
+// cuda/optimizer.h). The per-element formulas and the scalar filter are koala/math.h and
+// koala/filter.h, the same code the CPU backend runs.
+#include "cuda/optimizer.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "core/plan.h"
+#include "koala/filter.h"
+#include "koala/math.h"
+
+namespace koala {
+namespace cuda {
+
+namespace {
+
+// One block per chunk; 256 threads stride through the chunk's (at most kChunkElems) elements.
+constexpr int kThreads = 256;
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
+}
+
+// Sets the device for the lifetime of a call and restores the caller's.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    check(cudaGetDevice(&previous_), "cudaGetDevice");
+    if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice");
+  }
+  ~DeviceGuard() { cudaSetDevice(previous_); }
+
+ private:
+  int previous_ = 0;
+};
+
+struct DeviceChunk {
+  std::uint32_t layer;
+  std::uint32_t size;
+  std::uint64_t begin;
+};
+
+struct DeviceLayer {
+  void* x;
+  const void* g;
+  void* v;
+  void* a;
+};
+
+// The whole scalar state of a step, kept on the device.
+struct DeviceScalars {
+  FilterState filter;
+  double pending;  // Note [lazy predict] (cpu/optimizer.h); < 0 when none is pending
+  double steps;    // applied updates
+  int status;      // of the last update: StepOutcome::status
+  int skipped;
+  double max_gain;
+};
+
+__device__ double read_scalar(const ScalarArg& s) {
+  if (s.device_ptr == nullptr) return s.value;
+  return s.dtype == 0 ? static_cast<double>(*static_cast<const float*>(s.device_ptr)) : *static_cast<const double*>(s.device_ptr);
+}
+
+// Sums N values per thread across the block in a fixed tree: the result (in thread 0) does not
+// depend on scheduling. `shared` holds N * kThreads doubles.
+template <int N>
+__device__ void block_sum(double (&v)[N], double* shared) {
+  const int t = threadIdx.x;
+  for (int k = 0; k < N; ++k) shared[k * kThreads + t] = v[k];
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
+    if (t < stride) {
+      for (int k = 0; k < N; ++k) shared[k * kThreads + t] += shared[k * kThreads + t + stride];
+    }
+    __syncthreads();
+  }
+  for (int k = 0; k < N; ++k) v[k] = shared[k * kThreads];
+}
+
+// The sum of values[0..count) in a fixed order: strided per thread, then block_sum.
+__device__ double ordered_sum(const double* values, std::size_t count, double* shared) {
+  double s[1] = {0.0};
+  for (std::size_t i = threadIdx.x; i < count; i += kThreads) s[0] += values[i];
+  block_sum<1>(s, shared);
+  return s[0];
+}
+
+template <class T>
+__global__ void predict_elements_kernel(const DeviceChunk* chunks, const DeviceLayer* layers, const DeviceScalars* sc,
+                                        double kappa, double* chunk_diff) {
+  if (sc->pending >= 0.0) return;  // the last (lazy) update did this part already
+  __shared__ double shared[kThreads];
+  const DeviceChunk ch = chunks[blockIdx.x];
+  const DeviceLayer L = layers[ch.layer];
+  T* x = static_cast<T*>(L.x) + ch.begin;
+  T* v = static_cast<T*>(L.v) + ch.begin;
+  const T* a = static_cast<const T*>(L.a) + ch.begin;
+  double d[1] = {0.0};
+  for (std::uint32_t i = threadIdx.x; i < ch.size; i += kThreads) {
+    double xi = x[i], vi = v[i];
+    d[0] += math::momentum_predict(xi, vi, a[i], kappa);
+    x[i] = static_cast<T>(xi);
+    v[i] = static_cast<T>(vi);
+  }
+  block_sum<1>(d, shared);
+  if (threadIdx.x == 0) chunk_diff[blockIdx.x] = d[0];
+}
+
+__global__ void predict_filter_kernel(FilterConfig config, DeviceScalars* sc, const double* chunk_diff,
+                                      std::size_t num_chunks, double n) {
+  __shared__ double shared[kThreads];
+  __shared__ double pending;
+  if (threadIdx.x == 0) pending = sc->pending;
+  __syncthreads();
+  double sum = 0.0;
+  if (config.variant == Variant::kMomentum) sum = pending >= 0.0 ? pending : ordered_sum(chunk_diff, num_chunks, shared);
+  if (threadIdx.x == 0) {
+    filter_predict(config, sc->filter, sum, n);
+    sc->pending = -1.0;
+  }
+}
+
+template <class T>
+__global__ void stats_kernel(const DeviceChunk* chunks, const DeviceLayer* layers, double wd, LayerSums* chunk_sums) {
+  __shared__ double shared[3 * kThreads];
+  const DeviceChunk ch = chunks[blockIdx.x];
+  const T* g = static_cast<const T*>(layers[ch.layer].g) + ch.begin;
+  const T* x = static_cast<const T*>(layers[ch.layer].x) + ch.begin;
+  double s[3] = {0.0, 0.0, 0.0};
+  for (std::uint32_t i = threadIdx.x; i < ch.size; i += kThreads) math::accumulate_stats(g[i], x[i], wd, s[0], s[1], s[2]);
+  block_sum<3>(s, shared);
+  if (threadIdx.x == 0) chunk_sums[blockIdx.x] = {s[0], s[1], s[2]};
+}
+
+// One block: layer totals (each layer's chunks in order), the non-finite guard, R, every layer's
+// gains, max_l m_l and the new P or sigma.
+__global__ void filter_update_kernel(FilterConfig config, DeviceScalars* sc, const LayerSums* chunk_sums,
+                                     const std::uint64_t* first_chunk, std::uint32_t num_layers, LayerSums* layer_sums, LayerGain* gains,
+                                     std::uint8_t* skip_mask, ScalarArg loss_arg, ScalarArg loss_sq_arg, double lr) {
+  __shared__ double shared[2 * kThreads];
+  __shared__ int bad_param, bad_grad;
+  __shared__ FilterState state;
+  const int t = threadIdx.x;
+  if (t == 0) {
+    bad_param = 0;
+    bad_grad = 0;
+    state = sc->filter;
+  }
+  __syncthreads();
+  for (std::uint32_t l = t; l < num_layers; l += kThreads) {
+    double hh = 0.0, xx = 0.0, gg = 0.0;
+    for (std::uint64_t c = first_chunk[l]; c < first_chunk[l + 1]; ++c) {
+      hh += chunk_sums[c].hh;
+      xx += chunk_sums[c].xx;
+      gg += chunk_sums[c].gg;
+    }
+    if (!isfinite(xx)) atomicOr(&bad_param, 1);
+    if (!isfinite(gg) || !isfinite(hh)) atomicOr(&bad_grad, 1);
+    layer_sums[l] = {hh, xx, gg};
+  }
+  __syncthreads();
+  const double loss = read_scalar(loss_arg), loss_sq = read_scalar(loss_sq_arg);
+  // The same precedence as the host path: the loss, then the parameters, then the gradients.
+  const int status = (!isfinite(loss) || !isfinite(loss_sq)) ? 3 : bad_param ? 2 : bad_grad ? 1 : 0;
+  if (status != 0) {
+    if (t == 0) {
+      sc->status = status;
+      sc->skipped = 0;
+      sc->max_gain = 0.0;
+    }
+    return;  // every thread: status is the same for all
+  }
+  if (t == 0) filter_update_r(config, state, loss_sq);
+  __syncthreads();
+  double best[2] = {0.0, 0.0};  // [max gain, updated layers]; gains are >= 0
+  double skipped[1] = {0.0};
+  for (std::uint32_t l = t; l < num_layers; l += kThreads) {
+    gains[l] = filter_layer_gain(config, state, layer_sums[l], loss, lr);
+    skip_mask[l] = gains[l].skip ? 1 : 0;
+    if (gains[l].skip) {
+      skipped[0] += 1.0;
+    } else {
+      best[0] = fmax(best[0], gains[l].m);
+      best[1] += 1.0;
+    }
+  }
+  // max and count: a fixed tree as in block_sum, with max for the first entry.
+  shared[t] = best[0];
+  shared[kThreads + t] = best[1];
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
+    if (t < stride) {
+      shared[t] = fmax(shared[t], shared[t + stride]);
+      shared[kThreads + t] += shared[kThreads + t + stride];
+    }
+    __syncthreads();
+  }
+  const double max_gain = shared[0], updated = shared[kThreads];
+  __syncthreads();
+  block_sum<1>(skipped, shared);
+  if (t == 0) {
+    if (updated > 0.0) filter_finish(config, state, max_gain);
+    sc->filter = state;
+    sc->status = 0;
+    sc->skipped = static_cast<int>(skipped[0]);
+    sc->max_gain = updated > 0.0 ? max_gain : 0.0;
+    sc->steps += 1.0;
+  }
+}
+
+template <class T>
+__global__ void update_kernel(const DeviceChunk* chunks, const DeviceLayer* layers, const LayerGain* gains,
+                              const DeviceScalars* sc, Variant variant, bool lazy, double wd, double kappa,
+                              double* chunk_diff) {
+  if (sc->status != 0) return;  // the step was refused: nothing changes
+  __shared__ double shared[kThreads];
+  const DeviceChunk ch = chunks[blockIdx.x];
+  const DeviceLayer L = layers[ch.layer];
+  const LayerGain k = gains[ch.layer];
+  const T* g = static_cast<const T*>(L.g) + ch.begin;
+  T* x = static_cast<T*>(L.x) + ch.begin;
+  if (variant == Variant::kVanilla) {
+    if (k.skip) return;
+    for (std::uint32_t i = threadIdx.x; i < ch.size; i += kThreads) x[i] = static_cast<T>(math::vanilla_update(g[i], x[i], k.k1));
+    return;
+  }
+  if (k.skip && !lazy) return;
+  T* v = static_cast<T*>(L.v) + ch.begin;
+  T* a = static_cast<T*>(L.a) + ch.begin;
+  double d[1] = {0.0};
+  for (std::uint32_t i = threadIdx.x; i < ch.size; i += kThreads) {
+    double xi = x[i], vi = v[i], ai = a[i];
+    if (!k.skip) math::momentum_update(g[i], xi, vi, ai, wd, k.k1, k.k2);
+    if (lazy) d[0] += math::momentum_predict(xi, vi, ai, kappa);  // Note [lazy predict]
+    x[i] = static_cast<T>(xi);
+    v[i] = static_cast<T>(vi);
+    a[i] = static_cast<T>(ai);
+  }
+  if (!lazy) return;
+  block_sum<1>(d, shared);
+  if (threadIdx.x == 0) chunk_diff[blockIdx.x] = d[0];
+}
+
+__global__ void lazy_finish_kernel(DeviceScalars* sc, const double* chunk_diff, std::size_t num_chunks) {
+  __shared__ double shared[kThreads];
+  __shared__ int status;
+  if (threadIdx.x == 0) status = sc->status;
+  __syncthreads();
+  if (status != 0) return;
+  const double sum = ordered_sum(chunk_diff, num_chunks, shared);
+  if (threadIdx.x == 0) sc->pending = sum;
+}
+
+template <class T>
+T* device_alloc(std::size_t count) {
+  void* p = nullptr;
+  check(cudaMalloc(&p, count * sizeof(T) > 0 ? count * sizeof(T) : 1), "cudaMalloc");
+  return static_cast<T*>(p);
+}
+
+}  // namespace
+
+struct CudaOptimizer::Device {
+  cudaStream_t stream = nullptr;
+  std::size_t num_chunks = 0;
+  std::size_t total = 0;
+  DeviceChunk* chunks = nullptr;
+  std::uint64_t* first_chunk = nullptr;
+  DeviceLayer* layers = nullptr;
+  void* velocity = nullptr;
+  void* average = nullptr;
+  std::vector<std::size_t> state_offsets;  // element offset of each layer in velocity / average
+  LayerSums* chunk_sums = nullptr;
+  LayerSums* layer_sums = nullptr;
+  double* chunk_diff = nullptr;
+  LayerGain* gains = nullptr;
+  std::uint8_t* skip_mask = nullptr;
+  DeviceScalars* scalars = nullptr;
+
+  ~Device() {
+    cudaStreamSynchronize(stream);  // no kernel of this optimizer may still be using what is freed
+    for (void* p : {static_cast<void*>(chunks), static_cast<void*>(first_chunk), static_cast<void*>(layers), velocity, average,
+                    static_cast<void*>(chunk_sums), static_cast<void*>(layer_sums), static_cast<void*>(chunk_diff), static_cast<void*>(gains),
+                    static_cast<void*>(skip_mask), static_cast<void*>(scalars)}) {
+      if (p != nullptr) cudaFree(p);
+    }
+  }
+};
+
+CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> sizes, std::vector<LayerPointers> layers,
+                             const FilterConfig& config, const FilterState& initial, bool lazy_predict,
+                             std::uintptr_t stream)
+    : device_(device),
+      dtype_(dtype),
+      sizes_(std::move(sizes)),
+      config_(config),
+      lazy_predict_(lazy_predict && config.variant == Variant::kMomentum),
+      stream_(stream),
+      dev_(std::make_unique<Device>()) {
+  DeviceGuard guard(device_);
+  Device& d = *dev_;
+  d.stream = reinterpret_cast<cudaStream_t>(stream_);
+  const ChunkPlan plan(sizes_, kChunkElems);
+  d.num_chunks = plan.chunks().size();
+  d.total = plan.total_elems();
+  const std::size_t elem = dtype_ == DType::kFloat32 ? 4 : 8;
+
+  std::vector<DeviceChunk> chunks;
+  for (const Chunk& c : plan.chunks()) chunks.push_back({c.layer, static_cast<std::uint32_t>(c.size), c.begin});
+  std::vector<std::uint64_t> first(sizes_.size() + 1);
+  for (std::size_t l = 0; l <= sizes_.size(); ++l) first[l] = plan.first_chunk(l);
+
+  // Per-layer state: each layer starts on a 256-byte boundary.
+  const std::size_t per_line = 256 / elem;
+  std::size_t offset = 0;
+  for (std::size_t s : sizes_) {
+    d.state_offsets.push_back(offset);
+    offset += (s + per_line - 1) / per_line * per_line;
+  }
+  const bool momentum = config_.variant == Variant::kMomentum;
+  if (momentum) {
+    d.velocity = device_alloc<char>(offset * elem);
+    d.average = device_alloc<char>(offset * elem);
+    check(cudaMemsetAsync(d.velocity, 0, offset * elem, d.stream), "cudaMemsetAsync");
+    check(cudaMemsetAsync(d.average, 0, offset * elem, d.stream), "cudaMemsetAsync");
+  }
+  std::vector<DeviceLayer> table;
+  for (std::size_t l = 0; l < sizes_.size(); ++l) {
+    char* v = momentum ? static_cast<char*>(d.velocity) + d.state_offsets[l] * elem : nullptr;
+    char* a = momentum ? static_cast<char*>(d.average) + d.state_offsets[l] * elem : nullptr;
+    table.push_back({layers[l].param, layers[l].grad, v, a});
+  }
+  d.chunks = device_alloc<DeviceChunk>(chunks.size());
+  d.first_chunk = device_alloc<std::uint64_t>(first.size());
+  d.layers = device_alloc<DeviceLayer>(table.size());
+  d.chunk_sums = device_alloc<LayerSums>(d.num_chunks);
+  d.layer_sums = device_alloc<LayerSums>(sizes_.size());
+  d.chunk_diff = device_alloc<double>(d.num_chunks);
+  d.gains = device_alloc<LayerGain>(sizes_.size());
+  d.skip_mask = device_alloc<std::uint8_t>(sizes_.size());
+  d.scalars = device_alloc<DeviceScalars>(1);
+  const DeviceScalars scalars{initial, -1.0, 0.0, 0, 0, 0.0};
+  check(cudaMemcpyAsync(d.chunks, chunks.data(), chunks.size() * sizeof(DeviceChunk), cudaMemcpyHostToDevice, d.stream), "upload plan");
+  check(cudaMemcpyAsync(d.first_chunk, first.data(), first.size() * sizeof(std::uint64_t), cudaMemcpyHostToDevice, d.stream), "upload plan");
+  check(cudaMemcpyAsync(d.layers, table.data(), table.size() * sizeof(DeviceLayer), cudaMemcpyHostToDevice, d.stream), "upload layers");
+  check(cudaMemcpyAsync(d.scalars, &scalars, sizeof scalars, cudaMemcpyHostToDevice, d.stream), "upload scalars");
+  check(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");  // the host vectors go out of scope
+}
+
+CudaOptimizer::~CudaOptimizer() {
+  DeviceGuard guard(device_);
+  dev_.reset();
+}
+
+void CudaOptimizer::predict() {
+  DeviceGuard guard(device_);
+  Device& d = *dev_;
+  if (config_.variant == Variant::kMomentum) {
+    if (dtype_ == DType::kFloat32) {
+      predict_elements_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.scalars, config_.kappa, d.chunk_diff);
+    } else {
+      predict_elements_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.scalars, config_.kappa, d.chunk_diff);
+    }
+  }
+  predict_filter_kernel<<<1, kThreads, 0, d.stream>>>(config_, d.scalars, d.chunk_diff, d.num_chunks, static_cast<double>(d.total));
+  check(cudaGetLastError(), "predict launch");
+}
+
+void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, double lr) {
+  DeviceGuard guard(device_);
+  Device& d = *dev_;
+  const double wd = config_.weight_decay;
+  if (dtype_ == DType::kFloat32) {
+    stats_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.chunk_sums);
+  } else {
+    stats_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.chunk_sums);
+  }
+  filter_update_kernel<<<1, kThreads, 0, d.stream>>>(config_, d.scalars, d.chunk_sums, d.first_chunk,
+                                                     static_cast<std::uint32_t>(sizes_.size()), d.layer_sums, d.gains, d.skip_mask, loss, loss_sq, lr);
+  if (dtype_ == DType::kFloat32) {
+    update_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
+                                                                  lazy_predict_, wd, config_.kappa, d.chunk_diff);
+  } else {
+    update_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
+                                                                   lazy_predict_, wd, config_.kappa, d.chunk_diff);
+  }
+  if (lazy_predict_) lazy_finish_kernel<<<1, kThreads, 0, d.stream>>>(d.scalars, d.chunk_diff, d.num_chunks);
+  check(cudaGetLastError(), "update launch");
+}
+
+StepOutcome CudaOptimizer::last_step(std::uint8_t* skip_mask_out) {
+  DeviceGuard guard(device_);
+  Device& d = *dev_;
+  DeviceScalars s;
+  check(cudaMemcpyAsync(&s, d.scalars, sizeof s, cudaMemcpyDeviceToHost, d.stream), "read scalars");
+  check(cudaMemcpyAsync(skip_mask_out, d.skip_mask, sizes_.size(), cudaMemcpyDeviceToHost, d.stream), "read skip mask");
+  check(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");
+  return {s.status, s.skipped, s.max_gain};
+}
+
+void CudaOptimizer::read_scalars(double out[8]) {
+  DeviceGuard guard(device_);
+  DeviceScalars s;
+  check(cudaMemcpyAsync(&s, dev_->scalars, sizeof s, cudaMemcpyDeviceToHost, dev_->stream), "read scalars");
+  check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
+  const double values[8] = {s.filter.p00, s.filter.p01, s.filter.p11, s.filter.q_x, s.filter.sigma, s.filter.r, s.pending, s.steps};
+  std::copy(values, values + 8, out);
+}
+
+void CudaOptimizer::write_scalars(const double in[8]) {
+  DeviceGuard guard(device_);
+  DeviceScalars s;
+  check(cudaMemcpyAsync(&s, dev_->scalars, sizeof s, cudaMemcpyDeviceToHost, dev_->stream), "read scalars");
+  check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
+  s.filter = {in[0], in[1], in[2], in[3], in[4], in[5]};
+  s.pending = in[6];
+  s.steps = in[7];
+  check(cudaMemcpyAsync(dev_->scalars, &s, sizeof s, cudaMemcpyHostToDevice, dev_->stream), "write scalars");
+  check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
+}
+
+void CudaOptimizer::read_layer_state(int kind, std::size_t layer, void* host_out) {
+  DeviceGuard guard(device_);
+  const std::size_t elem = dtype_ == DType::kFloat32 ? 4 : 8;
+  const char* base = static_cast<const char*>(kind == 0 ? dev_->velocity : dev_->average) + dev_->state_offsets[layer] * elem;
+  check(cudaMemcpyAsync(host_out, base, sizes_[layer] * elem, cudaMemcpyDeviceToHost, dev_->stream), "read layer state");
+  check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
+}
+
+void CudaOptimizer::write_layer_state(int kind, std::size_t layer, const void* host_in) {
+  DeviceGuard guard(device_);
+  const std::size_t elem = dtype_ == DType::kFloat32 ? 4 : 8;
+  char* base = static_cast<char*>(kind == 0 ? dev_->velocity : dev_->average) + dev_->state_offsets[layer] * elem;
+  check(cudaMemcpyAsync(base, host_in, sizes_[layer] * elem, cudaMemcpyHostToDevice, dev_->stream), "write layer state");
+  check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
+}
+
+Probe probe() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) return {0, std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err)};
+  if (count == 0) return {0, "no CUDA device is visible"};
+  return {count, ""};
+}
+
+std::string check_device_pointer(const void* ptr, std::size_t bytes, std::size_t alignment, int device) {
+  if (reinterpret_cast<std::uintptr_t>(ptr) % alignment != 0) return "is not aligned to its element size";
+  cudaPointerAttributes attr;
+  const cudaError_t err = cudaPointerGetAttributes(&attr, ptr);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error state of this query
+    return std::string("is not a CUDA pointer (") + cudaGetErrorString(err) + ")";
+  }
+  if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged) return "is not device memory (host or unregistered memory)";
+  if (attr.device != device) return "is memory of device " + std::to_string(attr.device) + ", not of device " + std::to_string(device);
+  // The last byte must belong to device memory of the same device too.
+  if (bytes > 1) {
+    cudaPointerAttributes end;
+    if (cudaPointerGetAttributes(&end, static_cast<const char*>(ptr) + bytes - 1) != cudaSuccess ||
+        (end.type != cudaMemoryTypeDevice && end.type != cudaMemoryTypeManaged) || end.device != device) {
+      cudaGetLastError();
+      return "does not hold its whole length in device memory";
+    }
+  }
+  return "";
+}
+
+std::uintptr_t device_malloc(std::size_t bytes, int device) {
+  DeviceGuard guard(device);
+  void* p = nullptr;
+  check(cudaMalloc(&p, bytes), "cudaMalloc");
+  return reinterpret_cast<std::uintptr_t>(p);
+}
+
+void device_free(std::uintptr_t ptr, int device) {
+  DeviceGuard guard(device);
+  check(cudaFree(reinterpret_cast<void*>(ptr)), "cudaFree");
+}
+
+void copy_to_device(std::uintptr_t dst, const void* src, std::size_t bytes, int device) {
+  DeviceGuard guard(device);
+  check(cudaMemcpy(reinterpret_cast<void*>(dst), src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to device");
+}
+
+void copy_to_host(void* dst, std::uintptr_t src, std::size_t bytes, int device) {
+  DeviceGuard guard(device);
+  check(cudaMemcpy(dst, reinterpret_cast<const void*>(src), bytes, cudaMemcpyDeviceToHost), "cudaMemcpy to host");
+}
+
+void device_synchronize(int device) {
+  DeviceGuard guard(device);
+  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+}
+
+}  // namespace cuda
+}  // namespace koala

@@ -1,0 +1,101 @@
+// The CUDA backend's host-side interface: plain C++ (no CUDA types), so that the Node-API binding
+// compiles with the host compiler. The kernels and this class's definition are in optimizer.cu.
+//
+// A step is a few launches on the caller's stream and no synchronization (Note [device step]).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "koala/filter.h"
+#include "koala/types.h"
+
+namespace koala {
+namespace cuda {
+
+// Note [device step]
+// The layer list is fixed, so the chunk plan (core/plan.h, one thread block per chunk) and the
+// per-layer pointers are uploaded once, at construction. predict(): an element kernel writes one
+// partial sum of |a - x|^2 per chunk, then a one-block filter kernel adds them up in a fixed order
+// and advances q_x and P. update(): a stats kernel writes per-chunk partial sums, a one-block
+// filter kernel reduces each layer's chunks in order, checks for NaN and Inf (loss included, which
+// may be read from device memory), updates R and computes every layer's gains and the new P, and
+// an update kernel reads those gains from device memory. Everything scalar lives in one
+// DeviceScalars record on the device; the host reads it only when asked (state, the step's info).
+
+// A scalar argument: a value from the host, or a float32/float64 value in device memory.
+struct ScalarArg {
+  const void* device_ptr;  // null: use `value`
+  int dtype;               // 0 float32, 1 float64 (for device_ptr)
+  double value;
+};
+
+struct LayerPointers {
+  void* param;
+  const void* grad;
+};
+
+// What the last update() did, read back from the device.
+struct StepOutcome {
+  int status;  // 0 applied, 1 non-finite gradient, 2 non-finite parameter, 3 non-finite loss
+  int skipped;
+  double max_gain;
+};
+
+class CudaOptimizer {
+ public:
+  CudaOptimizer(int device, DType dtype, std::vector<std::size_t> sizes, std::vector<LayerPointers> layers,
+                const FilterConfig& config, const FilterState& initial, bool lazy_predict, std::uintptr_t stream);
+  ~CudaOptimizer();
+  CudaOptimizer(const CudaOptimizer&) = delete;
+  CudaOptimizer& operator=(const CudaOptimizer&) = delete;
+
+  void predict();
+  void update(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
+
+  // Reads (each synchronizes with the stream).
+  StepOutcome last_step(std::uint8_t* skip_mask_out);
+  // [p00, p01, p11, q_x, sigma, r, pending, steps], as the CPU binding's getFilter.
+  void read_scalars(double out[8]);
+  void write_scalars(const double in[8]);
+  // KOALA-M per-layer state: kind 0 velocity, 1 average; host buffers of the layer's size.
+  void read_layer_state(int kind, std::size_t layer, void* host_out);
+  void write_layer_state(int kind, std::size_t layer, const void* host_in);
+
+  std::size_t num_layers() const { return sizes_.size(); }
+  std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
+
+ private:
+  struct Device;  // device allocations, defined in optimizer.cu
+  int device_;
+  DType dtype_;
+  std::vector<std::size_t> sizes_;
+  FilterConfig config_;
+  bool lazy_predict_;
+  std::uintptr_t stream_;
+  std::unique_ptr<Device> dev_;
+};
+
+// Whether a usable device is present: the number of devices, or an explanation.
+struct Probe {
+  int devices;
+  std::string error;  // empty when devices > 0
+};
+Probe probe();
+
+// Checks that [ptr, ptr + bytes) is device (or managed) memory of `device`; empty when it is, else why not.
+std::string check_device_pointer(const void* ptr, std::size_t bytes, std::size_t alignment, int device);
+
+// Thin wrappers used by tests, benchmarks and users without another CUDA library at hand. Each
+// throws std::runtime_error with CUDA's message on failure.
+std::uintptr_t device_malloc(std::size_t bytes, int device);
+void device_free(std::uintptr_t ptr, int device);
+void copy_to_device(std::uintptr_t dst, const void* src, std::size_t bytes, int device);
+void copy_to_host(void* dst, std::uintptr_t src, std::size_t bytes, int device);
+void device_synchronize(int device);
+
+}  // namespace cuda
+}  // namespace koala
