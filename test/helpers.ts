@@ -3,8 +3,11 @@ import { join } from 'node:path';
 
 import type { FloatArray, KoalaMOptions, KoalaVOptions } from '../lib';
 
-/** The recorded runs of the official code, read where they are (never copied). */
-export const GOLDEN_DIR = join(__dirname, '..', '..', 'shared', 'golden');
+/**
+ * The recorded runs of the official code, read where they are (never copied into the project):
+ * ../shared/golden beside the checkout, or KOALA_GOLDEN_DIR (the GPU check, bench/gpu/, sets it).
+ */
+export const GOLDEN_DIR = process.env.KOALA_GOLDEN_DIR ?? join(__dirname, '..', '..', 'shared', 'golden');
 
 export interface GoldenStep {
   lr: number;
