@@ -148,6 +148,9 @@ async function main(): Promise<void> {
         resnet,
         fourTensors(total(resnet), '4 tensors, ResNet-50 total'),
         transformerBlocks(),
+        // The per-tensor cost of a step, isolated: many tiny tensors against four of the same total.
+        { name: '161 tiny tensors', kind: 'model', sizes: new Array<number>(161).fill(64) },
+        fourTensors(161 * 64, '4 tensors, tiny total'),
       ]
     : [fourTensors(1e4), fourTensors(1e5), fourTensors(1e6), { name: 'ResNet-50 shapes / 25', kind: 'model', sizes: resnet.sizes.map((n) => Math.max(1, Math.round(n / 25))) }];
   const backend = await useWasm();
@@ -186,11 +189,32 @@ async function main(): Promise<void> {
     }
   }
 
+  // The ResNet-50 list against the same total in four tensors, both KOALA-M at all threads, timed in
+  // alternation so that both see the same machine (their separate rows above are minutes apart).
+  let paired: Report['paired'] = null;
+  if (full) {
+    const t = Math.max(...threads);
+    const [a, b] = [resnet, fourTensors(total(resnet), '4 tensors, ResNet-50 total')].map((list) => {
+      const buffers = allocate(list);
+      return nativeContenders([t]).find((c) => c.name === 'KOALA-M')!.make(buffers);
+    });
+    const ta: number[] = [];
+    const tb: number[] = [];
+    for (let round = 0; round < 15; round++) {
+      ta.push(...time(a, 0, 3).times);
+      tb.push(...time(b, 0, 3).times);
+    }
+    [a, b].forEach((s) => s.dispose());
+    paired = { threads: t, manyMs: median(ta) * 1e3, fourMs: median(tb) * 1e3 };
+    console.log(`paired: ResNet-50 list ${paired.manyMs.toFixed(3)} ms, 4 tensors ${paired.fourMs.toFixed(3)} ms`);
+  }
+
   const report: Report = {
     machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, tfjsBackend: backend },
     mode: full ? 'full' : 'quick',
     seconds: (Date.now() - started) / 1e3,
     rows,
+    paired,
   };
   const { markdown, svg, json } = await renderReport(report);
   mkdirSync(outDir, { recursive: true });

@@ -6,6 +6,7 @@
  *   npm start -- [--epochs 12] [--batch 32] [--seed 1]
  */
 import { KoalaM, type BackendName, type Layer } from '../lib';
+import { rng, shuffle } from './mnist/random';
 
 const IN = 8;
 const HIDDEN = 32;
@@ -14,16 +15,6 @@ const SAMPLES = 4096;
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), s | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A one-hidden-layer tanh network y = w2 . tanh(W1 x + b1) + b2 over flat storage. */
@@ -106,10 +97,7 @@ export function train({ epochs = 12, batch = 32, seed = 1, log = console.log } =
   log(`epoch  0  train loss ${meanLoss(0, trainN).toFixed(5)}  test loss ${testLoss[0].toFixed(5)}`);
   const order = Array.from({ length: trainN }, (_, i) => i);
   for (let epoch = 1; epoch <= epochs; epoch++) {
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(r() * (i + 1));
-      [order[i], order[j]] = [order[j], order[i]];
-    }
+    shuffle(order, r);
     let skipped = 0;
     for (let start = 0; start + batch <= trainN; start += batch) {
       opt.predict();

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import type { FloatArray, KoalaMOptions, KoalaVOptions } from '../lib';
+import { KoalaError, type FloatArray, type KoalaMOptions, type KoalaVOptions } from '../lib';
 
 /**
  * The recorded runs of the official code, read where they are (never copied into the project):
@@ -99,4 +99,15 @@ export function makeArray(dtype: 'float32' | 'float64', n: number, f: (i: number
   const a = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
   for (let i = 0; i < n; i++) a[i] = f(i);
   return a;
+}
+
+/** The code of the KoalaError that fn throws (failing the test if it throws anything else), or undefined. */
+export function errorCode(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(KoalaError);
+    return (e as KoalaError).code;
+  }
+  return undefined;
 }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "binding/config.h"
 #include "core/overlap.h"
 #include "cpu/optimizer.h"
 #include "cpu/bench_kernels.h"
@@ -23,18 +24,8 @@ using koala::CpuOptimizer;
 using koala::DType;
 using koala::LayerBuffers;
 using koala::LayerStateKind;
-
-[[noreturn]] void throw_coded(Napi::Env env, const char* code, const std::string& message) {
-  Napi::Error err = Napi::Error::New(env, message);
-  err.Set("code", Napi::String::New(env, code));
-  throw err;
-}
-
-double number_field(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw_coded(o.Env(), "ERR_KOALA_INVALID_OPTION", std::string("config.") + key + " must be a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
+using koala::binding::number_field;
+using koala::binding::throw_coded;
 
 struct TypedView {
   void* data;
@@ -80,7 +71,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     if (count == 0 || grads.Length() != count) {
       throw_coded(env, "ERR_KOALA_INVALID_LAYERS", "params and grads must be non-empty and of equal count");
     }
-    dtype_ = number_field(cfg, "dtype") == 0 ? DType::kFloat32 : DType::kFloat64;
+    dtype_ = koala::binding::dtype_field(cfg);
     std::vector<std::size_t> sizes;
     for (std::size_t l = 0; l < count; ++l) {
       const TypedView p = typed_view(env, params.Get(l));
@@ -97,20 +88,9 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
       throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "skipMask must have one byte per layer");
     }
 
-    koala::FilterConfig config{};
-    config.variant = number_field(cfg, "variant") == 0 ? koala::Variant::kMomentum : koala::Variant::kVanilla;
-    config.weight_decay = number_field(cfg, "weightDecay");
-    config.eps = number_field(cfg, "eps");
-    config.kappa = number_field(cfg, "kappa");
-    config.q_p = number_field(cfg, "qP");
-    config.q = number_field(cfg, "q");
-    config.beta_r = number_field(cfg, "betaR");
-    config.adaptive_r = cfg.Get("adaptiveR").ToBoolean().Value();
-    koala::FilterState initial{number_field(cfg, "p00"), number_field(cfg, "p01"), number_field(cfg, "p11"),
-                               number_field(cfg, "qX"),  number_field(cfg, "sigma"), number_field(cfg, "r")};
     const int threads = static_cast<int>(number_field(cfg, "threads"));
-    const bool lazy = cfg.Get("lazyPredict").ToBoolean().Value();
-    opt_ = std::make_unique<CpuOptimizer>(dtype_, std::move(sizes), config, initial, threads < 1 ? 1 : threads, lazy);
+    opt_ = std::make_unique<CpuOptimizer>(dtype_, std::move(sizes), koala::binding::filter_config(cfg), koala::binding::initial_state(cfg),
+                                          threads < 1 ? 1 : threads, koala::binding::lazy_predict(cfg));
   }
 
  private:

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "binding/config.h"
 #include "core/overlap.h"
 #include "cuda/optimizer.h"
 
@@ -17,12 +18,7 @@ namespace {
 
 using koala::DType;
 namespace kc = koala::cuda;
-
-[[noreturn]] void throw_coded(Napi::Env env, const char* code, const std::string& message) {
-  Napi::Error err = Napi::Error::New(env, message);
-  err.Set("code", Napi::String::New(env, code));
-  throw err;
-}
+using koala::binding::throw_coded;
 
 // Runs a CUDA call, turning its std::runtime_error into ERR_KOALA_CUDA.
 template <class Fn>
@@ -32,12 +28,6 @@ auto cuda_call(Napi::Env env, Fn&& fn) -> decltype(fn()) {
   } catch (const std::runtime_error& e) {
     throw_coded(env, "ERR_KOALA_CUDA", e.what());
   }
-}
-
-double number_field(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw_coded(o.Env(), "ERR_KOALA_INVALID_OPTION", std::string("config.") + key + " must be a number");
-  return v.As<Napi::Number>().DoubleValue();
 }
 
 std::uintptr_t pointer(const Napi::Value& v) {
@@ -104,7 +94,7 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
       throw_coded(env, "ERR_KOALA_INVALID_LAYERS", "params, grads and lengths must be non-empty and of equal count");
     }
     const int device = device_arg(cfg.Get("deviceId"));
-    dtype_ = number_field(cfg, "dtype") == 0 ? DType::kFloat32 : DType::kFloat64;
+    dtype_ = koala::binding::dtype_field(cfg);
     const std::size_t elem = dtype_ == DType::kFloat32 ? 4 : 8;
     std::vector<std::size_t> sizes;
     std::vector<kc::LayerPointers> layers;
@@ -124,24 +114,15 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     const std::string overlap = koala::find_overlap(std::move(ranges));
     if (!overlap.empty()) throw_coded(env, "ERR_KOALA_OVERLAP", overlap);
 
-    koala::FilterConfig config{};
-    config.variant = number_field(cfg, "variant") == 0 ? koala::Variant::kMomentum : koala::Variant::kVanilla;
-    config.weight_decay = number_field(cfg, "weightDecay");
-    config.eps = number_field(cfg, "eps");
-    config.kappa = number_field(cfg, "kappa");
-    config.q_p = number_field(cfg, "qP");
-    config.q = number_field(cfg, "q");
-    config.beta_r = number_field(cfg, "betaR");
-    config.adaptive_r = cfg.Get("adaptiveR").ToBoolean().Value();
-    const koala::FilterState initial{number_field(cfg, "p00"), number_field(cfg, "p01"), number_field(cfg, "p11"),
-                                     number_field(cfg, "qX"),  number_field(cfg, "sigma"), number_field(cfg, "r")};
+    const koala::FilterConfig config = koala::binding::filter_config(cfg);
+    const koala::FilterState initial = koala::binding::initial_state(cfg);
     const Napi::Value stream = cfg.Get("stream");
     std::uint64_t stream_handle = 0;
     if (stream.IsBigInt()) {
       bool lossless = false;
       stream_handle = stream.As<Napi::BigInt>().Uint64Value(&lossless);
     }
-    const bool lazy = cfg.Get("lazyPredict").ToBoolean().Value();
+    const bool lazy = koala::binding::lazy_predict(cfg);
     opt_ = cuda_call(env, [&] {
       return std::make_unique<kc::CudaOptimizer>(device, dtype_, std::move(sizes), std::move(layers), config, initial, lazy,
                                                  static_cast<std::uintptr_t>(stream_handle));

@@ -1,8 +1,8 @@
 // The CUDA backend on a GPU: the golden runs through device buffers, random layer lists against
 // the CPU backend, the guards, device pointers checked. Skipped, with the reason printed, where
 // no usable CUDA device is present.
-import { cuda, KoalaError, KoalaM, KoalaV, type DeviceTensor, type DType, type FloatArray } from '../../lib';
-import { flatP, goldenFiles, loadGolden, makeArray, optionsOf, relMax, relNorm, rng } from '../helpers';
+import { cuda, KoalaM, KoalaV, type DeviceTensor, type DType, type FloatArray } from '../../lib';
+import { errorCode, flatP, goldenFiles, loadGolden, makeArray, optionsOf, relMax, relNorm, rng } from '../helpers';
 
 const status = cuda.available();
 if (!status.available) console.log(`CUDA tests skipped: ${status.reason}`);
@@ -37,16 +37,6 @@ class DeviceSet {
   release(): void {
     this.tensors.forEach((t) => cuda.free(t));
   }
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(KoalaError);
-    return (e as KoalaError).code;
-  }
-  return undefined;
 }
 
 describeGpu('golden runs through device buffers', () => {
@@ -193,7 +183,7 @@ describeGpu('guards and device checks', () => {
     const first = opt.update(0.5, 0.3);
     opt.predict();
     opt.update(0.5, 0.3);
-    expect(codeOf(() => first.applied)).toBe('ERR_KOALA_STALE_INFO');
+    expect(errorCode(() => first.applied)).toBe('ERR_KOALA_STALE_INFO');
     release();
   });
 
@@ -201,10 +191,10 @@ describeGpu('guards and device checks', () => {
     const t = cuda.alloc(64, 'float32');
     const other = cuda.alloc(64, 'float32');
     const layer = (param: DeviceTensor) => [{ param, grad: other }];
-    expect(codeOf(() => new KoalaM(layer({ ...t, ptr: 0x1000n })))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
-    expect(codeOf(() => new KoalaM([{ param: { ...t, ptr: t.ptr + 2n, length: 8 }, grad: { ...other, length: 8 } }]))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
-    expect(codeOf(() => new KoalaM([{ param: { ...t, length: 1 << 30 }, grad: { ...other, length: 1 << 30 } }]))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
-    if (status.devices < 2) expect(codeOf(() => new KoalaM([{ param: { ...t, deviceId: 1 }, grad: { ...other, deviceId: 1 } }]))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
+    expect(errorCode(() => new KoalaM(layer({ ...t, ptr: 0x1000n })))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
+    expect(errorCode(() => new KoalaM([{ param: { ...t, ptr: t.ptr + 2n, length: 8 }, grad: { ...other, length: 8 } }]))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
+    expect(errorCode(() => new KoalaM([{ param: { ...t, length: 1 << 30 }, grad: { ...other, length: 1 << 30 } }]))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
+    if (status.devices < 2) expect(errorCode(() => new KoalaM([{ param: { ...t, deviceId: 1 }, grad: { ...other, deviceId: 1 } }]))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
     cuda.free(t);
     cuda.free(other);
   });

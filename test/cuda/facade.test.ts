@@ -1,6 +1,7 @@
 // The device side of the facade that needs no GPU: descriptors are checked, and a machine without
 // CUDA says why, before anything is allocated. Runs everywhere, in CI.
 import { cuda, KoalaError, KoalaM, type DeviceTensor } from '../../lib';
+import { errorCode } from '../helpers';
 
 const dev = (ptr: bigint, length: number, extra: Partial<DeviceTensor> = {}): DeviceTensor => ({
   device: 'cuda',
@@ -10,16 +11,6 @@ const dev = (ptr: bigint, length: number, extra: Partial<DeviceTensor> = {}): De
   dtype: 'float32',
   ...extra,
 });
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(KoalaError);
-    return (e as KoalaError).code;
-  }
-  return undefined;
-}
 
 const status = cuda.available();
 
@@ -51,18 +42,18 @@ describe('device layers are checked before any CUDA call', () => {
     ['two layers sharing memory', [ok[0], { param: dev(0x20000n + 392n, 4), grad: dev(0x30000n, 4) }], 'ERR_KOALA_OVERLAP'],
     ['an empty device layer', [{ param: dev(0x10000n, 0), grad: dev(0x20000n, 0) }], 'ERR_KOALA_INVALID_LAYERS'],
   ])('%s', (_name, layers, code) => {
-    expect(codeOf(() => new KoalaM(layers as never))).toBe(code);
+    expect(errorCode(() => new KoalaM(layers as never))).toBe(code);
   });
 
   test("backend: 'js' or 'native' with device layers", () => {
-    expect(codeOf(() => new KoalaM(ok, { backend: 'js' }))).toBe('ERR_KOALA_INVALID_OPTION');
-    expect(codeOf(() => new KoalaM(ok, { backend: 'native' }))).toBe('ERR_KOALA_INVALID_OPTION');
+    expect(errorCode(() => new KoalaM(ok, { backend: 'js' }))).toBe('ERR_KOALA_INVALID_OPTION');
+    expect(errorCode(() => new KoalaM(ok, { backend: 'native' }))).toBe('ERR_KOALA_INVALID_OPTION');
   });
 
   test('a stream with host layers, and a stream that is not a BigInt', () => {
     const host = [{ param: new Float32Array(3), grad: new Float32Array(3) }];
-    expect(codeOf(() => new KoalaM(host, { stream: 0n }))).toBe('ERR_KOALA_INVALID_OPTION');
-    expect(codeOf(() => new KoalaM(ok, { stream: 7 as unknown as bigint }))).toBe('ERR_KOALA_INVALID_OPTION');
+    expect(errorCode(() => new KoalaM(host, { stream: 0n }))).toBe('ERR_KOALA_INVALID_OPTION');
+    expect(errorCode(() => new KoalaM(ok, { stream: 7 as unknown as bigint }))).toBe('ERR_KOALA_INVALID_OPTION');
   });
 
   test('a device scalar loss with host layers', () => {
@@ -70,7 +61,7 @@ describe('device layers are checked before any CUDA call', () => {
     const opt = new KoalaM(host);
     opt.predict();
     const loss = { device: 'cuda', deviceId: 0, ptr: 0x40000n, dtype: 'float32' } as const;
-    expect(codeOf(() => opt.update(loss, loss))).toBe('ERR_KOALA_INVALID_LOSS');
+    expect(errorCode(() => opt.update(loss, loss))).toBe('ERR_KOALA_INVALID_LOSS');
     expect(opt.update(0.5, 0.3).applied).toBe(true); // nothing was changed by the refused call
   });
 
@@ -83,6 +74,6 @@ describe('device layers are checked before any CUDA call', () => {
     }
     expect(caught?.code).toBe('ERR_KOALA_CUDA_UNAVAILABLE');
     expect(caught?.message).toContain(status.reason);
-    expect(codeOf(() => cuda.alloc(4))).toBe('ERR_KOALA_CUDA_UNAVAILABLE');
+    expect(errorCode(() => cuda.alloc(4))).toBe('ERR_KOALA_CUDA_UNAVAILABLE');
   });
 });

@@ -1,7 +1,7 @@
 // Misuse gets a KoalaError with a stable code before anything is modified; bad numbers (NaN, Inf)
 // are data: the step is refused as a whole and reported, or thrown with onNonFinite: 'throw'.
-import { KoalaError, KoalaM, KoalaV, type FloatArray, type KoalaStateDict } from '../../lib';
-import { bitwiseEqual, rng, snapshot } from '../helpers';
+import { KoalaM, KoalaV, type FloatArray, type KoalaStateDict } from '../../lib';
+import { bitwiseEqual, errorCode, rng, snapshot } from '../helpers';
 
 type Opt = KoalaM | KoalaV;
 const BACKENDS = ['native', 'js'] as const;
@@ -41,14 +41,7 @@ function expectSame(after: Snapshot, before: Snapshot) {
 }
 
 function expectCode(fn: () => unknown, code: string) {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught).toBeInstanceOf(KoalaError);
-  expect((caught as KoalaError).code).toBe(code);
+  expect(errorCode(fn)).toBe(code);
 }
 
 function detach(a: FloatArray) {
