@@ -86,6 +86,7 @@ __device__ void block_sum(double (&v)[N], double* shared) {
 // The sum of values[0..count) in a fixed order: strided per thread, then block_sum.
 __device__ double ordered_sum(const double* values, std::size_t count, double* shared) {
   double s[1] = {0.0};
+#pragma unroll 4
   for (std::size_t i = threadIdx.x; i < count; i += kThreads) s[0] += values[i];
   block_sum<1>(s, shared);
   return s[0];
@@ -102,6 +103,7 @@ __global__ void predict_elements_kernel(const DeviceChunk* chunks, const DeviceL
   T* v = static_cast<T*>(L.v) + ch.begin;
   const T* a = static_cast<const T*>(L.a) + ch.begin;
   double d[1] = {0.0};
+#pragma unroll 4
   for (std::uint32_t i = threadIdx.x; i < ch.size; i += kThreads) {
     double xi = x[i], vi = v[i];
     d[0] += math::momentum_predict(xi, vi, a[i], kappa);
@@ -133,16 +135,32 @@ __global__ void stats_kernel(const DeviceChunk* chunks, const DeviceLayer* layer
   const T* g = static_cast<const T*>(layers[ch.layer].g) + ch.begin;
   const T* x = static_cast<const T*>(layers[ch.layer].x) + ch.begin;
   double s[3] = {0.0, 0.0, 0.0};
+#pragma unroll 4
   for (std::uint32_t i = threadIdx.x; i < ch.size; i += kThreads) math::accumulate_stats(g[i], x[i], wd, s[0], s[1], s[2]);
   block_sum<3>(s, shared);
   if (threadIdx.x == 0) chunk_sums[blockIdx.x] = {s[0], s[1], s[2]};
 }
 
-// One block: layer totals (each layer's chunks in order), the non-finite guard, R, every layer's
-// gains, max_l m_l and the new P or sigma.
-__global__ void filter_update_kernel(FilterConfig config, DeviceScalars* sc, const LayerSums* chunk_sums,
-                                     const std::uint64_t* first_chunk, std::uint32_t num_layers, LayerSums* layer_sums, LayerGain* gains,
-                                     std::uint8_t* skip_mask, ScalarArg loss_arg, ScalarArg loss_sq_arg, double lr) {
+// One block per layer: the layer's chunk partial sums added up in a fixed order (strided, then a
+// fixed tree), so that a layer of thousands of chunks costs no long serial chain.
+__global__ void layer_sums_kernel(const LayerSums* chunk_sums, const std::uint64_t* first_chunk, LayerSums* layer_sums) {
+  __shared__ double shared[3 * kThreads];
+  const std::uint32_t l = blockIdx.x;
+  double s[3] = {0.0, 0.0, 0.0};
+#pragma unroll 4
+  for (std::uint64_t c = first_chunk[l] + threadIdx.x; c < first_chunk[l + 1]; c += kThreads) {
+    s[0] += chunk_sums[c].hh;
+    s[1] += chunk_sums[c].xx;
+    s[2] += chunk_sums[c].gg;
+  }
+  block_sum<3>(s, shared);
+  if (threadIdx.x == 0) layer_sums[l] = {s[0], s[1], s[2]};
+}
+
+// One block: the non-finite guard, R, every layer's gains, max_l m_l and the new P or sigma.
+__global__ void filter_update_kernel(FilterConfig config, DeviceScalars* sc, std::uint32_t num_layers, const LayerSums* layer_sums,
+                                     LayerGain* gains, std::uint8_t* skip_mask, ScalarArg loss_arg, ScalarArg loss_sq_arg,
+                                     double lr) {
   __shared__ double shared[2 * kThreads];
   __shared__ int bad_param, bad_grad;
   __shared__ FilterState state;
@@ -154,15 +172,9 @@ __global__ void filter_update_kernel(FilterConfig config, DeviceScalars* sc, con
   }
   __syncthreads();
   for (std::uint32_t l = t; l < num_layers; l += kThreads) {
-    double hh = 0.0, xx = 0.0, gg = 0.0;
-    for (std::uint64_t c = first_chunk[l]; c < first_chunk[l + 1]; ++c) {
-      hh += chunk_sums[c].hh;
-      xx += chunk_sums[c].xx;
-      gg += chunk_sums[c].gg;
-    }
-    if (!isfinite(xx)) atomicOr(&bad_param, 1);
-    if (!isfinite(gg) || !isfinite(hh)) atomicOr(&bad_grad, 1);
-    layer_sums[l] = {hh, xx, gg};
+    const LayerSums s = layer_sums[l];
+    if (!isfinite(s.xx)) atomicOr(&bad_param, 1);
+    if (!isfinite(s.gg) || !isfinite(s.hh)) atomicOr(&bad_grad, 1);
   }
   __syncthreads();
   const double loss = read_scalar(loss_arg), loss_sq = read_scalar(loss_sq_arg);
@@ -234,6 +246,7 @@ __global__ void update_kernel(const DeviceChunk* chunks, const DeviceLayer* laye
   T* v = static_cast<T*>(L.v) + ch.begin;
   T* a = static_cast<T*>(L.a) + ch.begin;
   double d[1] = {0.0};
+#pragma unroll 4
   for (std::uint32_t i = threadIdx.x; i < ch.size; i += kThreads) {
     double xi = x[i], vi = v[i], ai = a[i];
     if (!k.skip) math::momentum_update(g[i], xi, vi, ai, wd, k.k1, k.k2);
@@ -381,8 +394,9 @@ void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, doub
   } else {
     stats_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.chunk_sums);
   }
-  filter_update_kernel<<<1, kThreads, 0, d.stream>>>(config_, d.scalars, d.chunk_sums, d.first_chunk,
-                                                     static_cast<std::uint32_t>(sizes_.size()), d.layer_sums, d.gains, d.skip_mask, loss, loss_sq, lr);
+  layer_sums_kernel<<<sizes_.size(), kThreads, 0, d.stream>>>(d.chunk_sums, d.first_chunk, d.layer_sums);
+  filter_update_kernel<<<1, kThreads, 0, d.stream>>>(config_, d.scalars, static_cast<std::uint32_t>(sizes_.size()), d.layer_sums,
+                                                     d.gains, d.skip_mask, loss, loss_sq, lr);
   if (dtype_ == DType::kFloat32) {
     update_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
                                                                   lazy_predict_, wd, config_.kappa, d.chunk_diff);

@@ -20,11 +20,14 @@ namespace cuda {
 // The layer list is fixed, so the chunk plan (core/plan.h, one thread block per chunk) and the
 // per-layer pointers are uploaded once, at construction. predict(): an element kernel writes one
 // partial sum of |a - x|^2 per chunk, then a one-block filter kernel adds them up in a fixed order
-// and advances q_x and P. update(): a stats kernel writes per-chunk partial sums, a one-block
-// filter kernel reduces each layer's chunks in order, checks for NaN and Inf (loss included, which
-// may be read from device memory), updates R and computes every layer's gains and the new P, and
-// an update kernel reads those gains from device memory. Everything scalar lives in one
-// DeviceScalars record on the device; the host reads it only when asked (state, the step's info).
+// and advances q_x and P. update(): a stats kernel writes per-chunk partial sums; a layer-sums
+// kernel (one block per layer) adds each layer's partials in a fixed order; a one-block filter
+// kernel checks for NaN and Inf (the loss included, which may be read from device memory),
+// updates R and computes every layer's gains and the new P; an update kernel reads those gains
+// from device memory (with lazy predict, a last one-block kernel keeps the pending sum). Every
+// reduction is a fixed tree, so the results do not depend on scheduling. Everything scalar lives
+// in one DeviceScalars record on the device; the host reads it only when asked (state, a step's
+// info).
 
 // A scalar argument: a value from the host, or a float32/float64 value in device memory.
 struct ScalarArg {
