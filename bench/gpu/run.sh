@@ -9,7 +9,8 @@ cd "$(dirname "$0")/../.."
 CARRY=$PWD/.gpu-carry
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-W=$(mktemp -d)
+W=$(mktemp -d "$PWD/.gpu-work.XXXX")  # not /tmp, which may be mounted noexec
+export PATH="$PATH:/usr/local/cuda/bin"
 log() { echo "[gpu-check $(date +%T)] $*" | tee -a "$OUT/run.log"; }
 
 log "unpacking node, jest and the golden runs"
@@ -27,22 +28,28 @@ if ! node -e "$probe" >> "$OUT/run.log" 2>&1; then
   tar -C "$W" -xJf "$CARRY/headers.tar.xz"
   [ -e node_modules ] || ln -s "$W/node_modules" node_modules  # where CMakeLists.txt looks for node-addon-api
   cmake -S . -B "$W/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DCMAKE_JS_INC="$W/node_modules/node-api-headers/include" >> "$OUT/run.log" 2>&1 &&
+    -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DCMAKE_JS_INC="$W/node_modules/node-api-headers/include" >> "$OUT/run.log" 2>&1 &&
     cmake --build "$W/build" >> "$OUT/run.log" 2>&1 || { log "the rebuild failed (run.log)"; exit 1; }
   export KOALA_OPTIM_ADDON=$W/build/koala_optim.node KOALA_OPTIM_CUDA_ADDON=$W/build/koala_optim_cuda.node
   node -e "$probe" >> "$OUT/run.log" 2>&1 || { log "the rebuilt addons do not run either (run.log)"; exit 1; }
 fi
 
 log "CUDA tests"
-node "$W/node_modules/jest/bin/jest.js" --ci --rootDir "$CARRY/js" --testEnvironment node \
-  --testMatch '**/test/cuda/*.test.js' > "$OUT/tests.log" 2>&1
+# A config of its own: the repository's jest.config.js (ts-jest) is for the sources, not this JS.
+config="{\"rootDir\":\"$CARRY/js\",\"testEnvironment\":\"node\",\"testTimeout\":120000,\"transform\":{},\"testMatch\":[\"**/test/cuda/*.test.js\"]}"
+node "$W/node_modules/jest/bin/jest.js" --ci --config "$config" > "$OUT/tests.log" 2>&1
 tests=$?
-tail -n 5 "$OUT/tests.log" | tee -a "$OUT/run.log"
+if grep -q '^Tests:' "$OUT/tests.log"; then
+  tail -n 5 "$OUT/tests.log" | tee -a "$OUT/run.log"
+else
+  log "jest ran no test (a setup error, not a kernel failure): see tests.log"
+fi
 
 log "KOALA timings"
 node "$CARRY/js/bench/gpu/bench.js" "$OUT/koala-gpu.json" 2>&1 | tee -a "$OUT/run.log"
 log "torch timings"
 python3 bench/gpu/torch_bench.py "$OUT/koala-gpu.json" "$OUT/torch-gpu.json" 2>&1 | tee -a "$OUT/run.log"
 python3 bench/gpu/report.py "$OUT/koala-gpu.json" "$OUT/torch-gpu.json" "$OUT/gpu-results.json" "$OUT/gpu-results.md" >> "$OUT/run.log" 2>&1
+rm -rf "$W"
 log "done (tests exit status $tests)"
 exit $tests

@@ -20,12 +20,14 @@ using koala::DType;
 namespace kc = koala::cuda;
 using koala::binding::throw_coded;
 
-// Runs a CUDA call, turning its std::runtime_error into ERR_KOALA_CUDA.
+// Runs a CUDA call, turning a C++ exception (CUDA's errors, allocation failures) into ERR_KOALA_CUDA.
 template <class Fn>
 auto cuda_call(Napi::Env env, Fn&& fn) -> decltype(fn()) {
   try {
     return fn();
-  } catch (const std::runtime_error& e) {
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
     throw_coded(env, "ERR_KOALA_CUDA", e.what());
   }
 }
@@ -94,6 +96,7 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
       throw_coded(env, "ERR_KOALA_INVALID_LAYERS", "params, grads and lengths must be non-empty and of equal count");
     }
     const int device = device_arg(cfg.Get("deviceId"));
+    device_ = device;
     dtype_ = koala::binding::dtype_field(cfg);
     const std::size_t elem = dtype_ == DType::kFloat32 ? 4 : 8;
     std::vector<std::size_t> sizes;
@@ -130,6 +133,18 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
   }
 
  private:
+  // A loss in device memory is read by a kernel: a bad pointer would fault and poison the whole
+  // CUDA context, so it is checked like a layer's (once per address: trainers reuse theirs).
+  void check_scalar(Napi::Env env, const kc::ScalarArg& s, int slot) {
+    if (s.device_ptr == nullptr) return;
+    const auto p = reinterpret_cast<std::uintptr_t>(s.device_ptr);
+    if (checked_scalar_[slot] == p) return;
+    const std::size_t elem = s.dtype == 0 ? 4 : 8;
+    const std::string why = cuda_call(env, [&] { return kc::check_device_pointer(s.device_ptr, elem, elem, device_); });
+    if (!why.empty()) throw_coded(env, "ERR_KOALA_INVALID_DEVICE_POINTER", std::string(slot == 0 ? "loss " : "lossSq ") + why);
+    checked_scalar_[slot] = p;
+  }
+
   kc::CudaOptimizer& live(Napi::Env env) {
     if (!opt_) throw_coded(env, "ERR_KOALA_DISPOSED", "the optimizer was disposed");
     return *opt_;
@@ -147,6 +162,8 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     kc::CudaOptimizer& opt = live(env);
     if (info.Length() != 3 || !info[2].IsNumber()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "update(loss, lossSq, lr)");
     const kc::ScalarArg loss = scalar_arg(info[0]), loss_sq = scalar_arg(info[1]);
+    check_scalar(env, loss, 0);
+    check_scalar(env, loss_sq, 1);
     const double lr = info[2].As<Napi::Number>().DoubleValue();
     cuda_call(env, [&] { opt.update(loss, loss_sq, lr); });
     return env.Null();
@@ -217,6 +234,8 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
   }
 
   DType dtype_ = DType::kFloat32;
+  int device_ = 0;
+  std::uintptr_t checked_scalar_[2] = {0, 0};  // the last loss and lossSq addresses that passed
   std::unique_ptr<kc::CudaOptimizer> opt_;
 };
 

@@ -26,12 +26,20 @@ void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
 }
 
-// Sets the device for the lifetime of a call and restores the caller's.
+// Sets the device for the lifetime of a call and restores the caller's. Throws when the device
+// cannot be selected, unless built with kNoThrow (for destructors, which must not throw).
 class DeviceGuard {
  public:
-  explicit DeviceGuard(int device) {
-    check(cudaGetDevice(&previous_), "cudaGetDevice");
-    if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice");
+  static constexpr bool kNoThrow = true;
+
+  explicit DeviceGuard(int device, bool no_throw = false) {
+    const cudaError_t got = cudaGetDevice(&previous_);
+    if (got == cudaSuccess && previous_ != device) {
+      const cudaError_t set = cudaSetDevice(device);
+      if (!no_throw) check(set, "cudaSetDevice");
+    } else if (!no_throw) {
+      check(got, "cudaGetDevice");
+    }
   }
   ~DeviceGuard() { cudaSetDevice(previous_); }
 
@@ -52,10 +60,13 @@ struct DeviceLayer {
   void* a;
 };
 
+// As the CPU's kNoPendingPredict (cpu/optimizer.h), tested for in the same way.
+constexpr double kNoPending = -1.0;
+
 // The whole scalar state of a step, kept on the device.
 struct DeviceScalars {
   FilterState filter;
-  double pending;  // Note [lazy predict] (cpu/optimizer.h); < 0 when none is pending
+  double pending;  // Note [lazy predict] (cpu/optimizer.h); kNoPending when none is pending
   double steps;    // applied updates
   int status;      // of the last update: StepOutcome::status
   int skipped;
@@ -95,7 +106,7 @@ __device__ double ordered_sum(const double* values, std::size_t count, double* s
 template <class T>
 __global__ void predict_elements_kernel(const DeviceChunk* chunks, const DeviceLayer* layers, const DeviceScalars* sc,
                                         double kappa, double* chunk_diff) {
-  if (sc->pending >= 0.0) return;  // the last (lazy) update did this part already
+  if (sc->pending != kNoPending) return;  // the last (lazy) update did this part already
   __shared__ double shared[kThreads];
   const DeviceChunk ch = chunks[blockIdx.x];
   const DeviceLayer L = layers[ch.layer];
@@ -121,10 +132,10 @@ __global__ void predict_filter_kernel(FilterConfig config, DeviceScalars* sc, co
   if (threadIdx.x == 0) pending = sc->pending;
   __syncthreads();
   double sum = 0.0;
-  if (config.variant == Variant::kMomentum) sum = pending >= 0.0 ? pending : ordered_sum(chunk_diff, num_chunks, shared);
+  if (config.variant == Variant::kMomentum) sum = pending != kNoPending ? pending : ordered_sum(chunk_diff, num_chunks, shared);
   if (threadIdx.x == 0) {
     filter_predict(config, sc->filter, sum, n);
-    sc->pending = -1.0;
+    sc->pending = kNoPending;
   }
 }
 
@@ -296,8 +307,9 @@ struct CudaOptimizer::Device {
   std::uint8_t* skip_mask = nullptr;
   DeviceScalars* scalars = nullptr;
 
+  // cudaFree waits for the device to finish with the memory; the caller's stream, which may be
+  // destroyed by now, is not touched.
   ~Device() {
-    cudaStreamSynchronize(stream);  // no kernel of this optimizer may still be using what is freed
     for (void* p : {static_cast<void*>(chunks), static_cast<void*>(first_chunk), static_cast<void*>(layers), velocity, average,
                     static_cast<void*>(chunk_sums), static_cast<void*>(layer_sums), static_cast<void*>(chunk_diff), static_cast<void*>(gains),
                     static_cast<void*>(skip_mask), static_cast<void*>(scalars)}) {
@@ -358,7 +370,7 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
   d.gains = device_alloc<LayerGain>(sizes_.size());
   d.skip_mask = device_alloc<std::uint8_t>(sizes_.size());
   d.scalars = device_alloc<DeviceScalars>(1);
-  const DeviceScalars scalars{initial, -1.0, 0.0, 0, 0, 0.0};
+  const DeviceScalars scalars{initial, kNoPending, 0.0, 0, 0, 0.0};
   check(cudaMemcpyAsync(d.chunks, chunks.data(), chunks.size() * sizeof(DeviceChunk), cudaMemcpyHostToDevice, d.stream), "upload plan");
   check(cudaMemcpyAsync(d.first_chunk, first.data(), first.size() * sizeof(std::uint64_t), cudaMemcpyHostToDevice, d.stream), "upload plan");
   check(cudaMemcpyAsync(d.layers, table.data(), table.size() * sizeof(DeviceLayer), cudaMemcpyHostToDevice, d.stream), "upload layers");
@@ -367,7 +379,7 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
 }
 
 CudaOptimizer::~CudaOptimizer() {
-  DeviceGuard guard(device_);
+  DeviceGuard guard(device_, DeviceGuard::kNoThrow);
   dev_.reset();
 }
 
@@ -465,6 +477,7 @@ Probe probe() {
 
 std::string check_device_pointer(const void* ptr, std::size_t bytes, std::size_t alignment, int device) {
   if (reinterpret_cast<std::uintptr_t>(ptr) % alignment != 0) return "is not aligned to its element size";
+  DeviceGuard guard(device);  // queries on `device` create no context on another one
   cudaPointerAttributes attr;
   const cudaError_t err = cudaPointerGetAttributes(&attr, ptr);
   if (err != cudaSuccess) {
@@ -473,13 +486,14 @@ std::string check_device_pointer(const void* ptr, std::size_t bytes, std::size_t
   }
   if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged) return "is not device memory (host or unregistered memory)";
   if (attr.device != device) return "is memory of device " + std::to_string(attr.device) + ", not of device " + std::to_string(device);
-  // The last byte must belong to device memory of the same device too.
+  // The last byte must be device memory of the same device too (not proof that one allocation
+  // holds the whole range, which the runtime API cannot tell, but it catches lengths that run off).
   if (bytes > 1) {
     cudaPointerAttributes end;
     if (cudaPointerGetAttributes(&end, static_cast<const char*>(ptr) + bytes - 1) != cudaSuccess ||
         (end.type != cudaMemoryTypeDevice && end.type != cudaMemoryTypeManaged) || end.device != device) {
       cudaGetLastError();
-      return "does not hold its whole length in device memory";
+      return "ends outside device memory of its device (is its length right?)";
     }
   }
   return "";

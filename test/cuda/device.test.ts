@@ -182,6 +182,20 @@ describeGpu('guards and device checks', () => {
     release();
   });
 
+  test('a loss at an address that is not device memory, or misaligned: refused before any launch', () => {
+    const { params, opt, release } = setup();
+    opt.predict();
+    const before = params.read();
+    const host = { device: 'cuda', deviceId: 0, ptr: 0x1000n, dtype: 'float32' } as const;
+    expect(errorCode(() => opt.update(host, 0.3))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
+    const t = cuda.alloc(4, 'float64');
+    expect(errorCode(() => opt.update(0.5, { ...t, ptr: t.ptr + 4n }))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
+    expect(params.read()).toEqual(before);
+    expect(opt.update(0.5, 0.3).applied).toBe(true);
+    cuda.free(t);
+    release();
+  });
+
   test('an info read after the next update() is refused', () => {
     const { opt, release } = setup();
     opt.predict();
