@@ -146,11 +146,11 @@ async function main(): Promise<void> {
     ? [
         ...[1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 1.6e7, 3e7].map((n) => fourTensors(n)),
         resnet,
-        fourTensors(total(resnet), '4 tensors, ResNet-50 total'),
+        { ...fourTensors(total(resnet), '4 tensors, ResNet-50 total'), kind: 'model' },
         transformerBlocks(),
         // The per-tensor cost of a step, isolated: many tiny tensors against four of the same total.
         { name: '161 tiny tensors', kind: 'model', sizes: new Array<number>(161).fill(64) },
-        fourTensors(161 * 64, '4 tensors, tiny total'),
+        { ...fourTensors(161 * 64, '4 tensors, tiny total'), kind: 'model' },
       ]
     : [fourTensors(1e4), fourTensors(1e5), fourTensors(1e6), { name: 'ResNet-50 shapes / 25', kind: 'model', sizes: resnet.sizes.map((n) => Math.max(1, Math.round(n / 25))) }];
   const backend = await useWasm();
