@@ -307,9 +307,12 @@ abstract class KoalaBase {
     checkAttached(this.table);
   }
 
-  /** The info of a step from its outcome; a refused step throws with onNonFinite: 'throw'. */
+  /**
+   * The info of a step from its outcome; a refused step throws with onNonFinite: 'throw'. Called
+   * right after update()'s own checks (or a device read), so it reads the filter without repeating them.
+   */
   private outcome(step: BackendStep): UpdateInfo {
-    const f = this.filter();
+    const f = this.call(() => this.impl.getFilter());
     if (step.status !== 0) {
       const reason = REASONS[step.status];
       if (this.onNonFinite === 'throw') {
