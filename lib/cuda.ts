@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import type { Backend, BackendStep, LayerStateKind } from './backend';
-import { asKoalaError, fail } from './errors';
+import { fail, nativeCall as call } from './errors';
 import { checkDeviceDescriptor, dtypeOf, type DeviceLayerTable, type DeviceScalar, type DeviceTensor, type DType, type FloatArray } from './layers';
 import { PACKAGE_ROOT } from './native';
 import type { BackendConfig } from './options';
@@ -82,14 +82,6 @@ function usable(): CudaModule {
   const s = status();
   if (!s.available) fail('ERR_KOALA_CUDA_UNAVAILABLE', `CUDA is not available: ${s.reason}`);
   return load().module!;
-}
-
-function call<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    throw asKoalaError(e);
-  }
 }
 
 function nativeScalar(x: number | DeviceScalar): NativeScalar {

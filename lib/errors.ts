@@ -43,7 +43,7 @@ export function fail(code: KoalaErrorCode, message: string): never {
  * Native errors carry a `code` string; give them the KoalaError class. (isNativeError, not
  * instanceof: the addon's errors come from the main realm even when this code runs in a vm context.)
  */
-export function asKoalaError(e: unknown): unknown {
+function asKoalaError(e: unknown): unknown {
   if (types.isNativeError(e) && !(e instanceof KoalaError)) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && code.startsWith('ERR_KOALA_')) {
@@ -51,4 +51,13 @@ export function asKoalaError(e: unknown): unknown {
     }
   }
   return e;
+}
+
+/** Runs a call into an addon, rethrowing its coded errors as KoalaErrors. */
+export function nativeCall<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw asKoalaError(e);
+  }
 }

@@ -1,6 +1,6 @@
 import { NO_PENDING_PREDICT, type Backend, type BackendStep, type LayerStateKind } from './backend';
 import { CudaBackend } from './cuda';
-import { asKoalaError, fail, KoalaError } from './errors';
+import { fail, KoalaError, nativeCall } from './errors';
 import {
   checkAttached,
   checkDeviceDescriptor,
@@ -106,13 +106,7 @@ function createBackend(
   if (stream !== null) fail('ERR_KOALA_INVALID_OPTION', 'option stream is for layers in CUDA device memory');
   if (choice !== 'js') {
     const mod = nativeModule();
-    if (mod) {
-      try {
-        return [new mod.NativeOptimizer(config, table.params, table.grads, skipMask), 'native'];
-      } catch (e) {
-        throw asKoalaError(e);
-      }
-    }
+    if (mod) return [nativeCall(() => new mod.NativeOptimizer(config, table.params, table.grads, skipMask)), 'native'];
     if (choice === 'native') fail('ERR_KOALA_NATIVE_UNAVAILABLE', `the native addon does not load: ${nativeStatus().reason}`);
     if (!warnedFallback) {
       warnedFallback = true;
@@ -180,7 +174,7 @@ abstract class KoalaBase {
   /** Before the forward pass: moves the parameters to the filter's prediction. */
   predict(): void {
     this.ready();
-    this.call(() => this.impl.predict());
+    nativeCall(() => this.impl.predict());
     this.currentPhase = 'predicted';
   }
 
@@ -215,7 +209,7 @@ abstract class KoalaBase {
     if ((typeof loss === 'number' && !Number.isFinite(loss)) || (typeof lossSqArg === 'number' && !Number.isFinite(lossSqArg))) {
       return this.outcome({ status: 3, skipped: 0, maxGain: 0 });
     }
-    const step = this.call(() => this.impl.update(loss, lossSqArg, this.learningRate));
+    const step = nativeCall(() => this.impl.update(loss, lossSqArg, this.learningRate));
     // On CUDA the outcome is on the device (see above): the phase moves on as for an applied step.
     if (step === null || step.status === 0) this.currentPhase = 'updated';
     return step === null ? this.deferred() : this.outcome(step);
@@ -271,7 +265,7 @@ abstract class KoalaBase {
         bad(`${key} must hold one ${this.dtype} array per layer, of the layer's length`);
       }
     }
-    this.call(() => {
+    nativeCall(() => {
       this.impl.setFilter(Float64Array.of(...sd.filter, pending ?? NO_PENDING_PREDICT, sd.step));
       sd.velocities.forEach((v, i) => this.impl.writeLayerState(0, i, v));
       sd.averages.forEach((a, i) => this.impl.writeLayerState(1, i, a));
@@ -289,7 +283,7 @@ abstract class KoalaBase {
 
   protected filter(): Float64Array {
     this.ready();
-    return this.call(() => this.impl.getFilter());
+    return nativeCall(() => this.impl.getFilter());
   }
 
   protected layerStates(kind: LayerStateKind): FloatArray[] {
@@ -297,7 +291,7 @@ abstract class KoalaBase {
     const Ctor = this.dtype === 'float32' ? Float32Array : Float64Array;
     return this.table.lengths.map((n, i) => {
       const out = new Ctor(n);
-      this.call(() => this.impl.readLayerState(kind, i, out));
+      nativeCall(() => this.impl.readLayerState(kind, i, out));
       return out;
     });
   }
@@ -312,7 +306,7 @@ abstract class KoalaBase {
    * right after update()'s own checks (or a device read), so it reads the filter without repeating them.
    */
   private outcome(step: BackendStep): UpdateInfo {
-    const f = this.call(() => this.impl.getFilter());
+    const f = nativeCall(() => this.impl.getFilter());
     if (step.status !== 0) {
       const reason = REASONS[step.status];
       if (this.onNonFinite === 'throw') {
@@ -332,7 +326,7 @@ abstract class KoalaBase {
     const read = (): UpdateInfo => {
       if (info) return info;
       if (seq !== this.updates) fail('ERR_KOALA_STALE_INFO', 'this info belongs to an earlier update(): read it before the next update()');
-      info = this.outcome(this.call(() => this.impl.lastStep!()));
+      info = this.outcome(nativeCall(() => this.impl.lastStep!()));
       return info;
     };
     const fields = ['applied', 'reason', 'step', 'skippedLayers', 'maxGain', 'r'] as const;
@@ -340,14 +334,6 @@ abstract class KoalaBase {
       {},
       Object.fromEntries(fields.map((k) => [k, { enumerable: true, get: () => read()[k] }])),
     ) as UpdateInfo;
-  }
-
-  private call<T>(fn: () => T): T {
-    try {
-      return fn();
-    } catch (e) {
-      throw asKoalaError(e);
-    }
   }
 }
 
