@@ -3,13 +3,12 @@
  * by cmake-js when a CUDA compiler is present) is a module of its own, loaded here on first use
  * only, so that a machine without CUDA never loads it. KOALA_OPTIM_CUDA_ADDON=path picks the file.
  */
-import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import type { Backend, BackendStep, LayerStateKind } from './backend';
 import { fail, nativeCall as call } from './errors';
 import { checkDeviceDescriptor, dtypeOf, type DeviceLayerTable, type DeviceScalar, type DeviceTensor, type DType, type FloatArray } from './layers';
-import { PACKAGE_ROOT } from './native';
+import { loadAddon, PACKAGE_ROOT, type LoadedAddon } from './native';
 import type { BackendConfig } from './options';
 
 type NativeScalar = number | [bigint, number];
@@ -42,21 +41,11 @@ interface CudaModule {
 
 const CANDIDATE = join(PACKAGE_ROOT, 'build-cmake', 'Release', 'koala_optim_cuda.node');
 
-let loaded: { module: CudaModule | null; path: string | null; reason: string } | null = null;
+let loaded: LoadedAddon<CudaModule> | null = null;
 
-function load(): NonNullable<typeof loaded> {
-  if (loaded) return loaded;
+function load(): LoadedAddon<CudaModule> {
   const path = process.env.KOALA_OPTIM_CUDA_ADDON ? resolve(process.env.KOALA_OPTIM_CUDA_ADDON) : CANDIDATE;
-  if (!existsSync(path)) {
-    loaded = { module: null, path: null, reason: `no CUDA addon at ${path}: it is built only where cmake-js finds a CUDA compiler (nvcc)` };
-    return loaded;
-  }
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    loaded = { module: require(path) as CudaModule, path, reason: '' };
-  } catch (e) {
-    loaded = { module: null, path: null, reason: `the CUDA addon at ${path} does not load: ${(e as Error).message}` };
-  }
+  loaded ??= loadAddon<CudaModule>([path], `no CUDA addon at ${path}: it is built only where cmake-js finds a CUDA compiler (nvcc)`);
   return loaded;
 }
 

@@ -35,25 +35,34 @@ export const PACKAGE_ROOT =
   [resolve(__dirname, '..'), resolve(__dirname, '..', '..')].find((d) => existsSync(join(d, 'package.json'))) ?? resolve(__dirname, '..');
 const CANDIDATES = [join(PACKAGE_ROOT, 'build-cmake', 'Release', 'koala_optim.node'), join(PACKAGE_ROOT, 'build', 'Release', 'koala_optim.node')];
 
-let loaded: { module: NativeModule | null; path: string | null; reason: string } | null = null;
+export interface LoadedAddon<M> {
+  module: M | null;
+  /** The file that loaded. */
+  path: string | null;
+  /** Why none loaded (empty when one did). */
+  reason: string;
+}
 
-function load(): NonNullable<typeof loaded> {
-  if (loaded) return loaded;
-  const explicit = process.env.KOALA_OPTIM_ADDON;
-  const paths = explicit ? [resolve(explicit)] : CANDIDATES.filter((p) => existsSync(p));
+/** Requires the first of `paths` that exists and loads; `missing` is the reason when none exists. */
+export function loadAddon<M>(paths: string[], missing: string): LoadedAddon<M> {
   const reasons: string[] = [];
-  for (const path of paths) {
+  for (const path of paths.filter((p) => existsSync(p))) {
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      loaded = { module: require(path) as NativeModule, path, reason: '' };
-      return loaded;
+      return { module: require(path) as M, path, reason: '' };
     } catch (e) {
-      reasons.push(`${path}: ${(e as Error).message}`);
+      reasons.push(`${path} does not load: ${(e as Error).message}`);
     }
   }
-  const reason =
-    reasons.length > 0 ? reasons.join('; ') : `no built addon at ${CANDIDATES.join(' or ')} (run npm run build:native)`;
-  loaded = { module: null, path: null, reason };
+  return { module: null, path: null, reason: reasons.length > 0 ? reasons.join('; ') : missing };
+}
+
+let loaded: LoadedAddon<NativeModule> | null = null;
+
+function load(): LoadedAddon<NativeModule> {
+  const explicit = process.env.KOALA_OPTIM_ADDON;
+  const paths = explicit ? [resolve(explicit)] : CANDIDATES;
+  loaded ??= loadAddon<NativeModule>(paths, `no built addon at ${paths.join(' or ')} (run npm run build:native)`);
   return loaded;
 }
 
