@@ -14,14 +14,13 @@
     {
       "target_name": "koala_optim",
       "sources": [
-        "native/binding/addon.cc",
+        "native/binding/cpu_addon.cc",
         "native/core/plan.cpp",
         "native/core/overlap.cpp",
         "native/cpu/pool.cpp",
         "native/cpu/kernels.cpp",
         "native/cpu/kernels_baseline.cpp",
-        "native/cpu/optimizer.cpp",
-        "native/cpu/bench_kernels.cpp"
+        "native/cpu/optimizer.cpp"
       ],
       "libraries": ["-lpthread"],
       "conditions": [

@@ -16,7 +16,7 @@ import { availableParallelism, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 
 import { KoalaM, KoalaV } from '../lib';
-import { nativeModule } from '../lib/native';
+import { devAddon, devAddonStatus } from './dev-addon';
 import { fourTensors, resnet50, total, transformerBlocks, type ParamList } from './lists';
 import { renderReport, type Report, type Row } from './report';
 import { tfjsAdam, tfjsKoalaM, useWasm } from './tfjs';
@@ -79,8 +79,8 @@ function allocate(list: ParamList): Buffers {
 }
 
 function nativeContenders(threads: number[]): Contender[] {
-  const native = nativeModule();
-  if (!native) throw new Error('the native addon is not built (npm run build:native)');
+  const native = devAddon();
+  if (!native) throw new Error(`the benchmark's kernels do not load: ${devAddonStatus().reason}`);
   const optimizer = (name: string, bytes: number, t: number, make: (b: Buffers) => KoalaM | KoalaV): Contender => ({
     name,
     threads: t,

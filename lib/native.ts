@@ -12,28 +12,21 @@ import type { BackendConfig } from './options';
 
 interface NativeModule {
   NativeOptimizer: new (config: BackendConfig, params: FloatArray[], grads: FloatArray[], skipMask: Uint8Array) => Backend;
+  /** Elements per chunk of the plan (native/core/plan.h). */
   chunkElems: number;
-  /** The chunk plan (native/core/plan.h) of a layer list, split into `parts` ranges: for its tests. */
-  planChunks(sizes: number[], chunkElems: number, parts: number): {
-    layer: Float64Array;
-    begin: Float64Array;
-    size: Float64Array;
-    firstChunk: Float64Array;
-    bounds: Float64Array;
-  };
   /** The instruction set of the CPU passes in use: 'avx2' or 'baseline' (Note [instruction sets]). */
   isa: string;
-  // The benchmark's reference kernels (native/cpu/bench_kernels.h), over Float32Arrays.
-  streamCopy(a: Float32Array, b: Float32Array, threads: number): void;
-  streamTriad(a: Float32Array, b: Float32Array, c: Float32Array, s: number, threads: number): void;
-  /** One fused Adam step; hyper = [lr, beta1, beta2, eps, step]. */
-  adamStep(x: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, hyper: Float64Array, threads: number): void;
 }
 
 // Compiled code lives in dist/lib/, the sources in lib/: the package root is found from either.
 export const PACKAGE_ROOT =
   [resolve(__dirname, '..'), resolve(__dirname, '..', '..')].find((d) => existsSync(join(d, 'package.json'))) ?? resolve(__dirname, '..');
-const CANDIDATES = [join(PACKAGE_ROOT, 'build-cmake', 'Release', 'koala_optim.node'), join(PACKAGE_ROOT, 'build', 'Release', 'koala_optim.node')];
+/** Where the builds put an addon: build-cmake/ (cmake-js, the default) or build/ (node-gyp). */
+export function builtAddonPaths(file: string): string[] {
+  return [join(PACKAGE_ROOT, 'build-cmake', 'Release', file), join(PACKAGE_ROOT, 'build', 'Release', file)];
+}
+
+const CANDIDATES = builtAddonPaths('koala_optim.node');
 
 export interface LoadedAddon<M> {
   module: M | null;

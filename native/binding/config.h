@@ -1,4 +1,4 @@
-// Shared by the CPU and the CUDA bindings: coded errors, and the plain config object that
+// Shared by the Node-API addons (CPU, CUDA, development): coded errors, typed-array views, and the plain config object that
 // lib/options.ts normalizes, read into the core's FilterConfig and FilterState.
 #pragma once
 
@@ -16,6 +16,23 @@ namespace binding {
   Napi::Error err = Napi::Error::New(env, message);
   err.Set("code", Napi::String::New(env, code));
   throw err;
+}
+
+// A typed array's data, element type and length (data is null when its buffer was detached).
+struct TypedView {
+  void* data;
+  napi_typedarray_type type;
+  std::size_t length;
+};
+
+inline TypedView typed_view(Napi::Env env, napi_value value) {
+  TypedView out{nullptr, napi_uint8_array, 0};
+  napi_value buffer;
+  std::size_t offset;
+  if (napi_get_typedarray_info(env, value, &out.type, &out.length, &out.data, &buffer, &offset) != napi_ok) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARRAY", "expected a typed array");
+  }
+  return out;
 }
 
 inline double number_field(const Napi::Object& o, const char* key) {

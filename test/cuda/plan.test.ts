@@ -1,11 +1,13 @@
 // The chunk plan that maps thread blocks (CUDA) and work units (CPU) to layers: every element of
 // every layer in exactly one chunk, chunks never crossing a layer, in layer order; the CPU split
 // into thread ranges balanced by elements. Runs on the CPU, in CI.
-import { nativeModule } from '../../lib/native';
+import { devAddon, devAddonStatus } from '../../bench/dev-addon';
 import { resnet50 } from '../../bench/lists';
 
-const plan = nativeModule()!.planChunks;
-const CHUNK = nativeModule()!.chunkElems;
+const dev = devAddon();
+if (!dev) throw new Error(`the development addon does not load: ${devAddonStatus().reason}`);
+const plan = dev.planChunks;
+const CHUNK = dev.chunkElems;
 
 /** The first rule the plan of `sizes` breaks, or '' (one expect per plan: plans have millions of chunks). */
 function coverProblem(sizes: number[], chunk: number): string {

@@ -11,3 +11,10 @@ test('the native addon loads, from the build asked for', () => {
   expect(status.path).toBe(resolve(join(__dirname, '..', '..'), want));
   console.log(`native addon under test: ${status.path}`);
 });
+
+test('the production addon exports the optimizer and its constants only', () => {
+  // The benchmark kernels and test hooks live in the development addon (native/dev/).
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const mod = require(nativeStatus().path!) as Record<string, unknown>;
+  expect(Object.keys(mod).sort()).toEqual(['NativeOptimizer', 'chunkElems', 'isa']);
+});

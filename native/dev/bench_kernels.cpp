@@ -1,4 +1,4 @@
-#include "cpu/bench_kernels.h"
+#include "dev/bench_kernels.h"
 
 #include <cmath>
 

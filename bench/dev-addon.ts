@@ -1,0 +1,39 @@
+/**
+ * The development addon, koala_optim_dev.node (native/dev/): the benchmark's reference kernels and
+ * the test hooks, kept out of the production koala_optim.node. The library never loads it; the
+ * benchmark and the tests do, through devAddon().
+ */
+import { builtAddonPaths, loadAddon, type LoadedAddon } from '../lib/native';
+
+export interface DevAddon {
+  /** The chunk plan (native/core/plan.h) of a layer list, split into `parts` ranges: for its tests. */
+  planChunks(sizes: number[], chunkElems: number, parts: number): {
+    layer: Float64Array;
+    begin: Float64Array;
+    size: Float64Array;
+    firstChunk: Float64Array;
+    bounds: Float64Array;
+  };
+  /** Elements per chunk of the plan, as in the production addon. */
+  chunkElems: number;
+  /** The instruction set the kernels run on (Note [instruction sets]). */
+  isa: string;
+  // The benchmark's reference kernels (native/dev/bench_kernels.h), over Float32Arrays.
+  streamCopy(a: Float32Array, b: Float32Array, threads: number): void;
+  streamTriad(a: Float32Array, b: Float32Array, c: Float32Array, s: number, threads: number): void;
+  /** One fused Adam step; hyper = [lr, beta1, beta2, eps, step]. */
+  adamStep(x: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, hyper: Float64Array, threads: number): void;
+}
+
+let loaded: LoadedAddon<DevAddon> | null = null;
+
+/** The development addon, or null with the reason (devAddonStatus()) when it is not built. */
+export function devAddon(): DevAddon | null {
+  return devAddonStatus().module;
+}
+
+export function devAddonStatus(): LoadedAddon<DevAddon> {
+  const paths = builtAddonPaths('koala_optim_dev.node');
+  loaded ??= loadAddon<DevAddon>(paths, `no development addon at ${paths.join(' or ')} (built by npm run build:native)`);
+  return loaded;
+}

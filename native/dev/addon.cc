@@ -1,0 +1,137 @@
+// koala_optim_dev.node: the development addon. It holds the benchmark's reference kernels (the
+// memory bound and a fused Adam, native/dev/bench_kernels.h) and the test hooks (the chunk plan),
+// so that the production koala_optim.node exports the optimizer and its constants only. The
+// library never loads this addon; bench/ and test/ do (bench/dev-addon.ts).
+#include <napi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "binding/config.h"
+#include "core/plan.h"
+#include "cpu/kernels.h"
+#include "cpu/pool.h"
+#include "dev/bench_kernels.h"
+
+namespace {
+
+using koala::binding::throw_coded;
+using koala::binding::TypedView;
+using koala::binding::typed_view;
+
+// Benchmark reference kernels keep one pool per thread count, alive for the process, as an
+// optimizer keeps its own: a measurement then includes no thread start-up.
+koala::ThreadPool& bench_pool(int threads) {
+  static std::mutex mu;
+  static std::map<int, std::unique_ptr<koala::ThreadPool>> pools;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& pool = pools[threads];
+  if (!pool) pool = std::make_unique<koala::ThreadPool>(threads);
+  return *pool;
+}
+
+float* float32_data(Napi::Env env, const Napi::Value& v, std::size_t n) {
+  const TypedView view = typed_view(env, v);
+  if (view.type != napi_float32_array || view.length != n) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "expected Float32Arrays of equal length");
+  }
+  return static_cast<float*>(view.data);
+}
+
+// The benchmark's reference kernels over Float32Arrays of equal length; the last argument is the
+// thread count: streamCopy(a, b, threads), streamTriad(a, b, c, s, threads),
+// adamStep(x, g, m, v, [lr, beta1, beta2, eps, step], threads).
+int bench_threads(const Napi::CallbackInfo& info, std::size_t arity) {
+  Napi::Env env = info.Env();
+  if (info.Length() != arity || !info[arity - 1].IsNumber() || info[arity - 1].As<Napi::Number>().Int32Value() < 1) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "expected " + std::to_string(arity) + " arguments, the last a thread count >= 1");
+  }
+  return info[arity - 1].As<Napi::Number>().Int32Value();
+}
+
+Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int threads = bench_threads(info, 3);
+  const std::size_t n = typed_view(env, info[0]).length;
+  koala::stream_copy(bench_pool(threads), float32_data(env, info[0], n), float32_data(env, info[1], n), n);
+  return env.Undefined();
+}
+
+Napi::Value StreamTriad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int threads = bench_threads(info, 5);
+  const std::size_t n = typed_view(env, info[0]).length;
+  koala::stream_triad(bench_pool(threads), float32_data(env, info[0], n), float32_data(env, info[1], n),
+                      float32_data(env, info[2], n), info[3].As<Napi::Number>().FloatValue(), n);
+  return env.Undefined();
+}
+
+Napi::Value AdamStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int threads = bench_threads(info, 6);
+  const std::size_t n = typed_view(env, info[0]).length;
+  const TypedView h = typed_view(env, info[4]);
+  if (h.type != napi_float64_array || h.length != 5) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "adamStep hyper-parameters: Float64Array [lr, beta1, beta2, eps, step]");
+  }
+  const double* p = static_cast<const double*>(h.data);
+  const koala::AdamStep s{static_cast<float>(p[0]), static_cast<float>(p[1]), static_cast<float>(p[2]), static_cast<float>(p[3]),
+                          static_cast<float>(1.0 - std::pow(p[1], p[4])), static_cast<float>(1.0 - std::pow(p[2], p[4]))};
+  koala::adam_step(bench_pool(threads), float32_data(env, info[0], n), float32_data(env, info[1], n),
+                   float32_data(env, info[2], n), float32_data(env, info[3], n), s, n);
+  return env.Undefined();
+}
+
+// planChunks(sizes: number[], chunkElems, parts) -> { layer, begin, size, firstChunk, bounds }: the
+// chunk plan both backends run on (one CUDA block per chunk), exposed for its tests.
+Napi::Value PlanChunks(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 3 || !info[0].IsArray() || !info[1].IsNumber() || !info[2].IsNumber()) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "planChunks(sizes, chunkElems, parts)");
+  }
+  const Napi::Array sizes_arg = info[0].As<Napi::Array>();
+  std::vector<std::size_t> sizes;
+  for (std::uint32_t i = 0; i < sizes_arg.Length(); ++i) sizes.push_back(static_cast<std::size_t>(sizes_arg.Get(i).As<Napi::Number>().Int64Value()));
+  const std::int64_t chunk = info[1].As<Napi::Number>().Int64Value();
+  const int parts = info[2].As<Napi::Number>().Int32Value();
+  if (chunk < 1 || parts < 1) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "chunkElems and parts must be >= 1");
+  const koala::ChunkPlan plan(sizes, static_cast<std::size_t>(chunk));
+  const auto& chunks = plan.chunks();
+  Napi::Float64Array layer = Napi::Float64Array::New(env, chunks.size()), begin = Napi::Float64Array::New(env, chunks.size()),
+                     size = Napi::Float64Array::New(env, chunks.size()), first = Napi::Float64Array::New(env, sizes.size() + 1);
+  for (std::size_t c = 0; c < chunks.size(); ++c) {
+    layer[c] = chunks[c].layer;
+    begin[c] = static_cast<double>(chunks[c].begin);
+    size[c] = static_cast<double>(chunks[c].size);
+  }
+  for (std::size_t l = 0; l <= sizes.size(); ++l) first[l] = static_cast<double>(plan.first_chunk(l));
+  const std::vector<std::size_t> b = plan.partition(parts);
+  Napi::Float64Array bounds = Napi::Float64Array::New(env, b.size());
+  for (std::size_t i = 0; i < b.size(); ++i) bounds[i] = static_cast<double>(b[i]);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("layer", layer);
+  out.Set("begin", begin);
+  out.Set("size", size);
+  out.Set("firstChunk", first);
+  out.Set("bounds", bounds);
+  return out;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("planChunks", Napi::Function::New<PlanChunks>(env, "planChunks"));
+  exports.Set("streamCopy", Napi::Function::New<StreamCopy>(env, "streamCopy"));
+  exports.Set("streamTriad", Napi::Function::New<StreamTriad>(env, "streamTriad"));
+  exports.Set("adamStep", Napi::Function::New<AdamStep>(env, "adamStep"));
+  exports.Set("chunkElems", static_cast<double>(koala::kChunkElems));
+  exports.Set("isa", Napi::String::New(env, koala::cpu::cpu_kernels().isa));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(koala_optim_dev, Init)
