@@ -5,11 +5,12 @@
  */
 import { join, resolve } from 'node:path';
 
-import type { Backend, BackendStep, LayerStateKind } from './backend';
+import type { Backend } from './backend';
 import { fail, nativeCall as call } from './errors';
 import { checkDeviceDescriptor, dtypeOf, type DeviceLayerTable, type DeviceScalar, type DeviceTensor, type DType, type FloatArray } from './layers';
 import { loadAddon, PACKAGE_ROOT, type LoadedAddon } from './native';
 import type { BackendConfig } from './options';
+import { DTYPE, type BackendStep, type FilterSnapshot, LayerStateKind, ProtocolConstants } from './protocol';
 
 type NativeScalar = number | [bigint, number];
 
@@ -17,8 +18,8 @@ interface NativeCudaOptimizer {
   predict(): void;
   update(loss: NativeScalar, lossSq: NativeScalar, lr: number): null;
   lastStep(skipMask: Uint8Array): BackendStep;
-  getFilter(): Float64Array;
-  setFilter(values: Float64Array): void;
+  getFilter(): FilterSnapshot;
+  setFilter(s: FilterSnapshot): void;
   readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void;
   writeLayerState(kind: LayerStateKind, layer: number, values: FloatArray): void;
   dispose(): void;
@@ -31,6 +32,7 @@ interface CudaModule {
     grads: bigint[],
     lengths: number[],
   ) => NativeCudaOptimizer;
+  protocol: ProtocolConstants;
   probe(): { devices: number; error: string };
   malloc(bytes: number, deviceId: number): bigint;
   free(ptr: bigint, deviceId: number): void;
@@ -74,7 +76,7 @@ function usable(): CudaModule {
 }
 
 function nativeScalar(x: number | DeviceScalar): NativeScalar {
-  return typeof x === 'number' ? x : [x.ptr, x.dtype === 'float32' ? 0 : 1];
+  return typeof x === 'number' ? x : [x.ptr, DTYPE[x.dtype]];
 }
 
 /** The Backend over device memory: a step is launched on the stream and read back only when asked. */
@@ -100,12 +102,12 @@ export class CudaBackend implements Backend {
     return this.native.lastStep(this.skipMask);
   }
 
-  getFilter(): Float64Array {
+  getFilter(): FilterSnapshot {
     return this.native.getFilter();
   }
 
-  setFilter(values: Float64Array): void {
-    this.native.setFilter(values);
+  setFilter(s: FilterSnapshot): void {
+    this.native.setFilter(s);
   }
 
   readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void {

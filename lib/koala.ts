@@ -1,4 +1,4 @@
-import { NO_PENDING_PREDICT, type Backend, type BackendStep, type LayerStateKind } from './backend';
+import type { Backend } from './backend';
 import { CudaBackend } from './cuda';
 import { fail, KoalaError, nativeCall } from './errors';
 import {
@@ -23,6 +23,18 @@ import {
   type KoalaVOptions,
   type NonFinitePolicy,
 } from './options';
+import {
+  DTYPE,
+  LAYER_STATE,
+  NO_PENDING_PREDICT,
+  STEP_STATUS,
+  VARIANT,
+  type BackendStep,
+  type FilterSnapshot,
+  type LayerStateKind,
+  type StepStatus,
+  type Variant,
+} from './protocol';
 import { ReferenceBackend } from './reference';
 
 /**
@@ -32,7 +44,12 @@ import { ReferenceBackend } from './reference';
  */
 export type Phase = 'predicted' | 'updated';
 
-export type SkipReason = 'non-finite-loss' | 'non-finite-gradient' | 'non-finite-parameter';
+/**
+ * Why a step was refused: NaN or Inf in the loss, the gradients or the parameters, or in what the
+ * filter computed from them (R, a gain, P or sigma; or a gain that could carry a parameter past
+ * its dtype's range).
+ */
+export type SkipReason = 'non-finite-loss' | 'non-finite-gradient' | 'non-finite-parameter' | 'non-finite-step';
 
 /** What update() returns, for the trainer to log. */
 export interface UpdateInfo {
@@ -116,7 +133,12 @@ function createBackend(
   return [new ReferenceBackend(config, table.params, table.grads, skipMask), 'js'];
 }
 
-const REASONS: Record<number, SkipReason> = { 1: 'non-finite-gradient', 2: 'non-finite-parameter', 3: 'non-finite-loss' };
+const REASONS: Record<Exclude<StepStatus, 0>, SkipReason> = {
+  [STEP_STATUS.nonFiniteGradient]: 'non-finite-gradient',
+  [STEP_STATUS.nonFiniteParameter]: 'non-finite-parameter',
+  [STEP_STATUS.nonFiniteLoss]: 'non-finite-loss',
+  [STEP_STATUS.nonFiniteStep]: 'non-finite-step',
+};
 
 abstract class KoalaBase {
   /** The dtype of every param and grad, taken from the layers. */
@@ -126,7 +148,7 @@ abstract class KoalaBase {
   readonly backend: BackendName;
   protected readonly impl: Backend;
   protected readonly table: LayerTable;
-  private readonly variant: 0 | 1;
+  private readonly variant: Variant;
   private readonly skipMask: Uint8Array;
   private readonly onNonFinite: NonFinitePolicy;
   private learningRate: number;
@@ -134,7 +156,7 @@ abstract class KoalaBase {
   private updates = 0; // update() calls, to tell a device step's info from a later one's
   private disposed = false;
 
-  protected constructor(variant: 0 | 1, layers: readonly Layer[], options: unknown) {
+  protected constructor(variant: Variant, layers: readonly Layer[], options: unknown) {
     const opts = normalizeOptions(variant, options);
     this.table = validateLayers(layers);
     this.variant = variant;
@@ -143,7 +165,7 @@ abstract class KoalaBase {
     this.learningRate = opts.lr;
     this.onNonFinite = opts.onNonFinite;
     this.skipMask = new Uint8Array(this.table.lengths.length);
-    const config: BackendConfig = { ...opts.config, dtype: this.dtype === 'float32' ? 0 : 1 };
+    const config: BackendConfig = { ...opts.config, dtype: DTYPE[this.dtype] };
     [this.impl, this.backend] = createBackend(opts.backend, config, this.table, this.skipMask, opts.stream);
   }
 
@@ -164,7 +186,7 @@ abstract class KoalaBase {
 
   /** Applied updates so far (on CUDA, reading it synchronizes with the stream). */
   get step(): number {
-    return this.filter()[7];
+    return this.filter().steps;
   }
 
   get phase(): Phase {
@@ -207,16 +229,16 @@ abstract class KoalaBase {
     const lossSqArg = sq as number | DeviceScalar;
     this.updates++;
     if ((typeof loss === 'number' && !Number.isFinite(loss)) || (typeof lossSqArg === 'number' && !Number.isFinite(lossSqArg))) {
-      return this.outcome({ status: 3, skipped: 0, maxGain: 0 });
+      return this.outcome({ status: STEP_STATUS.nonFiniteLoss, skipped: 0, maxGain: 0 });
     }
     const step = nativeCall(() => this.impl.update(loss, lossSqArg, this.learningRate));
     // On CUDA the outcome is on the device (see above): the phase moves on as for an applied step.
-    if (step === null || step.status === 0) this.currentPhase = 'updated';
+    if (step === null || step.status === STEP_STATUS.applied) this.currentPhase = 'updated';
     return step === null ? this.deferred() : this.outcome(step);
   }
 
   stateDict(): KoalaStateDict {
-    const momentum = this.variant === 0;
+    const momentum = this.variant === VARIANT.momentum;
     const f = this.filter();
     return {
       format: 'koala-optim',
@@ -224,13 +246,13 @@ abstract class KoalaBase {
       optimizer: momentum ? 'koala-m' : 'koala-v',
       dtype: this.dtype,
       layers: this.table.names.map((name, i) => ({ name, length: this.table.lengths[i] })),
-      step: f[7],
+      step: f.steps,
       phase: this.currentPhase,
       lr: this.learningRate,
-      filter: Array.from(f.subarray(0, 6)),
-      pendingPredict: f[6] === NO_PENDING_PREDICT ? null : f[6],
-      velocities: momentum ? this.layerStates(0) : [],
-      averages: momentum ? this.layerStates(1) : [],
+      filter: [f.p00, f.p01, f.p11, f.qX, f.sigma, f.r],
+      pendingPredict: f.pending === NO_PENDING_PREDICT ? null : f.pending,
+      velocities: momentum ? this.layerStates(LAYER_STATE.velocity) : [],
+      averages: momentum ? this.layerStates(LAYER_STATE.average) : [],
     };
   }
 
@@ -240,7 +262,7 @@ abstract class KoalaBase {
     const bad = (why: string): never => fail('ERR_KOALA_INVALID_STATE', `loadStateDict: ${why}`);
     if (typeof sd !== 'object' || sd === null || sd.format !== 'koala-optim') bad('not a koala-optim state dict');
     if (sd.version !== STATE_VERSION) bad(`version ${String(sd.version)} is not supported (this build reads ${STATE_VERSION})`);
-    const momentum = this.variant === 0;
+    const momentum = this.variant === VARIANT.momentum;
     if (sd.optimizer !== (momentum ? 'koala-m' : 'koala-v')) bad(`it holds a ${String(sd.optimizer)} state`);
     if (sd.dtype !== this.dtype) bad(`its dtype is ${String(sd.dtype)}, this optimizer's is ${this.dtype}`);
     const lengths = this.table.lengths;
@@ -266,9 +288,10 @@ abstract class KoalaBase {
       }
     }
     nativeCall(() => {
-      this.impl.setFilter(Float64Array.of(...sd.filter, pending ?? NO_PENDING_PREDICT, sd.step));
-      sd.velocities.forEach((v, i) => this.impl.writeLayerState(0, i, v));
-      sd.averages.forEach((a, i) => this.impl.writeLayerState(1, i, a));
+      const [p00, p01, p11, qX, sigma, r] = sd.filter;
+      this.impl.setFilter({ p00, p01, p11, qX, sigma, r, pending: pending ?? NO_PENDING_PREDICT, steps: sd.step });
+      sd.velocities.forEach((v, i) => this.impl.writeLayerState(LAYER_STATE.velocity, i, v));
+      sd.averages.forEach((a, i) => this.impl.writeLayerState(LAYER_STATE.average, i, a));
     });
     this.currentPhase = sd.phase;
     this.learningRate = sd.lr;
@@ -281,7 +304,7 @@ abstract class KoalaBase {
     this.impl.dispose();
   }
 
-  protected filter(): Float64Array {
+  protected filter(): FilterSnapshot {
     this.ready();
     return nativeCall(() => this.impl.getFilter());
   }
@@ -307,16 +330,16 @@ abstract class KoalaBase {
    */
   private outcome(step: BackendStep): UpdateInfo {
     const f = nativeCall(() => this.impl.getFilter());
-    if (step.status !== 0) {
+    if (step.status !== STEP_STATUS.applied) {
       const reason = REASONS[step.status];
       if (this.onNonFinite === 'throw') {
         throw new KoalaError('ERR_KOALA_NON_FINITE', `update refused: ${reason.replace(/-/g, ' ')} (nothing was changed)`);
       }
-      return { applied: false, reason, step: f[7], skippedLayers: [], maxGain: 0, r: f[5] };
+      return { applied: false, reason, step: f.steps, skippedLayers: [], maxGain: 0, r: f.r };
     }
     const skippedLayers: number[] = [];
     if (step.skipped > 0) this.skipMask.forEach((s, i) => s && skippedLayers.push(i));
-    return { applied: true, reason: null, step: f[7], skippedLayers, maxGain: step.maxGain, r: f[5] };
+    return { applied: true, reason: null, step: f.steps, skippedLayers, maxGain: step.maxGain, r: f.r };
   }
 
   /** A device step's info: read from the device on first access to a field. */
@@ -340,33 +363,33 @@ abstract class KoalaBase {
 /** KOALA-M: the Kalman filter over parameters and velocities (momentum). */
 export class KoalaM extends KoalaBase {
   constructor(layers: readonly Layer[], options: KoalaMOptions = {}) {
-    super(0, layers, options);
+    super(VARIANT.momentum, layers, options);
   }
 
   get state(): KoalaMState {
     const f = this.filter();
-    return { step: this.step, phase: this.phase, P: [[f[0], f[1]], [f[1], f[2]]], R: f[5], qX: f[3] };
+    return { step: f.steps, phase: this.phase, P: [[f.p00, f.p01], [f.p01, f.p11]], R: f.r, qX: f.qX };
   }
 
   /** Copies of the per-layer velocities. */
   velocities(): FloatArray[] {
-    return this.layerStates(0);
+    return this.layerStates(LAYER_STATE.velocity);
   }
 
   /** Copies of the per-layer parameter averages (the EMA that drives q_x). */
   paramAverages(): FloatArray[] {
-    return this.layerStates(1);
+    return this.layerStates(LAYER_STATE.average);
   }
 }
 
 /** KOALA-V: the Kalman filter over the parameters alone. */
 export class KoalaV extends KoalaBase {
   constructor(layers: readonly Layer[], options: KoalaVOptions = {}) {
-    super(1, layers, options);
+    super(VARIANT.vanilla, layers, options);
   }
 
   get state(): KoalaVState {
     const f = this.filter();
-    return { step: this.step, phase: this.phase, sigma: f[4], R: f[5] };
+    return { step: f.steps, phase: this.phase, sigma: f.sigma, R: f.r };
   }
 }

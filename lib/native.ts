@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import type { Backend } from './backend';
 import type { FloatArray } from './layers';
 import type { BackendConfig } from './options';
+import type { ProtocolConstants } from './protocol';
 
 interface NativeModule {
   NativeOptimizer: new (config: BackendConfig, params: FloatArray[], grads: FloatArray[], skipMask: Uint8Array) => Backend;
@@ -16,6 +17,8 @@ interface NativeModule {
   chunkElems: number;
   /** The instruction set of the CPU passes in use: 'avx2' or 'baseline' (Note [instruction sets]). */
   isa: string;
+  /** The protocol's constants (native/include/koala/protocol.h), as lib/protocol.ts mirrors them. */
+  protocol: ProtocolConstants;
 }
 
 // Compiled code lives in dist/lib/, the sources in lib/: the package root is found from either.

@@ -3,9 +3,10 @@
  * (shared/docs/ALGORITHM.md), and the fallback where the native addon cannot load. Arithmetic is
  * in double; a Float32Array store rounds once, as the native backend does (Note [opmath], README).
  */
-import { NO_PENDING_PREDICT, type Backend, type BackendStep, type LayerStateKind } from './backend';
+import type { Backend } from './backend';
 import type { FloatArray } from './layers';
 import type { BackendConfig } from './options';
+import { DTYPE, LAYER_STATE, NO_PENDING_PREDICT, STEP_STATUS, VARIANT, type BackendStep, type FilterSnapshot, type LayerStateKind } from './protocol';
 
 const AVERAGE_DECAY = 0.9; // a <- 0.9 a + 0.1 x, hard-coded in the reference
 const QX_DECAY = 0.9; // q_x <- 0.9 q_x + 0.1 d, hard-coded in the reference
@@ -34,16 +35,16 @@ export class ReferenceBackend implements Backend {
     this.params = params;
     this.grads = grads;
     this.skipMask = skipMask;
-    const make = (p: FloatArray) => (cfg.dtype === 0 ? new Float32Array(p.length) : new Float64Array(p.length));
-    this.velocities = cfg.variant === 0 ? params.map(make) : [];
-    this.averages = cfg.variant === 0 ? params.map(make) : [];
+    const make = (p: FloatArray) => (cfg.dtype === DTYPE.float32 ? new Float32Array(p.length) : new Float64Array(p.length));
+    this.velocities = cfg.variant === VARIANT.momentum ? params.map(make) : [];
+    this.averages = cfg.variant === VARIANT.momentum ? params.map(make) : [];
     this.total = params.reduce((n, p) => n + p.length, 0);
     ({ p00: this.p00, p01: this.p01, p11: this.p11, qX: this.qX, sigma: this.sigma, r: this.r } = cfg);
   }
 
   predict(): void {
     const c = this.cfg;
-    if (c.variant === 1) {
+    if (c.variant === VARIANT.vanilla) {
       this.sigma = this.sigma + c.q;
       return;
     }
@@ -78,7 +79,7 @@ export class ReferenceBackend implements Backend {
 
   update(loss: number, lossSq: number, lr: number): BackendStep {
     const c = this.cfg;
-    const momentum = c.variant === 0;
+    const momentum = c.variant === VARIANT.momentum;
     // Layer sums, and the guard: NaN or Inf anywhere refuses the step before anything changes.
     const sums = this.params.map((x, l) => {
       const g = this.grads[l];
@@ -93,12 +94,12 @@ export class ReferenceBackend implements Backend {
       }
       return { hh, xx, gg };
     });
-    let status = 0;
+    let status: BackendStep['status'] = STEP_STATUS.applied;
     for (const s of sums) {
-      if (!Number.isFinite(s.xx)) return { status: 2, skipped: 0, maxGain: 0 };
-      if (!Number.isFinite(s.gg) || !Number.isFinite(s.hh)) status = 1;
+      if (!Number.isFinite(s.xx)) return { status: STEP_STATUS.nonFiniteParameter, skipped: 0, maxGain: 0 };
+      if (!Number.isFinite(s.gg) || !Number.isFinite(s.hh)) status = STEP_STATUS.nonFiniteGradient;
     }
-    if (status !== 0) return { status, skipped: 0, maxGain: 0 };
+    if (status !== STEP_STATUS.applied) return { status, skipped: 0, maxGain: 0 };
 
     if (c.adaptiveR) this.r = c.betaR * this.r + (1 - c.betaR) * lossSq;
     const prior = momentum ? this.p00 : this.sigma; // P of predict, the same for every layer
@@ -152,23 +153,24 @@ export class ReferenceBackend implements Backend {
       }
     }
     this.steps++;
-    return { status: 0, skipped, maxGain };
+    return { status: STEP_STATUS.applied, skipped, maxGain };
   }
 
-  getFilter(): Float64Array {
-    return Float64Array.of(this.p00, this.p01, this.p11, this.qX, this.sigma, this.r, this.pending, this.steps);
+  getFilter(): FilterSnapshot {
+    const { p00, p01, p11, qX, sigma, r, pending, steps } = this;
+    return { p00, p01, p11, qX, sigma, r, pending, steps };
   }
 
-  setFilter(values: Float64Array): void {
-    [this.p00, this.p01, this.p11, this.qX, this.sigma, this.r, this.pending, this.steps] = values;
+  setFilter(s: FilterSnapshot): void {
+    ({ p00: this.p00, p01: this.p01, p11: this.p11, qX: this.qX, sigma: this.sigma, r: this.r, pending: this.pending, steps: this.steps } = s);
   }
 
   readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void {
-    out.set((kind === 0 ? this.velocities : this.averages)[layer]);
+    out.set((kind === LAYER_STATE.velocity ? this.velocities : this.averages)[layer]);
   }
 
   writeLayerState(kind: LayerStateKind, layer: number, values: FloatArray): void {
-    (kind === 0 ? this.velocities : this.averages)[layer].set(values);
+    (kind === LAYER_STATE.velocity ? this.velocities : this.averages)[layer].set(values);
   }
 
   threadsInUse(): number {

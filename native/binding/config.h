@@ -1,12 +1,18 @@
-// Shared by the Node-API addons (CPU, CUDA, development): coded errors, typed-array views, and the plain config object that
-// lib/options.ts normalizes, read into the core's FilterConfig and FilterState.
+// Shared by the Node-API addons (CPU, CUDA, development): coded errors, typed-array views, the plain config object that
+// lib/options.ts normalizes (read into the core's FilterConfig and FilterState), and the protocol (koala/protocol.h) as
+// JS values: its constants, filter snapshots and step reports.
 #pragma once
 
 #include <napi.h>
 
+#include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 
 #include "koala/filter.h"
+#include "koala/protocol.h"
+#include "koala/types.h"
 
 namespace koala {
 namespace binding {
@@ -18,22 +24,31 @@ namespace binding {
   throw err;
 }
 
-// A typed array's data, element type and length (data is null when its buffer was detached).
+// A typed array's data, element type, length and size in bytes (data is null when its buffer was detached).
 struct TypedView {
   void* data;
   napi_typedarray_type type;
   std::size_t length;
+  std::size_t bytes;
 };
 
 inline TypedView typed_view(Napi::Env env, napi_value value) {
-  TypedView out{nullptr, napi_uint8_array, 0};
+  TypedView out{nullptr, napi_uint8_array, 0, 0};
   napi_value buffer;
   std::size_t offset;
   if (napi_get_typedarray_info(env, value, &out.type, &out.length, &out.data, &buffer, &offset) != napi_ok) {
     throw_coded(env, "ERR_KOALA_INVALID_ARRAY", "expected a typed array");
   }
+  out.bytes = Napi::TypedArray(env, value).ByteLength();
   return out;
 }
+
+// The typed-array type that holds elements of `dtype`.
+inline napi_typedarray_type array_type(DType dtype) {
+  return dtype == DType::kFloat32 ? napi_float32_array : napi_float64_array;
+}
+
+inline std::size_t elem_bytes(DType dtype) { return dtype == DType::kFloat32 ? 4 : 8; }
 
 inline double number_field(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
@@ -42,12 +57,12 @@ inline double number_field(const Napi::Object& o, const char* key) {
 }
 
 inline DType dtype_field(const Napi::Object& cfg) {
-  return number_field(cfg, "dtype") == 0 ? DType::kFloat32 : DType::kFloat64;
+  return number_field(cfg, "dtype") == static_cast<int>(DType::kFloat32) ? DType::kFloat32 : DType::kFloat64;
 }
 
 inline FilterConfig filter_config(const Napi::Object& cfg) {
   FilterConfig config{};
-  config.variant = number_field(cfg, "variant") == 0 ? Variant::kMomentum : Variant::kVanilla;
+  config.variant = number_field(cfg, "variant") == static_cast<int>(Variant::kMomentum) ? Variant::kMomentum : Variant::kVanilla;
   config.weight_decay = number_field(cfg, "weightDecay");
   config.eps = number_field(cfg, "eps");
   config.kappa = number_field(cfg, "kappa");
@@ -64,6 +79,64 @@ inline FilterState initial_state(const Napi::Object& cfg) {
 }
 
 inline bool lazy_predict(const Napi::Object& cfg) { return cfg.Get("lazyPredict").ToBoolean().Value(); }
+
+// The protocol's constants, as lib/protocol.ts spells them (test/parity/protocol.test.ts compares the two).
+inline Napi::Object protocol_object(Napi::Env env) {
+  const auto table = [&](std::initializer_list<std::pair<const char*, int>> entries) {
+    Napi::Object o = Napi::Object::New(env);
+    for (const auto& [name, value] : entries) o.Set(name, value);
+    return o;
+  };
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("status", table({{"applied", static_cast<int>(StepStatus::kApplied)},
+                           {"nonFiniteGradient", static_cast<int>(StepStatus::kNonFiniteGradient)},
+                           {"nonFiniteParameter", static_cast<int>(StepStatus::kNonFiniteParameter)},
+                           {"nonFiniteLoss", static_cast<int>(StepStatus::kNonFiniteLoss)},
+                           {"nonFiniteStep", static_cast<int>(StepStatus::kNonFiniteStep)}}));
+  out.Set("variant", table({{"momentum", static_cast<int>(Variant::kMomentum)}, {"vanilla", static_cast<int>(Variant::kVanilla)}}));
+  out.Set("dtype", table({{"float32", static_cast<int>(DType::kFloat32)}, {"float64", static_cast<int>(DType::kFloat64)}}));
+  out.Set("layerState",
+          table({{"velocity", static_cast<int>(LayerStateKind::kVelocity)}, {"average", static_cast<int>(LayerStateKind::kAverage)}}));
+  out.Set("noPendingPredict", kNoPendingPredict);
+  return out;
+}
+
+// A FilterSnapshot as { p00, p01, p11, qX, sigma, r, pending, steps }.
+inline Napi::Object snapshot_object(Napi::Env env, const FilterSnapshot& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("p00", s.filter.p00);
+  o.Set("p01", s.filter.p01);
+  o.Set("p11", s.filter.p11);
+  o.Set("qX", s.filter.q_x);
+  o.Set("sigma", s.filter.sigma);
+  o.Set("r", s.filter.r);
+  o.Set("pending", s.pending);
+  o.Set("steps", static_cast<double>(s.steps));
+  return o;
+}
+
+// The inverse of snapshot_object; steps must be a non-negative integer (the facade checks the rest).
+inline FilterSnapshot snapshot_arg(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsObject()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "setFilter takes a filter snapshot object");
+  const Napi::Object o = v.As<Napi::Object>();
+  const double steps = number_field(o, "steps");
+  if (!(steps >= 0 && steps <= 9007199254740991.0 && steps == static_cast<double>(static_cast<std::uint64_t>(steps)))) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "snapshot.steps must be a non-negative integer");
+  }
+  return {{number_field(o, "p00"), number_field(o, "p01"), number_field(o, "p11"), number_field(o, "qX"), number_field(o, "sigma"),
+           number_field(o, "r")},
+          number_field(o, "pending"),
+          static_cast<std::uint64_t>(steps)};
+}
+
+// A step's outcome as { status, skipped, maxGain }.
+inline Napi::Object step_object(Napi::Env env, const StepReport& r) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("status", static_cast<int>(r.status));
+  out.Set("skipped", static_cast<double>(r.skipped_layers));
+  out.Set("maxGain", r.max_gain);
+  return out;
+}
 
 }  // namespace binding
 }  // namespace koala

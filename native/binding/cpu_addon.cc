@@ -136,36 +136,18 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     const koala::StepReport r =
         opt.update(buffers_.data(), info[0].As<Napi::Number>().DoubleValue(), info[1].As<Napi::Number>().DoubleValue(),
                    info[2].As<Napi::Number>().DoubleValue(), static_cast<std::uint8_t*>(mask.data));
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("status", static_cast<double>(r.status));
-    out.Set("skipped", static_cast<double>(r.skipped_layers));
-    out.Set("maxGain", r.max_gain);
-    return out;
+    return koala::binding::step_object(env, r);
   }
-
-  // [p00, p01, p11, qX, sigma, r, pending sum or -1 (Note [lazy predict]), applied steps]
-  static constexpr std::size_t kFilterValues = 8;
 
   Napi::Value GetFilter(const Napi::CallbackInfo& info) {
-    CpuOptimizer& opt = live(info.Env());
-    const koala::FilterState& s = opt.state();
-    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), kFilterValues);
-    const double values[kFilterValues] = {s.p00, s.p01, s.p11, s.q_x, s.sigma, s.r, opt.pending_sum(), opt.applied_steps()};
-    std::copy(values, values + kFilterValues, out.Data());
-    return out;
+    return koala::binding::snapshot_object(info.Env(), live(info.Env()).snapshot());
   }
 
+  // setFilter(snapshot)
   Napi::Value SetFilter(const Napi::CallbackInfo& info) {
     CpuOptimizer& opt = live(info.Env());
-    if (info.Length() != 1 || !info[0].IsTypedArray() ||
-        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
-        info[0].As<Napi::Float64Array>().ElementLength() != kFilterValues) {
-      throw_coded(info.Env(), "ERR_KOALA_INVALID_ARGUMENT", "setFilter takes a Float64Array of 8");
-    }
-    const double* v = info[0].As<Napi::Float64Array>().Data();
-    opt.state() = {v[0], v[1], v[2], v[3], v[4], v[5]};
-    opt.set_pending_sum(v[6]);
-    opt.set_applied_steps(v[7]);
+    if (info.Length() != 1) throw_coded(info.Env(), "ERR_KOALA_INVALID_ARGUMENT", "setFilter(snapshot)");
+    opt.restore(koala::binding::snapshot_arg(info.Env(), info[0]));
     return info.Env().Undefined();
   }
 
@@ -227,6 +209,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeOptimizer", NativeOptimizer::Define(env));
   exports.Set("chunkElems", static_cast<double>(koala::kChunkElems));
   exports.Set("isa", Napi::String::New(env, koala::cpu::cpu_kernels().isa));
+  exports.Set("protocol", koala::binding::protocol_object(env));
   return exports;
 }
 

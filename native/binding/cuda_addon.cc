@@ -185,16 +185,15 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
 
   Napi::Value GetFilter(const Napi::CallbackInfo& info) {
     kc::CudaOptimizer& opt = live(info.Env());
-    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), 8);
-    cuda_call(info.Env(), [&] { opt.read_scalars(out.Data()); });
-    return out;
+    return koala::binding::snapshot_object(info.Env(), cuda_call(info.Env(), [&] { return opt.snapshot(); }));
   }
 
+  // setFilter(snapshot)
   Napi::Value SetFilter(const Napi::CallbackInfo& info) {
     kc::CudaOptimizer& opt = live(info.Env());
-    const HostView v = host_view(info[0]);
-    if (v.type != napi_float64_array || v.length != 8) throw_coded(info.Env(), "ERR_KOALA_INVALID_ARGUMENT", "setFilter takes a Float64Array of 8");
-    cuda_call(info.Env(), [&] { opt.write_scalars(static_cast<const double*>(v.data)); });
+    if (info.Length() != 1) throw_coded(info.Env(), "ERR_KOALA_INVALID_ARGUMENT", "setFilter(snapshot)");
+    const koala::FilterSnapshot snap = koala::binding::snapshot_arg(info.Env(), info[0]);
+    cuda_call(info.Env(), [&] { opt.restore(snap); });
     return info.Env().Undefined();
   }
 
@@ -290,6 +289,7 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeCudaOptimizer", NativeCudaOptimizer::Define(env));
+  exports.Set("protocol", koala::binding::protocol_object(env));
   exports.Set("probe", Napi::Function::New<Probe>(env, "probe"));
   exports.Set("malloc", Napi::Function::New<Malloc>(env, "malloc"));
   exports.Set("free", Napi::Function::New<Free>(env, "free"));

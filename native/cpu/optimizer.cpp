@@ -31,7 +31,7 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
     : dtype_(dtype),
       sizes_(std::move(layer_sizes)),
       config_(config),
-      state_(initial),
+      scalars_{initial, kNoPendingPredict, 0},
       lazy_predict_(lazy_predict && config.variant == Variant::kMomentum),
       plan_(sizes_, kChunkElems),
       chunk_sums_(plan_.chunks().size()),
@@ -90,9 +90,9 @@ template <class T>
 void CpuOptimizer::predict_impl(const LayerBuffers* layers) {
   const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
   double sum_sq_diff = 0.0;
-  if (pending_sum_ != kNoPendingPredict) {
-    sum_sq_diff = pending_sum_;  // the element-wise part was done by the last update
-    pending_sum_ = kNoPendingPredict;
+  if (scalars_.pending != kNoPendingPredict) {
+    sum_sq_diff = scalars_.pending;  // the element-wise part was done by the last update
+    scalars_.pending = kNoPendingPredict;
   } else if (config_.variant == Variant::kMomentum) {
     for_chunks([&](std::size_t c, const Chunk& ch) {
       T* x = static_cast<T*>(layers[ch.layer].param) + ch.begin;
@@ -102,7 +102,7 @@ void CpuOptimizer::predict_impl(const LayerBuffers* layers) {
     });
     sum_sq_diff = sum_chunk_diffs();
   }
-  filter_predict(config_, state_, sum_sq_diff, static_cast<double>(plan_.total_elems()));
+  filter_predict(config_, scalars_.filter, sum_sq_diff, static_cast<double>(plan_.total_elems()));
 }
 
 double CpuOptimizer::sum_chunk_diffs() const {
@@ -147,10 +147,10 @@ StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, do
   }
   if (report.status != StepStatus::kApplied) return report;
 
-  filter_update_r(config_, state_, loss_sq);
+  filter_update_r(config_, scalars_.filter, loss_sq);
   bool any = false;
   for (std::size_t l = 0; l < sizes_.size(); ++l) {
-    gains_[l] = filter_layer_gain(config_, state_, sums[plan_.first_chunk(l)], loss, lr);
+    gains_[l] = filter_layer_gain(config_, scalars_.filter, sums[plan_.first_chunk(l)], loss, lr);
     skip_mask[l] = gains_[l].skip ? 1 : 0;
     if (gains_[l].skip) {
       ++report.skipped_layers;
@@ -178,9 +178,9 @@ StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, do
       chunk_diff_[c] = kernels.momentum_update_predict(g, x, v, a, ch.size, wd, k.k1, k.k2, config_.kappa);
     }
   });
-  if (lazy_predict_) pending_sum_ = sum_chunk_diffs();
-  if (any) filter_finish(config_, state_, report.max_gain);
-  applied_steps_ += 1;
+  if (lazy_predict_) scalars_.pending = sum_chunk_diffs();
+  if (any) filter_finish(config_, scalars_.filter, report.max_gain);
+  scalars_.steps += 1;
   return report;
 }
 

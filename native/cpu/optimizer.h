@@ -10,6 +10,7 @@
 #include "core/plan.h"
 #include "cpu/pool.h"
 #include "koala/filter.h"
+#include "koala/protocol.h"
 #include "koala/types.h"
 
 namespace koala {
@@ -20,15 +21,13 @@ struct LayerBuffers {
   const void* grad;
 };
 
-enum class LayerStateKind : int { kVelocity = 0, kAverage = 1 };
-
 // Note [lazy predict]
 // With lazy_predict (KOALA-M), the update pass also does the next step's element-wise predict:
 // x += v, v *= kappa, and the sum |a - x|^2 on the updated x and a. A step then moves 36 bytes per
-// float32 parameter instead of 56, and predict() only does the scalar part, with the sum kept in
-// pending_sum_. The price: between update() and the next predict() the caller's parameters are
-// already the predicted ones. Layers skipped by the update still get their element-wise predict.
-constexpr double kNoPendingPredict = -1.0;  // pending_sum() when no element-wise predict is pending
+// float32 parameter instead of 56, and predict() only does the scalar part, with the sum kept as
+// the snapshot's pending sum. The price: between update() and the next predict() the caller's
+// parameters are already the predicted ones. Layers skipped by the update still get their
+// element-wise predict; a refused update does none, so the next predict() does it in full.
 
 class CpuOptimizer {
  public:
@@ -43,14 +42,9 @@ class CpuOptimizer {
   StepReport update(const LayerBuffers* layers, double loss, double loss_sq, double lr,
                     std::uint8_t* skip_mask);
 
-  FilterState& state() { return state_; }
-  // The sum |a - x|^2 of a predict whose element-wise part the last update already did, or
-  // kNoPendingPredict (Note [lazy predict]).
-  double pending_sum() const { return pending_sum_; }
-  void set_pending_sum(double sum) { pending_sum_ = sum; }
-  // Applied updates so far (a refused step does not count).
-  double applied_steps() const { return applied_steps_; }
-  void set_applied_steps(double steps) { applied_steps_ = steps; }
+  // The filter, the pending predict sum (Note [lazy predict]) and the applied steps.
+  const FilterSnapshot& snapshot() const { return scalars_; }
+  void restore(const FilterSnapshot& s) { scalars_ = s; }
   DType dtype() const { return dtype_; }
   // Threads a pass runs on: the option, capped so that each gets kMinElemsPerThread elements.
   int threads() const { return pool_ ? pool_->size() : 1; }
@@ -70,10 +64,8 @@ class CpuOptimizer {
   DType dtype_;
   std::vector<std::size_t> sizes_;
   FilterConfig config_;
-  FilterState state_;
+  FilterSnapshot scalars_;
   bool lazy_predict_;
-  double pending_sum_ = kNoPendingPredict;
-  double applied_steps_ = 0;
   ChunkPlan plan_;
   std::unique_ptr<ThreadPool> pool_;  // null when one thread is asked for or the model is small
   std::vector<std::size_t> bounds_;   // plan_.partition(threads)

@@ -60,15 +60,10 @@ struct DeviceLayer {
   void* a;
 };
 
-// As the CPU's kNoPendingPredict (cpu/optimizer.h), tested for in the same way.
-constexpr double kNoPending = -1.0;
-
 // The whole scalar state of a step, kept on the device.
 struct DeviceScalars {
-  FilterState filter;
-  double pending;  // Note [lazy predict] (cpu/optimizer.h); kNoPending when none is pending
-  double steps;    // applied updates
-  int status;      // of the last update: StepOutcome::status
+  FilterSnapshot snap;  // pending: Note [lazy predict] (cpu/optimizer.h)
+  int status;           // of the last update: a StepStatus
   int skipped;
   double max_gain;
 };
@@ -106,7 +101,7 @@ __device__ double ordered_sum(const double* values, std::size_t count, double* s
 template <class T>
 __global__ void predict_elements_kernel(const DeviceChunk* chunks, const DeviceLayer* layers, const DeviceScalars* sc,
                                         double kappa, double* chunk_diff) {
-  if (sc->pending != kNoPending) return;  // the last (lazy) update did this part already
+  if (sc->snap.pending != kNoPendingPredict) return;  // the last (lazy) update did this part already
   __shared__ double shared[kThreads];
   const DeviceChunk ch = chunks[blockIdx.x];
   const DeviceLayer L = layers[ch.layer];
@@ -129,13 +124,13 @@ __global__ void predict_filter_kernel(FilterConfig config, DeviceScalars* sc, co
                                       std::size_t num_chunks, double n) {
   __shared__ double shared[kThreads];
   __shared__ double pending;
-  if (threadIdx.x == 0) pending = sc->pending;
+  if (threadIdx.x == 0) pending = sc->snap.pending;
   __syncthreads();
   double sum = 0.0;
-  if (config.variant == Variant::kMomentum) sum = pending != kNoPending ? pending : ordered_sum(chunk_diff, num_chunks, shared);
+  if (config.variant == Variant::kMomentum) sum = pending != kNoPendingPredict ? pending : ordered_sum(chunk_diff, num_chunks, shared);
   if (threadIdx.x == 0) {
-    filter_predict(config, sc->filter, sum, n);
-    sc->pending = kNoPending;
+    filter_predict(config, sc->snap.filter, sum, n);
+    sc->snap.pending = kNoPendingPredict;
   }
 }
 
@@ -179,7 +174,7 @@ __global__ void filter_update_kernel(FilterConfig config, DeviceScalars* sc, std
   if (t == 0) {
     bad_param = 0;
     bad_grad = 0;
-    state = sc->filter;
+    state = sc->snap.filter;
   }
   __syncthreads();
   for (std::uint32_t l = t; l < num_layers; l += kThreads) {
@@ -229,11 +224,11 @@ __global__ void filter_update_kernel(FilterConfig config, DeviceScalars* sc, std
   block_sum<1>(skipped, shared);
   if (t == 0) {
     if (updated > 0.0) filter_finish(config, state, max_gain);
-    sc->filter = state;
+    sc->snap.filter = state;
     sc->status = 0;
     sc->skipped = static_cast<int>(skipped[0]);
     sc->max_gain = updated > 0.0 ? max_gain : 0.0;
-    sc->steps += 1.0;
+    sc->snap.steps += 1;
   }
 }
 
@@ -278,7 +273,7 @@ __global__ void lazy_finish_kernel(DeviceScalars* sc, const double* chunk_diff, 
   __syncthreads();
   if (status != 0) return;
   const double sum = ordered_sum(chunk_diff, num_chunks, shared);
-  if (threadIdx.x == 0) sc->pending = sum;
+  if (threadIdx.x == 0) sc->snap.pending = sum;
 }
 
 template <class T>
@@ -370,7 +365,7 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
   d.gains = device_alloc<LayerGain>(sizes_.size());
   d.skip_mask = device_alloc<std::uint8_t>(sizes_.size());
   d.scalars = device_alloc<DeviceScalars>(1);
-  const DeviceScalars scalars{initial, kNoPending, 0.0, 0, 0, 0.0};
+  const DeviceScalars scalars{{initial, kNoPendingPredict, 0}, 0, 0, 0.0};
   check(cudaMemcpyAsync(d.chunks, chunks.data(), chunks.size() * sizeof(DeviceChunk), cudaMemcpyHostToDevice, d.stream), "upload plan");
   check(cudaMemcpyAsync(d.first_chunk, first.data(), first.size() * sizeof(std::uint64_t), cudaMemcpyHostToDevice, d.stream), "upload plan");
   check(cudaMemcpyAsync(d.layers, table.data(), table.size() * sizeof(DeviceLayer), cudaMemcpyHostToDevice, d.stream), "upload layers");
@@ -430,24 +425,18 @@ StepOutcome CudaOptimizer::last_step(std::uint8_t* skip_mask_out) {
   return {s.status, s.skipped, s.max_gain};
 }
 
-void CudaOptimizer::read_scalars(double out[8]) {
+FilterSnapshot CudaOptimizer::snapshot() {
   DeviceGuard guard(device_);
   DeviceScalars s;
   check(cudaMemcpyAsync(&s, dev_->scalars, sizeof s, cudaMemcpyDeviceToHost, dev_->stream), "read scalars");
   check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
-  const double values[8] = {s.filter.p00, s.filter.p01, s.filter.p11, s.filter.q_x, s.filter.sigma, s.filter.r, s.pending, s.steps};
-  std::copy(values, values + 8, out);
+  return s.snap;
 }
 
-void CudaOptimizer::write_scalars(const double in[8]) {
+void CudaOptimizer::restore(const FilterSnapshot& snap) {
   DeviceGuard guard(device_);
-  DeviceScalars s;
-  check(cudaMemcpyAsync(&s, dev_->scalars, sizeof s, cudaMemcpyDeviceToHost, dev_->stream), "read scalars");
-  check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
-  s.filter = {in[0], in[1], in[2], in[3], in[4], in[5]};
-  s.pending = in[6];
-  s.steps = in[7];
-  check(cudaMemcpyAsync(dev_->scalars, &s, sizeof s, cudaMemcpyHostToDevice, dev_->stream), "write scalars");
+  // Only the snapshot's bytes: the last step's outcome stays as it is.
+  check(cudaMemcpyAsync(&dev_->scalars->snap, &snap, sizeof snap, cudaMemcpyHostToDevice, dev_->stream), "write scalars");
   check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
 }
 

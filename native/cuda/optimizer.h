@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "koala/filter.h"
+#include "koala/protocol.h"
 #include "koala/types.h"
 
 namespace koala {
@@ -61,9 +62,8 @@ class CudaOptimizer {
 
   // Reads (each synchronizes with the stream).
   StepOutcome last_step(std::uint8_t* skip_mask_out);
-  // [p00, p01, p11, q_x, sigma, r, pending, steps], as the CPU binding's getFilter.
-  void read_scalars(double out[8]);
-  void write_scalars(const double in[8]);
+  FilterSnapshot snapshot();
+  void restore(const FilterSnapshot& snap);
   // KOALA-M per-layer state: kind 0 velocity, 1 average; host buffers of the layer's size.
   void read_layer_state(int kind, std::size_t layer, void* host_out);
   void write_layer_state(int kind, std::size_t layer, const void* host_in);

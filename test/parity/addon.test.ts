@@ -16,5 +16,5 @@ test('the production addon exports the optimizer and its constants only', () => 
   // The benchmark kernels and test hooks live in the development addon (native/dev/).
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const mod = require(nativeStatus().path!) as Record<string, unknown>;
-  expect(Object.keys(mod).sort()).toEqual(['NativeOptimizer', 'chunkElems', 'isa']);
+  expect(Object.keys(mod).sort()).toEqual(['NativeOptimizer', 'chunkElems', 'isa', 'protocol']);
 });

@@ -25,7 +25,7 @@ for (const [variant, dtype, lazyPredict] of [[0, 0, false], [0, 1, false], [0, 0
     opt.update(0.5 + 0.01 * k, 0.3, 1);
   }
   params.forEach((p) => hash.update(new Uint8Array(p.buffer)));
-  hash.update(new Uint8Array(opt.getFilter().buffer));
+  hash.update(new Uint8Array(Float64Array.from(Object.values(opt.getFilter())).buffer));
   opt.dispose();
 }
 console.log(JSON.stringify({ isa: addon.isa, hash: hash.digest('hex') }));

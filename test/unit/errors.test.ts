@@ -133,7 +133,7 @@ describe.each(BACKENDS)('%s backend: calls', (backend) => {
     const before = snapshot(params.slice(1));
     const gradsBefore = snapshot(grads);
     // The filter state is internal: read it through a backend call that needs no layers.
-    const readFilter = () => Array.from((opt as unknown as { impl: { getFilter(): Float64Array } }).impl.getFilter());
+    const readFilter = () => ({ ...(opt as unknown as { impl: { getFilter(): object } }).impl.getFilter() });
     const filter = readFilter();
     detach(params[0]);
     expectCode(() => opt.predict(), 'ERR_KOALA_DETACHED');

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "koala/math.h"
+#include "koala/protocol.h"
 #include "koala/types.h"
 
 namespace koala {
@@ -29,14 +30,6 @@ struct FilterConfig {
   double q;             // KOALA-V fixed state noise (reference `q`)
   double beta_r;        // smoothing of the adaptive R (reference `alpha_r`)
   bool adaptive_r;      // false: R stays at its initial (fixed) value
-};
-
-// P is symmetric: p01 stands for P[0][1] = P[1][0]. KOALA-V uses sigma instead of P and q_x.
-struct FilterState {
-  double p00, p01, p11;
-  double q_x;
-  double sigma;
-  double r;
 };
 
 // Per-layer coefficients of one update: x -= k1 h (or k1 g for KOALA-V), v -= k2 h.
