@@ -228,9 +228,6 @@ abstract class KoalaBase {
     }
     const lossSqArg = sq as number | DeviceScalar;
     this.updates++;
-    if ((typeof loss === 'number' && !Number.isFinite(loss)) || (typeof lossSqArg === 'number' && !Number.isFinite(lossSqArg))) {
-      return this.outcome({ status: STEP_STATUS.nonFiniteLoss, skipped: 0, maxGain: 0 });
-    }
     const step = nativeCall(() => this.impl.update(loss, lossSqArg, this.learningRate));
     // On CUDA the outcome is on the device (see above): the phase moves on as for an applied step.
     if (step === null || step.status === STEP_STATUS.applied) this.currentPhase = 'updated';

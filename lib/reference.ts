@@ -10,6 +10,7 @@ import { DTYPE, LAYER_STATE, NO_PENDING_PREDICT, STEP_STATUS, VARIANT, type Back
 
 const AVERAGE_DECAY = 0.9; // a <- 0.9 a + 0.1 x, hard-coded in the reference
 const QX_DECAY = 0.9; // q_x <- 0.9 q_x + 0.1 d, hard-coded in the reference
+const MAX_FLOAT32 = 3.4028234663852886e38; // the largest finite float32
 
 export class ReferenceBackend implements Backend {
   private readonly cfg: BackendConfig;
@@ -77,10 +78,12 @@ export class ReferenceBackend implements Backend {
     return sumSq;
   }
 
+  /** The step sequence of native/core/step.h (Note [step sequence]): every guard before any change. */
   update(loss: number, lossSq: number, lr: number): BackendStep {
     const c = this.cfg;
     const momentum = c.variant === VARIANT.momentum;
-    // Layer sums, and the guard: NaN or Inf anywhere refuses the step before anything changes.
+    const refused = (status: BackendStep['status']): BackendStep => ({ status, skipped: 0, maxGain: 0 });
+    if (!Number.isFinite(loss) || !Number.isFinite(lossSq)) return refused(STEP_STATUS.nonFiniteLoss);
     const sums = this.params.map((x, l) => {
       const g = this.grads[l];
       let hh = 0;
@@ -94,66 +97,65 @@ export class ReferenceBackend implements Backend {
       }
       return { hh, xx, gg };
     });
-    let status: BackendStep['status'] = STEP_STATUS.applied;
-    for (const s of sums) {
-      if (!Number.isFinite(s.xx)) return { status: STEP_STATUS.nonFiniteParameter, skipped: 0, maxGain: 0 };
-      if (!Number.isFinite(s.gg) || !Number.isFinite(s.hh)) status = STEP_STATUS.nonFiniteGradient;
-    }
-    if (status !== STEP_STATUS.applied) return { status, skipped: 0, maxGain: 0 };
+    if (sums.some((s) => !Number.isFinite(s.xx))) return refused(STEP_STATUS.nonFiniteParameter);
+    if (sums.some((s) => !Number.isFinite(s.gg) || !Number.isFinite(s.hh))) return refused(STEP_STATUS.nonFiniteGradient);
 
-    if (c.adaptiveR) this.r = c.betaR * this.r + (1 - c.betaR) * lossSq;
+    // The filter's step, on copies: R, the gains (null: skipped by |g| < eps), max gain, P or sigma.
+    const r = c.adaptiveR ? c.betaR * this.r + (1 - c.betaR) * lossSq : this.r;
     const prior = momentum ? this.p00 : this.sigma; // P of predict, the same for every layer
-    let skipped = 0;
+    const largest = c.dtype === DTYPE.float32 ? MAX_FLOAT32 : Number.MAX_VALUE;
     let maxGain = 0;
     let any = false;
-    // With lazy predict, every layer (updated or skipped) also gets the next element-wise predict.
+    let safe = Number.isFinite(r);
+    const gains = sums.map(({ hh, xx, gg }) => {
+      if (Math.sqrt(gg) < c.eps) return null;
+      const lossL = loss + 0.5 * c.weightDecay * xx;
+      const innov = hh * prior + r;
+      const k = { k1: (lr * lossL * prior) / innov, k2: momentum ? (lr * lossL * this.p01) / innov : 0, m: hh / innov };
+      // No gain may carry a parameter past its dtype's range: |x| + |k1| |h| (|k1| |g| for KOALA-V), by norms.
+      const reach = Math.sqrt(xx) + Math.abs(k.k1) * Math.sqrt(momentum ? hh : gg);
+      safe &&= Number.isFinite(k.k1) && Number.isFinite(k.k2) && Number.isFinite(k.m) && reach <= largest;
+      if (!any || k.m > maxGain) maxGain = k.m;
+      any = true;
+      return k;
+    });
+    let { p00, p01, p11, sigma } = this;
+    if (any && momentum) {
+      // P <- P - P H P^T, H = [[m, 0], [0, 0]], m in float32 (Note [reference float32 rounding]).
+      const m = Math.fround(maxGain);
+      [p00, p01, p11] = [p00 - p00 * m * p00, p01 - p00 * m * p01, p11 - p01 * m * p01];
+    } else if (any) {
+      sigma = sigma - sigma * sigma * maxGain;
+    }
+    if (!(safe && [p00, p01, p11, sigma].every(Number.isFinite))) return refused(STEP_STATUS.nonFiniteStep);
+    [this.r, this.p00, this.p01, this.p11, this.sigma] = [r, p00, p01, p11, sigma];
+    this.steps++;
+
+    // The update pass. With lazy predict, every layer (updated or skipped) also gets the next element-wise predict.
     const lazy = momentum && c.lazyPredict;
     let pending = 0;
-    sums.forEach(({ hh, xx, gg }, l) => {
-      if (Math.sqrt(gg) < c.eps) {
-        this.skipMask[l] = 1;
-        skipped++;
-      } else {
-        this.skipMask[l] = 0;
-        const lossL = loss + 0.5 * c.weightDecay * xx;
-        const innov = hh * prior + this.r;
-        const k1 = (lr * lossL * prior) / innov;
-        const m = hh / innov;
-        if (!any || m > maxGain) maxGain = m;
-        any = true;
+    gains.forEach((k, l) => {
+      this.skipMask[l] = k === null ? 1 : 0;
+      if (k !== null) {
         const x = this.params[l];
         const g = this.grads[l];
         if (momentum) {
-          const k2 = (lr * lossL * this.p01) / innov;
           const v = this.velocities[l];
           const a = this.averages[l];
           for (let i = 0; i < x.length; i++) {
             const h = g[i] + c.weightDecay * x[i];
-            x[i] = x[i] - k1 * h;
-            v[i] = v[i] - k2 * h;
+            x[i] = x[i] - k.k1 * h;
+            v[i] = v[i] - k.k2 * h;
             a[i] = AVERAGE_DECAY * a[i] + (1 - AVERAGE_DECAY) * x[i];
           }
         } else {
-          for (let i = 0; i < x.length; i++) x[i] = x[i] - k1 * g[i]; // the raw g, as the reference
+          for (let i = 0; i < x.length; i++) x[i] = x[i] - k.k1 * g[i]; // the raw g, as the reference
         }
       }
       if (lazy) pending += this.predictLayer(l);
     });
     if (lazy) this.pending = pending;
-    if (any) {
-      if (momentum) {
-        // P <- P - P H P^T, H = [[m, 0], [0, 0]], m in float32 (Note [reference float32 rounding]).
-        const m = Math.fround(maxGain);
-        const { p00, p01 } = this;
-        this.p00 = p00 - p00 * m * p00;
-        this.p01 = this.p01 - p00 * m * p01;
-        this.p11 = this.p11 - p01 * m * p01;
-      } else {
-        this.sigma = this.sigma - this.sigma * this.sigma * maxGain;
-      }
-    }
-    this.steps++;
-    return { status: STEP_STATUS.applied, skipped, maxGain };
+    return { status: STEP_STATUS.applied, skipped: gains.filter((k) => k === null).length, maxGain };
   }
 
   getFilter(): FilterSnapshot {

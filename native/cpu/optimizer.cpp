@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 
+#include "core/step.h"
 #include "cpu/kernels.h"
 
 namespace koala {
@@ -36,6 +37,7 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
       plan_(sizes_, kChunkElems),
       chunk_sums_(plan_.chunks().size()),
       chunk_diff_(plan_.chunks().size()),
+      layer_sums_(sizes_.size()),
       gains_(sizes_.size()) {
   const std::size_t useful = plan_.total_elems() / kMinElemsPerThread;
   if (threads > 1 && useful > 1) {
@@ -128,37 +130,19 @@ StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, do
     chunk_sums_[c] = kernels.stats(g, x, ch.size, wd);
   });
 
-  // Reduce each layer's chunks in order (Note [deterministic sums]), then guard: a non-finite
-  // sum means NaN or Inf in the data, and the whole step is refused before anything changes.
-  StepReport report{StepStatus::kApplied, 0, 0.0};
-  std::vector<LayerSums>& sums = chunk_sums_;  // layer totals are written over the first chunk's slot
+  // Each layer's chunks added up in chunk order (Note [deterministic sums]), then the decision.
   for (std::size_t l = 0; l < sizes_.size(); ++l) {
     LayerSums total{0.0, 0.0, 0.0};
     for (std::size_t c = plan_.first_chunk(l); c < plan_.first_chunk(l + 1); ++c) {
-      total.hh += sums[c].hh;
-      total.xx += sums[c].xx;
-      total.gg += sums[c].gg;
+      total.hh += chunk_sums_[c].hh;
+      total.xx += chunk_sums_[c].xx;
+      total.gg += chunk_sums_[c].gg;
     }
-    if (!std::isfinite(total.xx)) return {StepStatus::kNonFiniteParameter, 0, 0.0};
-    if (!std::isfinite(total.gg) || !std::isfinite(total.hh)) {
-      report.status = StepStatus::kNonFiniteGradient;
-    }
-    sums[plan_.first_chunk(l)] = total;
+    layer_sums_[l] = total;
   }
+  const StepReport report =
+      decide_step(config_, scalars_, layer_sums_.data(), sizes_.size(), loss, loss_sq, lr, dtype_, gains_.data(), skip_mask);
   if (report.status != StepStatus::kApplied) return report;
-
-  filter_update_r(config_, scalars_.filter, loss_sq);
-  bool any = false;
-  for (std::size_t l = 0; l < sizes_.size(); ++l) {
-    gains_[l] = filter_layer_gain(config_, scalars_.filter, sums[plan_.first_chunk(l)], loss, lr);
-    skip_mask[l] = gains_[l].skip ? 1 : 0;
-    if (gains_[l].skip) {
-      ++report.skipped_layers;
-    } else if (!any || gains_[l].m > report.max_gain) {
-      report.max_gain = gains_[l].m;
-      any = true;
-    }
-  }
 
   for_chunks([&](std::size_t c, const Chunk& ch) {
     const LayerGain& k = gains_[ch.layer];
@@ -179,8 +163,6 @@ StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, do
     }
   });
   if (lazy_predict_) scalars_.pending = sum_chunk_diffs();
-  if (any) filter_finish(config_, scalars_.filter, report.max_gain);
-  scalars_.steps += 1;
   return report;
 }
 

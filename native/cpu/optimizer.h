@@ -37,8 +37,9 @@ class CpuOptimizer {
 
   // Element pass (KOALA-M: x += v, v *= kappa and sum |a - x|^2) and the scalar predict.
   void predict(const LayerBuffers* layers);
-  // Stats pass, non-finite guard, filter, update pass. skip_mask[l] is set to 1 for each layer
-  // skipped by |g_l| < eps, else 0. When the status is not kApplied nothing was modified.
+  // Stats pass, the step sequence (Note [step sequence], core/step.h), update pass. skip_mask[l] is
+  // set to 1 for each layer skipped by |g_l| < eps, else 0. When the status is not kApplied nothing
+  // was modified.
   StepReport update(const LayerBuffers* layers, double loss, double loss_sq, double lr,
                     std::uint8_t* skip_mask);
 
@@ -74,6 +75,7 @@ class CpuOptimizer {
   void* average_ = nullptr;
   std::vector<LayerSums> chunk_sums_;
   std::vector<double> chunk_diff_;
+  std::vector<LayerSums> layer_sums_;
   std::vector<LayerGain> gains_;
 };
 

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/plan.h"
+#include "core/step.h"
 #include "koala/filter.h"
 #include "koala/math.h"
 
@@ -163,73 +164,14 @@ __global__ void layer_sums_kernel(const LayerSums* chunk_sums, const std::uint64
   if (threadIdx.x == 0) layer_sums[l] = {s[0], s[1], s[2]};
 }
 
-// One block: the non-finite guard, R, every layer's gains, max_l m_l and the new P or sigma.
-__global__ void filter_update_kernel(FilterConfig config, DeviceScalars* sc, std::uint32_t num_layers, const LayerSums* layer_sums,
-                                     LayerGain* gains, std::uint8_t* skip_mask, ScalarArg loss_arg, ScalarArg loss_sq_arg,
-                                     double lr) {
-  __shared__ double shared[2 * kThreads];
-  __shared__ int bad_param, bad_grad;
-  __shared__ FilterState state;
-  const int t = threadIdx.x;
-  if (t == 0) {
-    bad_param = 0;
-    bad_grad = 0;
-    state = sc->snap.filter;
-  }
-  __syncthreads();
-  for (std::uint32_t l = t; l < num_layers; l += kThreads) {
-    const LayerSums s = layer_sums[l];
-    if (!isfinite(s.xx)) atomicOr(&bad_param, 1);
-    if (!isfinite(s.gg) || !isfinite(s.hh)) atomicOr(&bad_grad, 1);
-  }
-  __syncthreads();
-  const double loss = read_scalar(loss_arg), loss_sq = read_scalar(loss_sq_arg);
-  // The same precedence as the host path: the loss, then the parameters, then the gradients.
-  const int status = (!isfinite(loss) || !isfinite(loss_sq)) ? 3 : bad_param ? 2 : bad_grad ? 1 : 0;
-  if (status != 0) {
-    if (t == 0) {
-      sc->status = status;
-      sc->skipped = 0;
-      sc->max_gain = 0.0;
-    }
-    return;  // every thread: status is the same for all
-  }
-  if (t == 0) filter_update_r(config, state, loss_sq);
-  __syncthreads();
-  double best[2] = {0.0, 0.0};  // [max gain, updated layers]; gains are >= 0
-  double skipped[1] = {0.0};
-  for (std::uint32_t l = t; l < num_layers; l += kThreads) {
-    gains[l] = filter_layer_gain(config, state, layer_sums[l], loss, lr);
-    skip_mask[l] = gains[l].skip ? 1 : 0;
-    if (gains[l].skip) {
-      skipped[0] += 1.0;
-    } else {
-      best[0] = fmax(best[0], gains[l].m);
-      best[1] += 1.0;
-    }
-  }
-  // max and count: a fixed tree as in block_sum, with max for the first entry.
-  shared[t] = best[0];
-  shared[kThreads + t] = best[1];
-  __syncthreads();
-  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
-    if (t < stride) {
-      shared[t] = fmax(shared[t], shared[t + stride]);
-      shared[kThreads + t] += shared[kThreads + t + stride];
-    }
-    __syncthreads();
-  }
-  const double max_gain = shared[0], updated = shared[kThreads];
-  __syncthreads();
-  block_sum<1>(skipped, shared);
-  if (t == 0) {
-    if (updated > 0.0) filter_finish(config, state, max_gain);
-    sc->snap.filter = state;
-    sc->status = 0;
-    sc->skipped = static_cast<int>(skipped[0]);
-    sc->max_gain = updated > 0.0 ? max_gain : 0.0;
-    sc->snap.steps += 1;
-  }
+// One thread: the step sequence (Note [step sequence], core/step.h), as the CPU runs it.
+__global__ void decide_kernel(FilterConfig config, DType dtype, DeviceScalars* sc, std::uint32_t num_layers, const LayerSums* layer_sums,
+                              LayerGain* gains, std::uint8_t* skip_mask, ScalarArg loss_arg, ScalarArg loss_sq_arg, double lr) {
+  const StepReport r = decide_step(config, sc->snap, layer_sums, num_layers, read_scalar(loss_arg), read_scalar(loss_sq_arg), lr, dtype,
+                                   gains, skip_mask);
+  sc->status = static_cast<int>(r.status);
+  sc->skipped = static_cast<int>(r.skipped_layers);
+  sc->max_gain = r.max_gain;
 }
 
 template <class T>
@@ -402,8 +344,8 @@ void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, doub
     stats_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.chunk_sums);
   }
   layer_sums_kernel<<<sizes_.size(), kThreads, 0, d.stream>>>(d.chunk_sums, d.first_chunk, d.layer_sums);
-  filter_update_kernel<<<1, kThreads, 0, d.stream>>>(config_, d.scalars, static_cast<std::uint32_t>(sizes_.size()), d.layer_sums,
-                                                     d.gains, d.skip_mask, loss, loss_sq, lr);
+  decide_kernel<<<1, 1, 0, d.stream>>>(config_, dtype_, d.scalars, static_cast<std::uint32_t>(sizes_.size()), d.layer_sums, d.gains,
+                                       d.skip_mask, loss, loss_sq, lr);
   if (dtype_ == DType::kFloat32) {
     update_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
                                                                   lazy_predict_, wd, config_.kappa, d.chunk_diff);
