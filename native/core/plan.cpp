@@ -28,4 +28,12 @@ std::vector<std::size_t> ChunkPlan::partition(int parts) const {
   return bounds;
 }
 
+StateLayout::StateLayout(const std::vector<std::size_t>& layer_sizes, std::size_t elem_bytes, std::size_t align_bytes) {
+  const std::size_t per_line = align_bytes / elem_bytes;
+  for (std::size_t s : layer_sizes) {
+    offsets.push_back(total);
+    total += (s + per_line - 1) / per_line * per_line;
+  }
+}
+
 }  // namespace koala

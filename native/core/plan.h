@@ -43,4 +43,14 @@ class ChunkPlan {
   std::size_t total_elems_ = 0;
 };
 
+// Where each layer's per-layer state (KOALA-M's velocities and averages) starts in one buffer per
+// kind: layer l at offsets[l] elements, each layer on an `align_bytes` boundary so that its loops
+// begin aligned; `total` elements in all. One layout for both backends (the CPU aligns to cache
+// lines, CUDA to 256-byte segments).
+struct StateLayout {
+  StateLayout(const std::vector<std::size_t>& layer_sizes, std::size_t elem_bytes, std::size_t align_bytes);
+  std::vector<std::size_t> offsets;
+  std::size_t total = 0;
+};
+
 }  // namespace koala

@@ -46,15 +46,10 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
   }
   bounds_ = plan_.partition(pool_ ? pool_->size() : 1);
   if (config_.variant == Variant::kMomentum) {
-    // Each layer starts on a 64-byte boundary so that its loops begin aligned.
-    const std::size_t per_line = kStateAlign / elem_bytes();
-    std::size_t offset = 0;
-    for (std::size_t s : sizes_) {
-      state_offsets_.push_back(offset);
-      offset += (s + per_line - 1) / per_line * per_line;
-    }
-    velocity_ = alloc_zeroed(offset * elem_bytes());
-    average_ = alloc_zeroed(offset * elem_bytes());
+    const StateLayout layout(sizes_, elem_bytes(), kStateAlign);
+    state_offsets_ = layout.offsets;
+    velocity_ = alloc_zeroed(layout.total * elem_bytes());
+    average_ = alloc_zeroed(layout.total * elem_bytes());
   }
 }
 

@@ -22,6 +22,8 @@ namespace {
 
 // One block per chunk; 256 threads stride through the chunk's (at most kChunkElems) elements.
 constexpr int kThreads = 256;
+// Each layer's state starts on a 256-byte boundary (a full memory transaction segment).
+constexpr std::size_t kStateAlign = 256;
 
 void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
@@ -278,13 +280,9 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
   std::vector<std::uint64_t> first(sizes_.size() + 1);
   for (std::size_t l = 0; l <= sizes_.size(); ++l) first[l] = plan.first_chunk(l);
 
-  // Per-layer state: each layer starts on a 256-byte boundary.
-  const std::size_t per_line = 256 / elem;
-  std::size_t offset = 0;
-  for (std::size_t s : sizes_) {
-    d.state_offsets.push_back(offset);
-    offset += (s + per_line - 1) / per_line * per_line;
-  }
+  const StateLayout layout(sizes_, elem, kStateAlign);
+  d.state_offsets = layout.offsets;
+  const std::size_t offset = layout.total;
   const bool momentum = config_.variant == Variant::kMomentum;
   if (momentum) {
     d.velocity = device_alloc<char>(offset * elem);
