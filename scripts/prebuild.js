@@ -10,10 +10,15 @@ const { copyFileSync, existsSync, mkdirSync, rmSync } = require('node:fs');
 const { join, relative } = require('node:path');
 
 const GLIBC_FLOOR = '2.36';
+
+/** KOALA_OPTIM_SKIP_CUDA (or npm's koala_optim_skip_cuda) set to a true value, as CMakeLists.txt reads it. */
+function skipCuda() {
+  return [process.env.KOALA_OPTIM_SKIP_CUDA, process.env.npm_config_koala_optim_skip_cuda].some((v) => v && !/^(0|false|off|no|n)$/i.test(v));
+}
 // The library's addons, and the benchmark's own (koala_optim_dev, which the library never loads).
 const ADDONS = [
   { name: 'koala_optim', required: true },
-  { name: 'koala_optim_cuda', required: !process.env.KOALA_OPTIM_SKIP_CUDA },
+  { name: 'koala_optim_cuda', required: !skipCuda() },
   { name: 'koala_optim_dev', required: false },
 ];
 
