@@ -5,7 +5,9 @@
 #     koala-optim/tfjs without its peer throws ERR_KOALA_PEER_MISSING, the bench bin runs;
 #  2. npm install TGZ with cmake absent from the PATH: succeeds, native backend (the prebuild);
 #  3. the tarball without its prebuilds, installed with no compiler, cmake or make on the PATH:
-#     succeeds, runs on the js backend, and both the install and the run-time warning name the fix.
+#     succeeds, runs on the js backend, and both the install and the run-time warning name the fix;
+#  4. the same tarball installed with the tools and KOALA_OPTIM_SKIP_CUDA=1: the install script
+#     builds the CPU addon from source (native backend from build-cmake/) and no CUDA addon.
 set -euo pipefail
 TGZ=$(readlink -f "$1")
 W=$(mktemp -d "${TMPDIR:-/tmp}/koala-install.XXXXXX")
@@ -87,4 +89,14 @@ setImmediate(() => {
   ok(/native addon unavailable/.test(warning) && /npm rebuild koala-optim/.test(warning), 'the fallback warning names the fix, got: ' + warning);
   console.log('js backend; warning:', warning);
 });"
+echo "== 4. the tarball without prebuilds, built from source at install, CUDA skipped"
+project from-source
+KOALA_OPTIM_SKIP_CUDA=1 npm install --foreground-scripts "$W/no-prebuilds.tgz" > install.log 2>&1 || { cat install.log; exit 1; }
+grep '^koala-optim:' install.log
+grep -q 'the CUDA backend is skipped, as asked' install.log || { cat install.log; echo "install check failed: KOALA_OPTIM_SKIP_CUDA" >&2; exit 1; }
+run_node "$STEP
+ok(opt.backend === 'native', 'native backend, got ' + opt.backend);
+ok(k.nativeStatus().path.endsWith('/build-cmake/Release/koala_optim.node'), 'the addon built at install: ' + k.nativeStatus().path);
+ok(k.cuda.available().path === null, 'no CUDA addon was built');
+console.log('native backend from', k.nativeStatus().path);"
 echo "install checks passed"
