@@ -12,6 +12,7 @@ import { availableParallelism, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 
 import { KoalaM, KoalaV } from '../lib';
+import { PACKAGE_ROOT } from '../lib/native';
 import { parseFlags, usage, UsageError, type FlagSpec } from './args';
 import { devKernels } from './dev-addon';
 import { fourTensors, resnet50, total, transformerBlocks, type ParamList } from './lists';
@@ -138,8 +139,6 @@ async function tfjsContenders(skip: boolean): Promise<{ contenders: Contender[];
   };
 }
 
-const QUICK_SIZES = '1e4,1e5,1e6 and the ResNet-50 shapes / 25';
-
 const FLAGS: FlagSpec[] = [
   {
     name: 'full',
@@ -149,7 +148,7 @@ const FLAGS: FlagSpec[] = [
   {
     name: 'sizes',
     value: 'LIST',
-    default: `quick: ${QUICK_SIZES}`,
+    default: `1e4,1e5,1e6 and the ResNet-50 shapes / 25; with --full, 1e4 to 3e7 and the model lists`,
     help: 'your own parameter lists instead, comma-separated: a total (25e6: that many parameters in four tensors) or tensor sizes joined by + (4096+64+1000)',
   },
   { name: 'threads', value: 'LIST', default: `1,${availableParallelism()} (1 and every core)`, help: 'thread counts of the native contenders' },
@@ -197,7 +196,8 @@ async function main(): Promise<void> {
   const budget = full ? 0.5 : 0.08;
   const minReps = full ? 7 : 3;
   // In a checkout, a full run with the standard lists is the one bench/RESULTS.md records.
-  const recorded = full && !own && existsSync(join(__dirname, '..', '..', 'bench', 'step.ts'));
+  const benchDir = join(PACKAGE_ROOT, 'bench');
+  const recorded = full && !own && existsSync(join(benchDir, 'step.ts'));
 
   const resnet = resnet50();
   const lists: ParamList[] =
@@ -284,8 +284,8 @@ async function main(): Promise<void> {
   writeFileSync(join(outDir, 'bench.md'), markdown);
   if (svg) writeFileSync(join(outDir, 'step-time.svg'), svg);
   if (recorded) {
-    writeFileSync(join(__dirname, '..', '..', 'bench', 'RESULTS.md'), markdown);
-    if (svg) writeFileSync(join(__dirname, '..', '..', 'bench', 'step-time.svg'), svg);
+    writeFileSync(join(benchDir, 'RESULTS.md'), markdown);
+    if (svg) writeFileSync(join(benchDir, 'step-time.svg'), svg);
   }
   console.log(`\n${verbose ? markdown : summaryLines(report).join('\n')}`);
   if (!full && !own) {
