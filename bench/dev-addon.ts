@@ -1,9 +1,10 @@
 /**
- * The development addon, koala_optim_dev.node (native/dev/): the benchmark's reference kernels and
- * the test hooks, kept out of the production koala_optim.node. The library never loads it; the
- * benchmark and the tests do, through devAddon().
+ * The development addon, koala_optim_dev.node (native/dev/): the benchmark's reference kernels (a
+ * STREAM triad and copy, a fused Adam step, in the addon's own threaded code) and the test hooks,
+ * kept out of the production koala_optim.node. The library never loads it; the benchmark and the
+ * tests do.
  */
-import { builtAddonPaths, loadAddon, type LoadedAddon } from '../lib/native';
+import { addonPaths, loadAddon, REBUILD_HINT, type LoadedAddon } from '../lib/native';
 
 export interface DevAddon {
   /** The chunk plan (native/core/plan.h) of a layer list, split into `parts` ranges: for its tests. */
@@ -18,7 +19,6 @@ export interface DevAddon {
   chunkElems: number;
   /** The instruction set the kernels run on (Note [instruction sets]). */
   isa: string;
-  // The benchmark's reference kernels (native/dev/bench_kernels.h), over Float32Arrays.
   streamCopy(a: Float32Array, b: Float32Array, threads: number): void;
   streamTriad(a: Float32Array, b: Float32Array, c: Float32Array, s: number, threads: number): void;
   /** One fused Adam step; hyper = [lr, beta1, beta2, eps, step]. */
@@ -27,13 +27,10 @@ export interface DevAddon {
 
 let loaded: LoadedAddon<DevAddon> | null = null;
 
-/** The development addon, or null with the reason (devAddonStatus()) when it is not built. */
-export function devAddon(): DevAddon | null {
-  return devAddonStatus().module;
-}
-
-export function devAddonStatus(): LoadedAddon<DevAddon> {
-  const paths = builtAddonPaths('koala_optim_dev.node');
-  loaded ??= loadAddon<DevAddon>(paths, `no development addon at ${paths.join(' or ')} (built by npm run build:native)`);
-  return loaded;
+/** The development addon, or throws saying why it does not load. */
+export function devKernels(): DevAddon {
+  const paths = addonPaths('koala_optim_dev');
+  loaded ??= loadAddon<DevAddon>(paths, `no development addon at ${paths.join(' or ')} (${REBUILD_HINT})`);
+  if (!loaded.module) throw new Error(`the benchmark needs the development addon: ${loaded.reason}`);
+  return loaded.module;
 }

@@ -1,6 +1,8 @@
-/** Turns the measured rows into the JSON, the Markdown tables and the log-log plot of a run. */
-import * as vega from 'vega';
-import { compile } from 'vega-lite';
+/**
+ * Turns the measured rows into the JSON, the Markdown tables and the log-log plot of a run. The plot
+ * needs vega and vega-lite (devDependencies): where they are not installed (the installed package's
+ * `koala-optim-bench`), there is no plot.
+ */
 
 export interface Row {
   list: string;
@@ -40,18 +42,20 @@ function slope(points: [number, number][]): number {
   return num / den;
 }
 
-export async function renderReport(report: Report): Promise<{ markdown: string; svg: string; json: string }> {
-  const { rows, machine } = report;
+/** The run's lists in order, its most threads, and a row finder (at the most threads by default). */
+function lookup(rows: Row[]) {
   const maxThreads = Math.max(...rows.map((r) => r.threads));
   const lists = [...new Set(rows.map((r) => r.list))];
   const find = (list: string, contender: string, threads = maxThreads) => rows.find((r) => r.list === list && r.contender === contender && r.threads === threads);
   const triadOf = (r: Row) => find(r.list, 'triad', r.threads);
+  return { maxThreads, lists, find, triadOf };
+}
 
+/** The summary table: one row per list, KOALA-M at the most threads against the others. */
+export function summaryLines(report: Report): string[] {
+  const { rows } = report;
+  const { maxThreads, lists, find, triadOf } = lookup(rows);
   const out: string[] = [];
-  out.push(`# Benchmark: the KOALA step (${report.mode} run)`, '');
-  out.push(`Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}; tfjs backend: ${machine.tfjsBackend}. Run time ${report.seconds.toFixed(0)} s.`);
-  out.push('Produced by `npm run bench' + (report.mode === 'full' ? ' -- --full' : '') + '`. float32 parameters; counted bytes per parameter: KOALA-M 56, KOALA-M lazy 36, KOALA-V 20, Adam 28, triad 12, copy 8. GB/s = counted bytes / median step time; "% of triad" compares with the triad at the same thread count, measured in the same run (before and after each list\'s contenders, the faster kept). Every KOALA contender runs with weight decay 5e-4, the paper\'s setting. The triad\'s 12 counted bytes leave out the read of its output line that the cache does before writing it, which in-place passes do not pay, so a KOALA pass can show more than 100%. Below about 1e5 parameters a step is a few microseconds and thread wake-ups dominate the triad, so its percentages say little there.', '');
-
   out.push(`## Summary (native contenders at ${maxThreads} threads)`, '');
   out.push('| list | params | tensors | KOALA-M ms | ns/param | % of triad | lazy: % of triad | KOALA-M / Adam time | vs js backend | vs tfjs KOALA-M | vs tfjs Adam |');
   out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
@@ -69,6 +73,45 @@ export async function renderReport(report: Report): Promise<{ markdown: string; 
     );
   }
   out.push('');
+
+  return out;
+}
+
+/** The log-log plot of the size sweep as SVG, or null where vega is not installed. */
+async function plot(plotted: Row[], title: string): Promise<string | null> {
+  let vega: typeof import('vega');
+  let vegaLite: typeof import('vega-lite');
+  try {
+    [vega, vegaLite] = await Promise.all([import('vega'), import('vega-lite')]);
+  } catch {
+    return null;
+  }
+  const spec = vegaLite.compile({
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title,
+    width: 640,
+    height: 400,
+    data: { values: plotted.map((r) => ({ params: r.params, ms: r.medianMs, contender: r.contender })) },
+    mark: { type: 'line', point: true },
+    encoding: {
+      x: { field: 'params', type: 'quantitative', scale: { type: 'log' }, title: 'parameters' },
+      y: { field: 'ms', type: 'quantitative', scale: { type: 'log' }, title: 'time per step (ms, median)' },
+      color: { field: 'contender', type: 'nominal', legend: { labelLimit: 320 } },
+    },
+  }).spec;
+  return new vega.View(vega.parse(spec), { renderer: 'none' }).toSVG();
+}
+
+export async function renderReport(report: Report): Promise<{ markdown: string; svg: string | null; json: string }> {
+  const { rows, machine } = report;
+  const { maxThreads, lists, find, triadOf } = lookup(rows);
+
+  const out: string[] = [];
+  out.push(`# Benchmark: the KOALA step (${report.mode} run)`, '');
+  out.push(`Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}; tfjs backend: ${machine.tfjsBackend}. Run time ${report.seconds.toFixed(0)} s.`);
+  out.push('Produced by `npm run bench' + (report.mode === 'full' ? ' -- --full' : '') + '`. float32 parameters; counted bytes per parameter: KOALA-M 56, KOALA-M lazy 36, KOALA-V 20, Adam 28, triad 12, copy 8. GB/s = counted bytes / median step time; "% of triad" compares with the triad at the same thread count, measured in the same run (before and after each list\'s contenders, the faster kept). Every KOALA contender runs with weight decay 5e-4, the paper\'s setting. The triad\'s 12 counted bytes leave out the read of its output line that the cache does before writing it, which in-place passes do not pay, so a KOALA pass can show more than 100%. Below about 1e5 parameters a step is a few microseconds and thread wake-ups dominate the triad, so its percentages say little there.', '');
+
+  out.push(...summaryLines(report));
 
   // The acceptance checks of the benchmark issue, computed from this run.
   const checks: string[] = [];
@@ -116,19 +159,6 @@ export async function renderReport(report: Report): Promise<{ markdown: string; 
   const plotted = rows.filter(
     (r) => r.kind === 'size' && (r.threads === maxThreads || !rows.some((x) => x.contender === r.contender && x.threads === maxThreads && x.list === r.list)),
   );
-  const spec = compile({
-    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: `Step time against size (${machine.cpu}, ${maxThreads} threads for native contenders)`,
-    width: 640,
-    height: 400,
-    data: { values: plotted.map((r) => ({ params: r.params, ms: r.medianMs, contender: r.contender })) },
-    mark: { type: 'line', point: true },
-    encoding: {
-      x: { field: 'params', type: 'quantitative', scale: { type: 'log' }, title: 'parameters' },
-      y: { field: 'ms', type: 'quantitative', scale: { type: 'log' }, title: 'time per step (ms, median)' },
-      color: { field: 'contender', type: 'nominal', legend: { labelLimit: 320 } },
-    },
-  }).spec;
-  const svg = await new vega.View(vega.parse(spec), { renderer: 'none' }).toSVG();
+  const svg = await plot(plotted, `Step time against size (${machine.cpu}, ${maxThreads} threads for native contenders)`);
   return { markdown: out.join('\n'), svg, json: JSON.stringify(report, null, 2) };
 }

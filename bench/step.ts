@@ -1,25 +1,22 @@
+#!/usr/bin/env node
 /**
- * `npm run bench`: the optimizer step against the memory bound and the tools a user would pick
- * instead, all measured in this one process (shared/docs/PERFORMANCE.md).
- *
- *   npm run bench                 quick mode (about half a minute): small lists, a smoke test of every contender
- *   npm run bench -- --full       full mode (a few minutes): 1e4 .. 3e7 parameters, ResNet-50 and
- *                                 transformer lists; also rewrites bench/RESULTS.md and bench/step-time.svg
- *   --threads 1,2                 thread counts of the native contenders (default 1 and all cores)
- *   --out DIR                     where the JSON, Markdown and SVG go (default results/bench)
+ * The benchmark (`npm run bench`, or `npx koala-optim-bench` where the package is installed): the
+ * optimizer step against the memory bound and the tools a user would pick instead, all measured in
+ * this one process (shared/docs/PERFORMANCE.md). `--help` lists the flags.
  *
  * Counted bytes per parameter (float32): KOALA-M 56, KOALA-M lazy 36, KOALA-V 20, fused Adam 28,
  * triad 12 and copy 8 per element. GB/s = counted bytes / median time.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 
 import { KoalaM, KoalaV } from '../lib';
-import { devAddon, devAddonStatus } from './dev-addon';
+import { PACKAGE_ROOT } from '../lib/native';
+import { parseFlags, usage, UsageError, type FlagSpec } from './args';
+import { devKernels } from './dev-addon';
 import { fourTensors, resnet50, total, transformerBlocks, type ParamList } from './lists';
-import { renderReport, type Report, type Row } from './report';
-import { tfjsAdam, tfjsKoalaM, useWasm } from './tfjs';
+import { renderReport, summaryLines, type Report, type Row } from './report';
 
 interface Stepper {
   step(): void;
@@ -44,11 +41,6 @@ interface Buffers {
 
 /** The paper's training setting, used by every KOALA contender (it costs no extra pass). */
 const WD = 5e-4;
-
-function argValue(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -79,8 +71,7 @@ function allocate(list: ParamList): Buffers {
 }
 
 function nativeContenders(threads: number[]): Contender[] {
-  const native = devAddon();
-  if (!native) throw new Error(`the benchmark's kernels do not load: ${devAddonStatus().reason}`);
+  const native = devKernels();
   const optimizer = (name: string, bytes: number, t: number, make: (b: Buffers) => KoalaM | KoalaV): Contender => ({
     name,
     threads: t,
@@ -129,32 +120,103 @@ function nativeContenders(threads: number[]): Contender[] {
   return out;
 }
 
-const TFJS: Contender[] = [
-  { name: 'KOALA-M (tfjs-wasm, op by op)', threads: 1, bytesPerParam: 56, make: (b) => tfjsKoalaM(b.list.sizes) },
-  { name: 'Adam (tfjs-wasm)', threads: 1, bytesPerParam: 28, make: (b) => tfjsAdam(b.list.sizes) },
+/** The TensorFlow.js contenders, where tfjs-core and its wasm backend are installed (devDependencies here). */
+async function tfjsContenders(skip: boolean): Promise<{ contenders: Contender[]; backend: string }> {
+  if (skip) return { contenders: [], backend: 'skipped (--skip-tfjs)' };
+  try {
+    require.resolve('@tensorflow/tfjs-core');
+    require.resolve('@tensorflow/tfjs-backend-wasm');
+  } catch {
+    return { contenders: [], backend: 'not installed (@tensorflow/tfjs-core and @tensorflow/tfjs-backend-wasm add its contenders)' };
+  }
+  const { tfjsAdam, tfjsKoalaM, useWasm } = await import('./tfjs');
+  return {
+    backend: await useWasm(),
+    contenders: [
+      { name: 'KOALA-M (tfjs-wasm, op by op)', threads: 1, bytesPerParam: 56, make: (b) => tfjsKoalaM(b.list.sizes) },
+      { name: 'Adam (tfjs-wasm)', threads: 1, bytesPerParam: 28, make: (b) => tfjsAdam(b.list.sizes) },
+    ],
+  };
+}
+
+const FLAGS: FlagSpec[] = [
+  {
+    name: 'full',
+    default: 'off, the quick mode',
+    help: 'the full sweep, 1e4 to 3e7 parameters, ResNet-50 and transformer lists (a few minutes); from a checkout it also rewrites bench/RESULTS.md and bench/step-time.svg',
+  },
+  {
+    name: 'sizes',
+    value: 'LIST',
+    default: `1e4,1e5,1e6 and the ResNet-50 shapes / 25; with --full, 1e4 to 3e7 and the model lists`,
+    help: 'your own parameter lists instead, comma-separated: a total (25e6: that many parameters in four tensors) or tensor sizes joined by + (4096+64+1000)',
+  },
+  { name: 'threads', value: 'LIST', default: `1,${availableParallelism()} (1 and every core)`, help: 'thread counts of the native contenders' },
+  { name: 'out', value: 'DIR', default: 'results/bench', help: 'where bench.json, bench.md (every table) and step-time.svg go' },
+  { name: 'skip-tfjs', default: 'off', help: 'leave out the TensorFlow.js contenders (left out anyway where @tensorflow/tfjs-core and @tensorflow/tfjs-backend-wasm are not installed)' },
+  { name: 'verbose', default: 'off', help: 'a line per measurement as it is taken, and every table at the end' },
 ];
 
+const SYNOPSIS = [
+  'usage: koala-optim-bench [flags]      (in a checkout: npm run bench -- [flags])',
+  '',
+  'Times the KOALA-M (standard and lazy) and KOALA-V steps of this package, native at each thread count',
+  'and on the js backend, against a STREAM triad and copy and a fused Adam step measured in the same',
+  'run, and KOALA-M op by op in TensorFlow.js where it is installed; prints a summary table.',
+];
+
+/** One --sizes entry: a total (four tensors) or tensor sizes joined by +. */
+function parseList(entry: string): ParamList {
+  const parts = entry.split('+').map(Number);
+  if (parts.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--sizes: ${entry} is not a positive integer or sizes joined by +`);
+  if (parts.length === 1) {
+    if (parts[0] < 4) throw new UsageError(`--sizes: a total (${entry}) is cut into four tensors, so it must be at least 4`);
+    return fourTensors(parts[0]);
+  }
+  return { name: `${parts.length} tensors, ${entry.length > 24 ? `${total({ name: '', kind: 'model', sizes: parts })} total` : entry}`, kind: 'model', sizes: parts };
+}
+
+function parseThreads(value: string): number[] {
+  const t = value.split(',').map(Number);
+  if (t.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError(`--threads must be positive integers joined by commas, got ${value}`);
+  return t;
+}
+
 async function main(): Promise<void> {
-  const full = process.argv.includes('--full');
-  const threads = (argValue('threads') ?? [...new Set([1, availableParallelism()])].join(',')).split(',').map(Number);
-  const outDir = argValue('out') ?? join('results', 'bench');
+  const flags = parseFlags(process.argv.slice(2), FLAGS);
+  if (!flags) {
+    process.stdout.write(usage(SYNOPSIS, FLAGS));
+    return;
+  }
+  const full = flags.has('full');
+  const verbose = flags.has('verbose');
+  const threads = parseThreads(flags.get('threads') ?? [...new Set([1, availableParallelism()])].join(','));
+  const outDir = flags.get('out') ?? join('results', 'bench');
+  const own = flags.get('sizes')?.split(',').map(parseList);
   const budget = full ? 0.5 : 0.08;
   const minReps = full ? 7 : 3;
+  // In a checkout, a full run with the standard lists is the one bench/RESULTS.md records.
+  const benchDir = join(PACKAGE_ROOT, 'bench');
+  const recorded = full && !own && existsSync(join(benchDir, 'step.ts'));
 
   const resnet = resnet50();
-  const lists: ParamList[] = full
-    ? [
-        ...[1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 1.6e7, 3e7].map((n) => fourTensors(n)),
-        resnet,
-        { ...fourTensors(total(resnet), '4 tensors, ResNet-50 total'), kind: 'model' },
-        transformerBlocks(),
-        // The per-tensor cost of a step, isolated: many tiny tensors against four of the same total.
-        { name: '161 tiny tensors', kind: 'model', sizes: new Array<number>(161).fill(64) },
-        { ...fourTensors(161 * 64, '4 tensors, tiny total'), kind: 'model' },
-      ]
-    : [fourTensors(1e4), fourTensors(1e5), fourTensors(1e6), { name: 'ResNet-50 shapes / 25', kind: 'model', sizes: resnet.sizes.map((n) => Math.max(1, Math.round(n / 25))) }];
-  const backend = await useWasm();
-  const contenders = [...nativeContenders(threads), ...TFJS];
+  const lists: ParamList[] =
+    own ??
+    (full
+      ? [
+          ...[1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 1.6e7, 3e7].map((n) => fourTensors(n)),
+          resnet,
+          { ...fourTensors(total(resnet), '4 tensors, ResNet-50 total'), kind: 'model' },
+          transformerBlocks(),
+          // The per-tensor cost of a step, isolated: many tiny tensors against four of the same total.
+          { name: '161 tiny tensors', kind: 'model', sizes: new Array<number>(161).fill(64) },
+          { ...fourTensors(161 * 64, '4 tensors, tiny total'), kind: 'model' },
+        ]
+      : [fourTensors(1e4), fourTensors(1e5), fourTensors(1e6), { name: 'ResNet-50 shapes / 25', kind: 'model', sizes: resnet.sizes.map((n) => Math.max(1, Math.round(n / 25))) }]);
+  const tfjs = await tfjsContenders(flags.has('skip-tfjs'));
+  const backend = tfjs.backend;
+  const contenders = [...nativeContenders(threads), ...tfjs.contenders];
+  if (!verbose) console.log(`measuring ${contenders.length} contenders on ${lists.length} lists (${full ? 'full' : 'quick'} mode; --verbose shows each measurement)...`);
 
   const rows: Row[] = [];
   const started = Date.now();
@@ -185,14 +247,14 @@ async function main(): Promise<void> {
         reps: times.length,
       };
       rows.push(row);
-      process.stdout.write(`${list.name.padEnd(28)} ${`${c.name} x${c.threads}`.padEnd(34)} ${row.medianMs.toFixed(3).padStart(10)} ms\n`);
+      if (verbose) process.stdout.write(`${list.name.padEnd(28)} ${`${c.name} x${c.threads}`.padEnd(34)} ${row.medianMs.toFixed(3).padStart(10)} ms\n`);
     }
   }
 
   // The ResNet-50 list against the same total in four tensors, both KOALA-M at all threads, timed in
   // alternation so that both see the same machine (their separate rows above are minutes apart).
   let paired: Report['paired'] = null;
-  if (full) {
+  if (full && !own) {
     const t = Math.max(...threads);
     const [a, b] = [resnet, fourTensors(total(resnet), '4 tensors, ResNet-50 total')].map((list) => {
       const buffers = allocate(list);
@@ -206,7 +268,7 @@ async function main(): Promise<void> {
     }
     [a, b].forEach((s) => s.dispose());
     paired = { threads: t, manyMs: median(ta) * 1e3, fourMs: median(tb) * 1e3 };
-    console.log(`paired: ResNet-50 list ${paired.manyMs.toFixed(3)} ms, 4 tensors ${paired.fourMs.toFixed(3)} ms`);
+    if (verbose) console.log(`paired: ResNet-50 list ${paired.manyMs.toFixed(3)} ms, 4 tensors ${paired.fourMs.toFixed(3)} ms`);
   }
 
   const report: Report = {
@@ -220,16 +282,33 @@ async function main(): Promise<void> {
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, 'bench.json'), json);
   writeFileSync(join(outDir, 'bench.md'), markdown);
-  writeFileSync(join(outDir, 'step-time.svg'), svg);
-  if (full) {
-    writeFileSync(join(__dirname, '..', '..', 'bench', 'RESULTS.md'), markdown);
-    writeFileSync(join(__dirname, '..', '..', 'bench', 'step-time.svg'), svg);
+  if (svg) writeFileSync(join(outDir, 'step-time.svg'), svg);
+  if (recorded) {
+    writeFileSync(join(benchDir, 'RESULTS.md'), markdown);
+    if (svg) writeFileSync(join(benchDir, 'step-time.svg'), svg);
   }
-  console.log(`\n${markdown}`);
-  console.log(`written to ${outDir}/ (bench.json, bench.md, step-time.svg)${full ? ' and bench/RESULTS.md' : ''}`);
+  console.log(`\n${verbose ? markdown : summaryLines(report).join('\n')}`);
+  if (!full && !own) {
+    console.log(
+      [
+        'Quick mode: its lists (1e4 to 1e6 parameters: up to 16 MB of KOALA-M arrays) sit in or near the caches, and each contender runs',
+        'for a fraction of a second. It shows that every contender runs and how they rank, not the memory-bound figures: the README\'s',
+        'targets (% of the triad at 16M parameters and more, the slope, the per-tensor cost) are measured with --full.',
+      ].join('\n'),
+    );
+  } else if (own) {
+    console.log('Your lists: the "% of triad" columns compare with a memory-bound reference only where a step\'s memory is well beyond the caches (millions of parameters).');
+  }
+  const files = ['bench.json', 'bench.md', ...(svg ? ['step-time.svg'] : [])];
+  console.log(`every measurement: ${join(outDir, 'bench.md')} (written with ${files.join(', ')})${recorded ? ', and bench/RESULTS.md' : ''}${svg ? '' : '; install vega and vega-lite for the plot'}`);
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
+main().catch((e: unknown) => {
+  if (e instanceof UsageError) {
+    process.stderr.write(`usage: ${e.message}\n`);
+    process.exitCode = 2;
+  } else {
+    console.error(e);
+    process.exitCode = 1;
+  }
 });

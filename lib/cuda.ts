@@ -3,12 +3,12 @@
  * by cmake-js when a CUDA compiler is present) is a module of its own, loaded here on first use
  * only, so that a machine without CUDA never loads it. KOALA_OPTIM_CUDA_ADDON=path picks the file.
  */
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 
 import type { Backend } from './backend';
 import { fail, nativeCall as call } from './errors';
 import { checkDeviceDescriptor, dtypeOf, type DeviceLayerTable, type DeviceScalar, type DeviceTensor, type DType, type FloatArray } from './layers';
-import { loadAddon, PACKAGE_ROOT, type LoadedAddon } from './native';
+import { addonPaths, loadAddon, type LoadedAddon } from './native';
 import type { BackendConfig } from './options';
 import { DTYPE, type BackendStep, type FilterSnapshot, LayerStateKind, ProtocolConstants } from './protocol';
 
@@ -41,13 +41,12 @@ interface CudaModule {
   synchronize(deviceId: number): void;
 }
 
-const CANDIDATE = join(PACKAGE_ROOT, 'build-cmake', 'Release', 'koala_optim_cuda.node');
 
 let loaded: LoadedAddon<CudaModule> | null = null;
 
 function load(): LoadedAddon<CudaModule> {
-  const path = process.env.KOALA_OPTIM_CUDA_ADDON ? resolve(process.env.KOALA_OPTIM_CUDA_ADDON) : CANDIDATE;
-  loaded ??= loadAddon<CudaModule>([path], `no CUDA addon at ${path}: it is built only where cmake-js finds a CUDA compiler (nvcc)`);
+  const paths = process.env.KOALA_OPTIM_CUDA_ADDON ? [resolve(process.env.KOALA_OPTIM_CUDA_ADDON)] : addonPaths('koala_optim_cuda');
+  loaded ??= loadAddon<CudaModule>(paths, `no CUDA addon at ${paths.join(' or ')}: it ships prebuilt for linux-x64 and is built from source only where cmake-js finds a CUDA compiler (nvcc)`);
   return loaded;
 }
 

@@ -1,7 +1,7 @@
 /**
- * Loads the native addon once. The build writes it to build-cmake/ (cmake-js, the default) or
- * build/ (node-gyp); KOALA_OPTIM_ADDON=path picks one file explicitly (CI runs the tests against
- * each build that way).
+ * Loads the native addon once: the prebuild shipped in the npm tarball (prebuilds/<platform>-<arch>/),
+ * else a local build, build-cmake/ (cmake-js, the default) or build/ (node-gyp) (Note [addon search]).
+ * KOALA_OPTIM_ADDON=path picks one file explicitly (CI runs the tests against each build that way).
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -24,12 +24,24 @@ interface NativeModule {
 // Compiled code lives in dist/lib/, the sources in lib/: the package root is found from either.
 export const PACKAGE_ROOT =
   [resolve(__dirname, '..'), resolve(__dirname, '..', '..')].find((d) => existsSync(join(d, 'package.json'))) ?? resolve(__dirname, '..');
-/** Where the builds put an addon: build-cmake/ (cmake-js, the default) or build/ (node-gyp). */
-export function builtAddonPaths(file: string): string[] {
-  return [join(PACKAGE_ROOT, 'build-cmake', 'Release', file), join(PACKAGE_ROOT, 'build', 'Release', file)];
-}
 
-const CANDIDATES = builtAddonPaths('koala_optim.node');
+/** Where the prebuilt addons of this platform are (scripts/prebuild.js writes them there). */
+export const PREBUILD_DIR = join(PACKAGE_ROOT, 'prebuilds', `${process.platform}-${process.arch}`);
+
+/** How a user gets a native addon where none loads (the install script says the same). */
+export const REBUILD_HINT = 'npm rebuild koala-optim builds it from source; it needs a C++17 compiler, cmake and make (nvcc too for the CUDA addon)';
+
+/**
+ * Note [addon search]: the files an addon `name` (koala_optim, koala_optim_cuda, koala_optim_dev)
+ * is looked for in, first that loads wins. The prebuild comes first: it is what the tarball ships
+ * and needs no install script, and the install script builds from source only where it does not
+ * load, so a consumer's build-cmake/ exists only where the prebuild is unusable. In the repository
+ * prebuilds/ exists only after `npm run prebuilds` (for packing): delete it after changing native
+ * code, or it shadows the fresh build.
+ */
+export function addonPaths(name: string): string[] {
+  return [join(PREBUILD_DIR, `${name}.node`), join(PACKAGE_ROOT, 'build-cmake', 'Release', `${name}.node`), join(PACKAGE_ROOT, 'build', 'Release', `${name}.node`)];
+}
 
 export interface LoadedAddon<M> {
   module: M | null;
@@ -57,8 +69,12 @@ let loaded: LoadedAddon<NativeModule> | null = null;
 
 function load(): LoadedAddon<NativeModule> {
   const explicit = process.env.KOALA_OPTIM_ADDON;
-  const paths = explicit ? [resolve(explicit)] : CANDIDATES;
-  loaded ??= loadAddon<NativeModule>(paths, `no built addon at ${paths.join(' or ')} (run npm run build:native)`);
+  if (!loaded) {
+    const paths = explicit ? [resolve(explicit)] : addonPaths('koala_optim');
+    const l = loadAddon<NativeModule>(paths, `no addon at ${paths.join(' or ')}`);
+    // The reason ends up in the js fallback's warning: it says how to get the native backend.
+    loaded = l.module ? l : { ...l, reason: `${l.reason}. ${REBUILD_HINT}` };
+  }
   return loaded;
 }
 

@@ -14,6 +14,7 @@
  * moves them, and after update); KOALA-V, whose predict leaves the parameters alone, writes once.
  * `stats` accumulates the time these copies take next to the time of the KOALA step itself.
  */
+import './tfjs-peer'; // before tfjs-core: its absence is a coded error
 import * as tf from '@tensorflow/tfjs-core';
 
 import { fail } from './errors';

@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import { KoalaError, type FloatArray, type KoalaMOptions, type KoalaVOptions } from '../lib';
 
 /**
- * The recorded runs of the official code, read where they are (never copied into the project):
- * ../shared/golden beside the checkout, or KOALA_GOLDEN_DIR (the GPU check, bench/gpu/, sets it).
+ * The recorded runs of the official code: test/fixtures/golden (test/fixtures/README.md says where
+ * they come from), or KOALA_GOLDEN_DIR (the GPU check, bench/gpu/, sets it).
  */
-export const GOLDEN_DIR = process.env.KOALA_GOLDEN_DIR ?? join(__dirname, '..', '..', 'shared', 'golden');
+export const GOLDEN_DIR = process.env.KOALA_GOLDEN_DIR ?? join(__dirname, 'fixtures', 'golden');
 
 export interface GoldenStep {
   lr: number;

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARRY=.gpu-carry
-GOLDEN=${KOALA_GOLDEN_DIR:-../shared/golden}
+GOLDEN=${KOALA_GOLDEN_DIR:-test/fixtures/golden}
 
 rm -rf "$CARRY"
 npm run build:native

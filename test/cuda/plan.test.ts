@@ -1,11 +1,10 @@
 // The chunk plan that maps thread blocks (CUDA) and work units (CPU) to layers: every element of
 // every layer in exactly one chunk, chunks never crossing a layer, in layer order; the CPU split
 // into thread ranges balanced by elements. Runs on the CPU, in CI.
-import { devAddon, devAddonStatus } from '../../bench/dev-addon';
+import { devKernels } from '../../bench/dev-addon';
 import { resnet50 } from '../../bench/lists';
 
-const dev = devAddon();
-if (!dev) throw new Error(`the development addon does not load: ${devAddonStatus().reason}`);
+const dev = devKernels();
 const plan = dev.planChunks;
 const CHUNK = dev.chunkElems;
 
