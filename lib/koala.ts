@@ -1,10 +1,9 @@
-import { NO_PENDING_PREDICT, type Backend, type BackendStep, type LayerStateKind } from './backend';
+import { type Backend, type BackendStep, type LayerStateKind } from './backend';
 import { CudaBackend } from './cuda';
 import { fail, KoalaError, nativeCall } from './errors';
 import {
   checkAttached,
   checkDeviceDescriptor,
-  dtypeOf,
   isDeviceDescriptor,
   validateLayers,
   type DeviceScalar,
@@ -24,6 +23,9 @@ import {
   type NonFinitePolicy,
 } from './options';
 import { ReferenceBackend } from './reference';
+import { parseStateDict, toStateDict, type FilterValues, type KoalaStateDict, type StateTarget } from './state';
+
+export type { KoalaStateDict } from './state';
 
 /**
  * Where a step stands. update() needs a predict() since the last applied update: calling it twice
@@ -64,29 +66,6 @@ export interface KoalaVState {
   R: number;
 }
 
-/** Plain, versioned, structured-clone-able optimizer state (parameters are the caller's). */
-export interface KoalaStateDict {
-  format: 'koala-optim';
-  version: 1;
-  optimizer: 'koala-m' | 'koala-v';
-  dtype: DType;
-  layers: { name: string; length: number }[];
-  step: number;
-  phase: Phase;
-  lr: number;
-  /** [P00, P01, P11, qX, sigma, R]; KOALA-V has zeros where KOALA-M's P and qX stand. */
-  filter: number[];
-  /**
-   * With lazy predict, after an update: the sum |a - x|^2 that the next predict() will use, its
-   * element-wise part being done already. null otherwise.
-   */
-  pendingPredict: number | null;
-  /** KOALA-M: per-layer velocities and parameter averages; empty for KOALA-V. */
-  velocities: FloatArray[];
-  averages: FloatArray[];
-}
-
-const STATE_VERSION = 1;
 let warnedFallback = false;
 
 /** Which implementation runs the steps: the CPU addon, the js reference, or the CUDA addon. */
@@ -149,10 +128,12 @@ abstract class KoalaBase {
 
   /** The learning rate of the next update(); schedules set it between steps. */
   get lr(): number {
+    this.live();
     return this.learningRate;
   }
 
   set lr(value: number) {
+    this.live();
     this.learningRate = checkNumber('lr', value, 'nonNegative');
   }
 
@@ -164,10 +145,11 @@ abstract class KoalaBase {
 
   /** Applied updates so far (on CUDA, reading it synchronizes with the stream). */
   get step(): number {
-    return this.filter()[7];
+    return this.filter().steps;
   }
 
   get phase(): Phase {
+    this.live();
     return this.currentPhase;
   }
 
@@ -191,6 +173,7 @@ abstract class KoalaBase {
    */
   update(loss: number | DeviceScalar, lossSq?: number | DeviceScalar): UpdateInfo {
     this.ready();
+    if (loss === undefined) fail('ERR_KOALA_INVALID_LOSS', 'update(loss, lossSq?) needs the minibatch mean loss, got none');
     const sq = lossSq === undefined && typeof loss === 'number' ? loss * loss : lossSq;
     for (const [value, name] of [[loss, 'loss'], [sq, 'lossSq']] as const) {
       if (typeof value === 'number') continue;
@@ -215,63 +198,29 @@ abstract class KoalaBase {
     return step === null ? this.deferred() : this.outcome(step);
   }
 
+  /** The optimizer's state as plain data (lib/state.ts); the parameters are the caller's to save. */
   stateDict(): KoalaStateDict {
     const momentum = this.variant === 0;
     const f = this.filter();
-    return {
-      format: 'koala-optim',
-      version: STATE_VERSION,
-      optimizer: momentum ? 'koala-m' : 'koala-v',
-      dtype: this.dtype,
-      layers: this.table.names.map((name, i) => ({ name, length: this.table.lengths[i] })),
-      step: f[7],
-      phase: this.currentPhase,
-      lr: this.learningRate,
-      filter: Array.from(f.subarray(0, 6)),
-      pendingPredict: f[6] === NO_PENDING_PREDICT ? null : f[6],
-      velocities: momentum ? this.layerStates(0) : [],
-      averages: momentum ? this.layerStates(1) : [],
-    };
+    return toStateDict(this.stateTarget(), this.table.names, f, this.currentPhase, this.learningRate,
+      momentum ? this.layerStates(0) : [], momentum ? this.layerStates(1) : []);
   }
 
-  /** Restores a stateDict() taken from an optimizer of the same kind over layers of the same sizes. */
+  /**
+   * Restores a stateDict() taken from an optimizer of the same kind over layers of the same sizes
+   * (also after a trip through JSON). All of it is validated before anything is written.
+   */
   loadStateDict(sd: KoalaStateDict): void {
     this.ready();
-    const bad = (why: string): never => fail('ERR_KOALA_INVALID_STATE', `loadStateDict: ${why}`);
-    if (typeof sd !== 'object' || sd === null || sd.format !== 'koala-optim') bad('not a koala-optim state dict');
-    if (sd.version !== STATE_VERSION) bad(`version ${String(sd.version)} is not supported (this build reads ${STATE_VERSION})`);
-    const momentum = this.variant === 0;
-    if (sd.optimizer !== (momentum ? 'koala-m' : 'koala-v')) bad(`it holds a ${String(sd.optimizer)} state`);
-    if (sd.dtype !== this.dtype) bad(`its dtype is ${String(sd.dtype)}, this optimizer's is ${this.dtype}`);
-    const lengths = this.table.lengths;
-    if (!Array.isArray(sd.layers) || sd.layers.length !== lengths.length || sd.layers.some((l, i) => l?.length !== lengths[i])) {
-      bad('its layer sizes differ from this optimizer\'s');
-    }
-    if (!Number.isSafeInteger(sd.step) || sd.step < 0) bad('step must be a non-negative integer');
-    if (sd.phase !== 'predicted' && sd.phase !== 'updated') bad('phase must be "predicted" or "updated"');
-    if (typeof sd.lr !== 'number' || !Number.isFinite(sd.lr) || sd.lr < 0) bad('lr must be a finite number >= 0');
-    if (!Array.isArray(sd.filter) || sd.filter.length !== 6 || !sd.filter.every((v) => typeof v === 'number' && Number.isFinite(v))) {
-      bad('filter must hold 6 finite numbers');
-    }
-    const pending = sd.pendingPredict;
-    if (pending !== null && !(typeof pending === 'number' && Number.isFinite(pending) && pending >= 0)) {
-      bad('pendingPredict must be null or a finite number >= 0');
-    }
-    const perLayer = momentum ? lengths.length : 0;
-    for (const key of ['velocities', 'averages'] as const) {
-      const arrays = sd[key];
-      // dtypeOf, not instanceof: a state cloned through another realm (a vm, a worker) holds its arrays.
-      if (!Array.isArray(arrays) || arrays.length !== perLayer || arrays.some((a, i) => dtypeOf(a) !== this.dtype || a.length !== lengths[i])) {
-        bad(`${key} must hold one ${this.dtype} array per layer, of the layer's length`);
-      }
-    }
+    const s = parseStateDict(sd, this.stateTarget());
+    const f = s.filter;
     nativeCall(() => {
-      this.impl.setFilter(Float64Array.of(...sd.filter, pending ?? NO_PENDING_PREDICT, sd.step));
-      sd.velocities.forEach((v, i) => this.impl.writeLayerState(0, i, v));
-      sd.averages.forEach((a, i) => this.impl.writeLayerState(1, i, a));
+      this.impl.setFilter(Float64Array.of(f.p00, f.p01, f.p11, f.qX, f.sigma, f.r, f.pending, f.steps));
+      s.velocities.forEach((v, i) => this.impl.writeLayerState(0, i, v));
+      s.averages.forEach((a, i) => this.impl.writeLayerState(1, i, a));
     });
-    this.currentPhase = sd.phase;
-    this.learningRate = sd.lr;
+    this.currentPhase = s.phase;
+    this.learningRate = s.lr;
   }
 
   /** Frees the native state; any later call throws ERR_KOALA_DISPOSED. Calling it twice is harmless. */
@@ -281,12 +230,33 @@ abstract class KoalaBase {
     this.impl.dispose();
   }
 
-  protected filter(): Float64Array {
+  protected filter(): FilterValues {
     this.ready();
-    return nativeCall(() => this.impl.getFilter());
+    return this.readFilter();
   }
 
-  protected layerStates(kind: LayerStateKind): FloatArray[] {
+  /** The backend's filter by name, without the call checks of ready(). */
+  private readFilter(): FilterValues {
+    const [p00, p01, p11, qX, sigma, r, pending, steps] = nativeCall(() => this.impl.getFilter());
+    return { p00, p01, p11, qX, sigma, r, pending, steps };
+  }
+
+  private stateTarget(): StateTarget {
+    return { variant: this.variant, dtype: this.dtype, lengths: this.table.lengths };
+  }
+
+  /**
+   * KOALA-M's per-layer state. The variant is checked here, at the edge: velocities() called on a
+   * KoalaV (KoalaM.prototype.velocities.call(v)) must not reach a backend that holds none.
+   */
+  protected static layerStatesOf(o: unknown, kind: LayerStateKind): FloatArray[] {
+    if (!KoalaBase.isOptimizer(o) || o.variant !== 0) {
+      fail('ERR_KOALA_INVALID_ARGUMENT', `${kind === 0 ? 'velocities' : 'paramAverages'}() is a KoalaM method, called on ${KoalaBase.isOptimizer(o) ? 'a KoalaV' : 'an object that is not a KoalaM'}`);
+    }
+    return o.layerStates(kind);
+  }
+
+  private layerStates(kind: LayerStateKind): FloatArray[] {
     this.ready();
     const Ctor = this.dtype === 'float32' ? Float32Array : Float64Array;
     return this.table.lengths.map((n, i) => {
@@ -296,8 +266,21 @@ abstract class KoalaBase {
     });
   }
 
-  protected ready(): void {
+  /** Whether `o` was built by this class (a brand check, which a prototype chain cannot fake). */
+  private static isOptimizer(o: unknown): o is KoalaBase {
+    return typeof o === 'object' && o !== null && #brand in o;
+  }
+
+  readonly #brand = true;
+
+  /** Every call but dispose(): not after dispose(). */
+  protected live(): void {
     if (this.disposed) fail('ERR_KOALA_DISPOSED', 'this optimizer was disposed');
+  }
+
+  /** Every call that touches the layers: live, and their buffers attached. */
+  protected ready(): void {
+    this.live();
     checkAttached(this.table);
   }
 
@@ -306,17 +289,17 @@ abstract class KoalaBase {
    * right after update()'s own checks (or a device read), so it reads the filter without repeating them.
    */
   private outcome(step: BackendStep): UpdateInfo {
-    const f = nativeCall(() => this.impl.getFilter());
+    const f = this.readFilter();
     if (step.status !== 0) {
       const reason = REASONS[step.status];
       if (this.onNonFinite === 'throw') {
         throw new KoalaError('ERR_KOALA_NON_FINITE', `update refused: ${reason.replace(/-/g, ' ')} (nothing was changed)`);
       }
-      return { applied: false, reason, step: f[7], skippedLayers: [], maxGain: 0, r: f[5] };
+      return { applied: false, reason, step: f.steps, skippedLayers: [], maxGain: 0, r: f.r };
     }
     const skippedLayers: number[] = [];
     if (step.skipped > 0) this.skipMask.forEach((s, i) => s && skippedLayers.push(i));
-    return { applied: true, reason: null, step: f[7], skippedLayers, maxGain: step.maxGain, r: f[5] };
+    return { applied: true, reason: null, step: f.steps, skippedLayers, maxGain: step.maxGain, r: f.r };
   }
 
   /** A device step's info: read from the device on first access to a field. */
@@ -345,17 +328,17 @@ export class KoalaM extends KoalaBase {
 
   get state(): KoalaMState {
     const f = this.filter();
-    return { step: this.step, phase: this.phase, P: [[f[0], f[1]], [f[1], f[2]]], R: f[5], qX: f[3] };
+    return { step: f.steps, phase: this.phase, P: [[f.p00, f.p01], [f.p01, f.p11]], R: f.r, qX: f.qX };
   }
 
   /** Copies of the per-layer velocities. */
   velocities(): FloatArray[] {
-    return this.layerStates(0);
+    return KoalaBase.layerStatesOf(this, 0);
   }
 
   /** Copies of the per-layer parameter averages (the EMA that drives q_x). */
   paramAverages(): FloatArray[] {
-    return this.layerStates(1);
+    return KoalaBase.layerStatesOf(this, 1);
   }
 }
 
@@ -367,6 +350,6 @@ export class KoalaV extends KoalaBase {
 
   get state(): KoalaVState {
     const f = this.filter();
-    return { step: this.step, phase: this.phase, sigma: f[4], R: f[5] };
+    return { step: f.steps, phase: this.phase, sigma: f.sigma, R: f.r };
   }
 }
