@@ -121,6 +121,12 @@ export function toStateDict(
  * rounding, and any variance below zero by more than that.
  */
 export const STATE_REL_TOL = 1e-6;
+/**
+ * The largest filter scalar a state may hold: far beyond what training reaches (P grows by Q per
+ * step from at most 1e12, Note [option ranges]), and small enough that the step's products of
+ * three of them (lr loss P, P m P) stay inside the double range.
+ */
+const STATE_MAX = 1e100;
 export const STATE_ABS_TOL = 1e-12;
 
 const typedLength = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Float32Array.prototype), 'length')!.get!;
@@ -149,7 +155,7 @@ export function parseStateDict(sd: unknown, target: StateTarget): ParsedState {
   if (phase !== 'predicted' && phase !== 'updated') bad('phase must be "predicted" or "updated"');
   if (typeof lr !== 'number' || !Number.isFinite(lr) || lr < 0 || lr > MAX_MAGNITUDE) bad(`lr must be a finite number in [0, ${MAX_MAGNITUDE}]`);
   const values = plainArray(filter, 6, 'filter', bad);
-  if (!values.every((v) => typeof v === 'number' && Number.isFinite(v))) bad('filter must hold 6 finite numbers');
+  if (!values.every((v) => typeof v === 'number' && Math.abs(v) <= STATE_MAX)) bad(`filter must hold 6 finite numbers, none beyond ${STATE_MAX} in size`);
   const [p00, p01, p11, qX, sigma, r] = values as number[];
   if (!(r > 0)) bad(`R (filter[5]) must be > 0, got ${r}`);
   if (!(qX >= 0)) bad(`qX (filter[3]) must be >= 0, got ${qX}`);

@@ -1,6 +1,9 @@
 // Misuse gets a KoalaError with a stable code before anything is modified; bad numbers (NaN, Inf)
 // are data: the step is refused as a whole and reported, or thrown with onNonFinite: 'throw'.
-import { KoalaError, KoalaM, KoalaV, type FloatArray, type KoalaStateDict } from '../../lib';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { ERROR_CODES, KoalaError, KoalaM, KoalaV, type FloatArray, type KoalaStateDict } from '../../lib';
 import { bitwiseEqual, errorCode, rng, snapshot } from '../helpers';
 
 type Opt = KoalaM | KoalaV;
@@ -420,4 +423,10 @@ describe.each(BACKENDS)('%s backend: the edges of the API', (backend) => {
     v.predict();
     expect(v.update(0.5, 0.3).applied).toBe(true);
   });
+});
+
+test("the README's error table lists every code, and no other", () => {
+  const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8');
+  const table = [...readme.matchAll(/^\| `(ERR_KOALA_[A-Z_]+)` \|/gm)].map((m) => m[1]);
+  expect([...table].sort()).toEqual([...ERROR_CODES].sort());
 });
