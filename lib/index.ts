@@ -2,7 +2,7 @@ export { KoalaM, KoalaV } from './koala';
 export type { BackendName, KoalaMState, KoalaStateDict, KoalaVState, Phase, SkipReason, UpdateInfo } from './koala';
 export { cuda } from './cuda';
 export type { CudaStatus } from './cuda';
-export { KoalaError } from './errors';
+export { ERROR_CODES, KoalaError } from './errors';
 export type { KoalaErrorCode } from './errors';
 export type { DeviceScalar, DeviceTensor, DType, FloatArray, Layer } from './layers';
 export type { BackendChoice, KoalaMOptions, KoalaVOptions, NonFinitePolicy } from './options';

@@ -4,7 +4,6 @@ import { fail, KoalaError, nativeCall } from './errors';
 import {
   checkAttached,
   checkDeviceDescriptor,
-  dtypeOf,
   isDeviceDescriptor,
   validateLayers,
   type DeviceScalar,
@@ -26,7 +25,6 @@ import {
 import {
   DTYPE,
   LAYER_STATE,
-  NO_PENDING_PREDICT,
   STEP_STATUS,
   VARIANT,
   type BackendStep,
@@ -36,6 +34,9 @@ import {
   type Variant,
 } from './protocol';
 import { ReferenceBackend } from './reference';
+import { parseStateDict, toStateDict, type KoalaStateDict, type StateTarget } from './state';
+
+export type { KoalaStateDict } from './state';
 
 /**
  * Where a step stands. update() needs a predict() since the last applied update: calling it twice
@@ -81,29 +82,6 @@ export interface KoalaVState {
   R: number;
 }
 
-/** Plain, versioned, structured-clone-able optimizer state (parameters are the caller's). */
-export interface KoalaStateDict {
-  format: 'koala-optim';
-  version: 1;
-  optimizer: 'koala-m' | 'koala-v';
-  dtype: DType;
-  layers: { name: string; length: number }[];
-  step: number;
-  phase: Phase;
-  lr: number;
-  /** [P00, P01, P11, qX, sigma, R]; KOALA-V has zeros where KOALA-M's P and qX stand. */
-  filter: number[];
-  /**
-   * With lazy predict, after an update: the sum |a - x|^2 that the next predict() will use, its
-   * element-wise part being done already. null otherwise.
-   */
-  pendingPredict: number | null;
-  /** KOALA-M: per-layer velocities and parameter averages; empty for KOALA-V. */
-  velocities: FloatArray[];
-  averages: FloatArray[];
-}
-
-const STATE_VERSION = 1;
 let warnedFallback = false;
 
 /** Which implementation runs the steps: the CPU addon, the js reference, or the CUDA addon. */
@@ -171,10 +149,12 @@ abstract class KoalaBase {
 
   /** The learning rate of the next update(); schedules set it between steps. */
   get lr(): number {
+    this.live();
     return this.learningRate;
   }
 
   set lr(value: number) {
+    this.live();
     this.learningRate = checkNumber('lr', value, 'nonNegative');
   }
 
@@ -190,6 +170,7 @@ abstract class KoalaBase {
   }
 
   get phase(): Phase {
+    this.live();
     return this.currentPhase;
   }
 
@@ -213,6 +194,7 @@ abstract class KoalaBase {
    */
   update(loss: number | DeviceScalar, lossSq?: number | DeviceScalar): UpdateInfo {
     this.ready();
+    if (loss === undefined) fail('ERR_KOALA_INVALID_LOSS', 'update(loss, lossSq?) needs the minibatch mean loss, got none');
     const sq = lossSq === undefined && typeof loss === 'number' ? loss * loss : lossSq;
     for (const [value, name] of [[loss, 'loss'], [sq, 'lossSq']] as const) {
       if (typeof value === 'number') continue;
@@ -234,64 +216,28 @@ abstract class KoalaBase {
     return step === null ? this.deferred() : this.outcome(step);
   }
 
+  /** The optimizer's state as plain data (lib/state.ts); the parameters are the caller's to save. */
   stateDict(): KoalaStateDict {
     const momentum = this.variant === VARIANT.momentum;
     const f = this.filter();
-    return {
-      format: 'koala-optim',
-      version: STATE_VERSION,
-      optimizer: momentum ? 'koala-m' : 'koala-v',
-      dtype: this.dtype,
-      layers: this.table.names.map((name, i) => ({ name, length: this.table.lengths[i] })),
-      step: f.steps,
-      phase: this.currentPhase,
-      lr: this.learningRate,
-      filter: [f.p00, f.p01, f.p11, f.qX, f.sigma, f.r],
-      pendingPredict: f.pending === NO_PENDING_PREDICT ? null : f.pending,
-      velocities: momentum ? this.layerStates(LAYER_STATE.velocity) : [],
-      averages: momentum ? this.layerStates(LAYER_STATE.average) : [],
-    };
+    return toStateDict(this.stateTarget(), this.table.names, f, this.currentPhase, this.learningRate,
+      momentum ? this.layerStates(LAYER_STATE.velocity) : [], momentum ? this.layerStates(LAYER_STATE.average) : []);
   }
 
-  /** Restores a stateDict() taken from an optimizer of the same kind over layers of the same sizes. */
+  /**
+   * Restores a stateDict() taken from an optimizer of the same kind over layers of the same sizes
+   * (also after a trip through JSON). All of it is validated before anything is written.
+   */
   loadStateDict(sd: KoalaStateDict): void {
     this.ready();
-    const bad = (why: string): never => fail('ERR_KOALA_INVALID_STATE', `loadStateDict: ${why}`);
-    if (typeof sd !== 'object' || sd === null || sd.format !== 'koala-optim') bad('not a koala-optim state dict');
-    if (sd.version !== STATE_VERSION) bad(`version ${String(sd.version)} is not supported (this build reads ${STATE_VERSION})`);
-    const momentum = this.variant === VARIANT.momentum;
-    if (sd.optimizer !== (momentum ? 'koala-m' : 'koala-v')) bad(`it holds a ${String(sd.optimizer)} state`);
-    if (sd.dtype !== this.dtype) bad(`its dtype is ${String(sd.dtype)}, this optimizer's is ${this.dtype}`);
-    const lengths = this.table.lengths;
-    if (!Array.isArray(sd.layers) || sd.layers.length !== lengths.length || sd.layers.some((l, i) => l?.length !== lengths[i])) {
-      bad('its layer sizes differ from this optimizer\'s');
-    }
-    if (!Number.isSafeInteger(sd.step) || sd.step < 0) bad('step must be a non-negative integer');
-    if (sd.phase !== 'predicted' && sd.phase !== 'updated') bad('phase must be "predicted" or "updated"');
-    if (typeof sd.lr !== 'number' || !Number.isFinite(sd.lr) || sd.lr < 0) bad('lr must be a finite number >= 0');
-    if (!Array.isArray(sd.filter) || sd.filter.length !== 6 || !sd.filter.every((v) => typeof v === 'number' && Number.isFinite(v))) {
-      bad('filter must hold 6 finite numbers');
-    }
-    const pending = sd.pendingPredict;
-    if (pending !== null && !(typeof pending === 'number' && Number.isFinite(pending) && pending >= 0)) {
-      bad('pendingPredict must be null or a finite number >= 0');
-    }
-    const perLayer = momentum ? lengths.length : 0;
-    for (const key of ['velocities', 'averages'] as const) {
-      const arrays = sd[key];
-      // dtypeOf, not instanceof: a state cloned through another realm (a vm, a worker) holds its arrays.
-      if (!Array.isArray(arrays) || arrays.length !== perLayer || arrays.some((a, i) => dtypeOf(a) !== this.dtype || a.length !== lengths[i])) {
-        bad(`${key} must hold one ${this.dtype} array per layer, of the layer's length`);
-      }
-    }
+    const s = parseStateDict(sd, this.stateTarget());
     nativeCall(() => {
-      const [p00, p01, p11, qX, sigma, r] = sd.filter;
-      this.impl.setFilter({ p00, p01, p11, qX, sigma, r, pending: pending ?? NO_PENDING_PREDICT, steps: sd.step });
-      sd.velocities.forEach((v, i) => this.impl.writeLayerState(LAYER_STATE.velocity, i, v));
-      sd.averages.forEach((a, i) => this.impl.writeLayerState(LAYER_STATE.average, i, a));
+      this.impl.setFilter(s.filter);
+      s.velocities.forEach((v, i) => this.impl.writeLayerState(LAYER_STATE.velocity, i, v));
+      s.averages.forEach((a, i) => this.impl.writeLayerState(LAYER_STATE.average, i, a));
     });
-    this.currentPhase = sd.phase;
-    this.learningRate = sd.lr;
+    this.currentPhase = s.phase;
+    this.learningRate = s.lr;
   }
 
   /** Frees the native state; any later call throws ERR_KOALA_DISPOSED. Calling it twice is harmless. */
@@ -303,10 +249,30 @@ abstract class KoalaBase {
 
   protected filter(): FilterSnapshot {
     this.ready();
+    return this.readFilter();
+  }
+
+  /** The backend's filter, without the call checks of ready(). */
+  private readFilter(): FilterSnapshot {
     return nativeCall(() => this.impl.getFilter());
   }
 
-  protected layerStates(kind: LayerStateKind): FloatArray[] {
+  private stateTarget(): StateTarget {
+    return { variant: this.variant, dtype: this.dtype, lengths: this.table.lengths };
+  }
+
+  /**
+   * KOALA-M's per-layer state. The variant is checked here, at the edge: velocities() called on a
+   * KoalaV (KoalaM.prototype.velocities.call(v)) must not reach a backend that holds none.
+   */
+  protected static layerStatesOf(o: unknown, kind: LayerStateKind): FloatArray[] {
+    if (!KoalaBase.isOptimizer(o) || o.variant !== VARIANT.momentum) {
+      fail('ERR_KOALA_INVALID_ARGUMENT', `${kind === LAYER_STATE.velocity ? 'velocities' : 'paramAverages'}() is a KoalaM method, called on ${KoalaBase.isOptimizer(o) ? 'a KoalaV' : 'an object that is not a KoalaM'}`);
+    }
+    return o.layerStates(kind);
+  }
+
+  private layerStates(kind: LayerStateKind): FloatArray[] {
     this.ready();
     const Ctor = this.dtype === 'float32' ? Float32Array : Float64Array;
     return this.table.lengths.map((n, i) => {
@@ -316,8 +282,21 @@ abstract class KoalaBase {
     });
   }
 
-  protected ready(): void {
+  /** Whether `o` was built by this class (a brand check, which a prototype chain cannot fake). */
+  private static isOptimizer(o: unknown): o is KoalaBase {
+    return typeof o === 'object' && o !== null && #brand in o;
+  }
+
+  readonly #brand = true;
+
+  /** Every call but dispose(): not after dispose(). */
+  protected live(): void {
     if (this.disposed) fail('ERR_KOALA_DISPOSED', 'this optimizer was disposed');
+  }
+
+  /** Every call that touches the layers: live, and their buffers attached. */
+  protected ready(): void {
+    this.live();
     checkAttached(this.table);
   }
 
@@ -326,7 +305,7 @@ abstract class KoalaBase {
    * right after update()'s own checks (or a device read), so it reads the filter without repeating them.
    */
   private outcome(step: BackendStep): UpdateInfo {
-    const f = nativeCall(() => this.impl.getFilter());
+    const f = this.readFilter();
     if (step.status !== STEP_STATUS.applied) {
       const reason = REASONS[step.status];
       if (this.onNonFinite === 'throw') {
@@ -370,12 +349,12 @@ export class KoalaM extends KoalaBase {
 
   /** Copies of the per-layer velocities. */
   velocities(): FloatArray[] {
-    return this.layerStates(LAYER_STATE.velocity);
+    return KoalaBase.layerStatesOf(this, LAYER_STATE.velocity);
   }
 
   /** Copies of the per-layer parameter averages (the EMA that drives q_x). */
   paramAverages(): FloatArray[] {
-    return this.layerStates(LAYER_STATE.average);
+    return KoalaBase.layerStatesOf(this, LAYER_STATE.average);
   }
 }
 
