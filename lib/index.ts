@@ -8,5 +8,6 @@ export type { DeviceScalar, DeviceTensor, DType, FloatArray, Layer } from './lay
 export type { BackendChoice, KoalaMOptions, KoalaVOptions, NonFinitePolicy } from './options';
 export { nativeStatus } from './native';
 export type { NativeStatus } from './native';
+export type { FilterSnapshot, PredictMoved } from './protocol';
 export { cosineLr, LrScheduler, multiStepLr, stepLr } from './schedules';
 export type { CosineLrOptions, HasLr, LrSchedule, MultiStepLrOptions, StepLrOptions } from './schedules';

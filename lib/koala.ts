@@ -30,6 +30,7 @@ import {
   type BackendStep,
   type FilterSnapshot,
   type LayerStateKind,
+  type PredictMoved,
   type StepStatus,
   type Variant,
 } from './protocol';
@@ -130,7 +131,9 @@ abstract class KoalaBase {
   private readonly skipMask: Uint8Array;
   private readonly onNonFinite: NonFinitePolicy;
   private learningRate: number;
-  private currentPhase: Phase = 'updated';
+  // null: the last update's outcome is still on the device (Note [one phase rule]).
+  private currentPhase: Phase | null = 'updated';
+  private lastOutcome: BackendStep | null = null; // the last update's outcome, once read
   private updates = 0; // update() calls, to tell a device step's info from a later one's
   private disposed = false;
 
@@ -169,16 +172,27 @@ abstract class KoalaBase {
     return this.filter().steps;
   }
 
+  /**
+   * 'predicted' after predict() and after a refused update(), 'updated' after an applied one. On
+   * CUDA, right after update(), reading it reads the step's outcome (a synchronization).
+   */
   get phase(): Phase {
     this.live();
-    return this.currentPhase;
+    return this.settledPhase();
   }
 
-  /** Before the forward pass: moves the parameters to the filter's prediction. */
-  predict(): void {
+  /**
+   * Before the forward pass: moves the parameters to the filter's prediction. Returns whether it
+   * moved them (for adapters that mirror the parameters elsewhere): KOALA-M's x += v does, KOALA-V's
+   * predict does not, nor a lazy predict whose element-wise part the last applied update did
+   * already (after a refused one it does). Exact on host layers; on CUDA with lazy predict it is
+   * 'unknown' while the last update's outcome has not been read (see PredictMoved).
+   */
+  predict(): PredictMoved {
     this.ready();
-    nativeCall(() => this.impl.predict());
+    const moved = nativeCall(() => this.impl.predict());
     this.currentPhase = 'predicted';
+    return moved;
   }
 
   /**
@@ -190,7 +204,8 @@ abstract class KoalaBase {
    *
    * With CUDA layers the step is launched on the stream and nothing is read back: the returned
    * info reads the outcome from the device when one of its fields is first read (read it before
-   * the next update()), and onNonFinite: 'throw' throws then.
+   * the next update()), and onNonFinite: 'throw' throws then. The phase follows the outcome on
+   * every backend (Note [one phase rule]).
    */
   update(loss: number | DeviceScalar, lossSq?: number | DeviceScalar): UpdateInfo {
     this.ready();
@@ -205,22 +220,24 @@ abstract class KoalaBase {
       if (d.deviceId !== this.table.deviceId) fail('ERR_KOALA_INVALID_DEVICE_POINTER', `${name} is on cuda:${d.deviceId}, the layers on cuda:${this.table.deviceId}`);
     }
     if (typeof sq === 'number' && sq < 0) fail('ERR_KOALA_INVALID_LOSS', `lossSq is a mean of squares and cannot be negative, got ${sq}`);
-    if (this.currentPhase !== 'predicted') {
+    if (this.settledPhase() !== 'predicted') {
       fail('ERR_KOALA_PREDICT_REQUIRED', 'update() needs a predict() since the last applied update (call predict() before the forward pass)');
     }
     const lossSqArg = sq as number | DeviceScalar;
+    nativeCall(() => this.impl.update(loss, lossSqArg, this.learningRate));
     this.updates++;
-    const step = nativeCall(() => this.impl.update(loss, lossSqArg, this.learningRate));
-    // On CUDA the outcome is on the device (see above): the phase moves on as for an applied step.
-    if (step === null || step.status === STEP_STATUS.applied) this.currentPhase = 'updated';
-    return step === null ? this.deferred() : this.outcome(step);
+    this.lastOutcome = null;
+    this.currentPhase = null;
+    if (this.impl.deferred) return this.deferredInfo();
+    this.settledPhase();
+    return this.outcome(this.readOutcome());
   }
 
   /** The optimizer's state as plain data (lib/state.ts); the parameters are the caller's to save. */
   stateDict(): KoalaStateDict {
     const momentum = this.variant === VARIANT.momentum;
     const f = this.filter();
-    return toStateDict(this.stateTarget(), this.table.names, f, this.currentPhase, this.learningRate,
+    return toStateDict(this.stateTarget(), this.table.names, f, this.settledPhase(), this.learningRate,
       momentum ? this.layerStates(LAYER_STATE.velocity) : [], momentum ? this.layerStates(LAYER_STATE.average) : []);
   }
 
@@ -237,6 +254,7 @@ abstract class KoalaBase {
       s.averages.forEach((a, i) => this.impl.writeLayerState(LAYER_STATE.average, i, a));
     });
     this.currentPhase = s.phase;
+    this.lastOutcome = null;
     this.learningRate = s.lr;
   }
 
@@ -300,6 +318,24 @@ abstract class KoalaBase {
     checkAttached(this.table);
   }
 
+  // Note [one phase rule]
+  // Every backend follows one rule: update() leaves the phase at 'predicted' when the step was
+  // refused (nothing changed, the trainer may try again) and moves it to 'updated' when it was
+  // applied. The host backends know the outcome when update() returns. CUDA does not without a
+  // synchronization, so its phase stays unsettled (null) until something needs it: the `phase`
+  // getter, stateDict() and the next update() read the outcome then (a wait for the step), while
+  // predict() needs no outcome (it is allowed in either phase) and settles the phase itself.
+  private settledPhase(): Phase {
+    this.currentPhase ??= this.readOutcome().status === STEP_STATUS.applied ? 'updated' : 'predicted';
+    return this.currentPhase;
+  }
+
+  /** The last update's outcome, read from the backend once. */
+  private readOutcome(): BackendStep {
+    this.lastOutcome ??= nativeCall(() => this.impl.lastStep());
+    return this.lastOutcome;
+  }
+
   /**
    * The info of a step from its outcome; a refused step throws with onNonFinite: 'throw'. Called
    * right after update()'s own checks (or a device read), so it reads the filter without repeating them.
@@ -319,13 +355,14 @@ abstract class KoalaBase {
   }
 
   /** A device step's info: read from the device on first access to a field. */
-  private deferred(): UpdateInfo {
+  private deferredInfo(): UpdateInfo {
     const seq = this.updates;
     let info: UpdateInfo | null = null;
     const read = (): UpdateInfo => {
       if (info) return info;
       if (seq !== this.updates) fail('ERR_KOALA_STALE_INFO', 'this info belongs to an earlier update(): read it before the next update()');
-      info = this.outcome(nativeCall(() => this.impl.lastStep!()));
+      this.settledPhase();
+      info = this.outcome(this.readOutcome());
       return info;
     };
     const fields = ['applied', 'reason', 'step', 'skippedLayers', 'maxGain', 'r'] as const;

@@ -52,7 +52,6 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
   /** Statistics of the adapter's work, for logging its overhead. */
   readonly stats: AdapterStats = { steps: 0, copyMs: 0, koalaMs: 0 };
   private readonly variant: 0 | 1;
-  private readonly predictMoves: boolean;
   private learningRate: number;
   private binding: Binding | null = null;
   /** A state from setWeights() before the variables are known; loaded when they are. */
@@ -63,12 +62,11 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
   private perSampleLossSq: number | null = null;
   private lastInfo: UpdateInfo | null = null;
 
-  protected constructor(variant: 0 | 1, options: O, predictMoves: boolean) {
+  protected constructor(variant: 0 | 1, options: O) {
     super();
     normalizeOptions(variant, options); // throws a KoalaError on a bad option, before any step
     this.variant = variant;
     this.options = { ...options };
-    this.predictMoves = predictMoves;
     this.learningRate = options.lr ?? 1;
   }
 
@@ -102,10 +100,11 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
     const b = this.bind(varList);
     this.readChanged(b);
     const t0 = performance.now();
-    b.koala.predict();
+    // Host arrays: predict() knows whether it moved them (a lazy predict after an applied update does not).
+    const moved = b.koala.predict();
     const t1 = performance.now();
     this.stats.koalaMs += t1 - t0;
-    if (this.predictMoves) this.writeBack(b);
+    if (moved) this.writeBack(b);
     this.stats.copyMs += performance.now() - t1;
     this.perSampleLossSq = null;
     this.observation = null;
@@ -292,8 +291,7 @@ export class KoalaMOptimizer extends KoalaOptimizerBase<KoalaMOptions> {
   static readonly className = 'KoalaM';
 
   constructor(options: KoalaMOptions = {}) {
-    // With lazy predict the update leaves the parameters predicted already: predict moves nothing.
-    super(0, options, options.lazyPredict !== true);
+    super(0, options);
   }
 }
 
@@ -302,7 +300,7 @@ export class KoalaVOptimizer extends KoalaOptimizerBase<KoalaVOptions> {
   static readonly className = 'KoalaV';
 
   constructor(options: KoalaVOptions = {}) {
-    super(1, options, false);
+    super(1, options);
   }
 }
 

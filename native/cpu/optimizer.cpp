@@ -75,18 +75,15 @@ void CpuOptimizer::for_chunks(Fn&& fn) {
   }
 }
 
-void CpuOptimizer::predict(const LayerBuffers* layers) {
-  if (dtype_ == DType::kFloat32) {
-    predict_impl<float>(layers);
-  } else {
-    predict_impl<double>(layers);
-  }
+bool CpuOptimizer::predict(const LayerBuffers* layers) {
+  return dtype_ == DType::kFloat32 ? predict_impl<float>(layers) : predict_impl<double>(layers);
 }
 
 template <class T>
-void CpuOptimizer::predict_impl(const LayerBuffers* layers) {
+bool CpuOptimizer::predict_impl(const LayerBuffers* layers) {
   const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
   double sum_sq_diff = 0.0;
+  bool moved = false;
   if (scalars_.pending != kNoPendingPredict) {
     sum_sq_diff = scalars_.pending;  // the element-wise part was done by the last update
     scalars_.pending = kNoPendingPredict;
@@ -98,8 +95,10 @@ void CpuOptimizer::predict_impl(const LayerBuffers* layers) {
       chunk_diff_[c] = kernels.momentum_predict(x, v, a, ch.size, config_.kappa);
     });
     sum_sq_diff = sum_chunk_diffs();
+    moved = true;
   }
   filter_predict(config_, scalars_.filter, sum_sq_diff, static_cast<double>(plan_.total_elems()));
+  return moved;
 }
 
 double CpuOptimizer::sum_chunk_diffs() const {

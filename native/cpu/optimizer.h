@@ -35,8 +35,10 @@ class CpuOptimizer {
                const FilterState& initial, int threads, bool lazy_predict);
   ~CpuOptimizer();
 
-  // Element pass (KOALA-M: x += v, v *= kappa and sum |a - x|^2) and the scalar predict.
-  void predict(const LayerBuffers* layers);
+  // Element pass (KOALA-M: x += v, v *= kappa and sum |a - x|^2) and the scalar predict. Returns
+  // whether the parameters moved: not for KOALA-V, nor when the last update did the element pass
+  // already (Note [lazy predict]).
+  bool predict(const LayerBuffers* layers);
   // Stats pass, the step sequence (Note [step sequence], core/step.h), update pass. skip_mask[l] is
   // set to 1 for each layer skipped by |g_l| < eps, else 0. When the status is not kApplied nothing
   // was modified.
@@ -56,7 +58,7 @@ class CpuOptimizer {
   void* layer_state(LayerStateKind kind, std::size_t l);
 
  private:
-  template <class T> void predict_impl(const LayerBuffers* layers);
+  template <class T> bool predict_impl(const LayerBuffers* layers);
   template <class T> StepReport update_impl(const LayerBuffers* layers, double loss, double loss_sq,
                                             double lr, std::uint8_t* skip_mask);
   template <class Fn> void for_chunks(Fn&& fn);

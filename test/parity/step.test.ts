@@ -87,3 +87,29 @@ test('native and js agree on every guard, step by step', () => {
   expect(runs[1].state.step).toBe(9);
   expect(runs[0].state.step).toBe(9);
 });
+
+describe.each(BACKENDS)('%s backend: predict() tells whether it moved the parameters', (backend) => {
+  const run = (variant: 'm' | 'v', lazyPredict: boolean) => {
+    const params = [Float64Array.from({ length: 9 }, (_, i) => Math.sin(i))];
+    const grads = [Float64Array.from({ length: 9 }, (_, i) => Math.cos(i))];
+    const layers = [{ param: params[0], grad: grads[0] }];
+    const opt = variant === 'm' ? new KoalaM(layers, { backend, lazyPredict }) : new KoalaV(layers, { backend });
+    const moves: boolean[] = [];
+    const predict = () => {
+      const before = params[0].slice();
+      const moved = opt.predict();
+      expect(typeof moved).toBe('boolean'); // host backends know
+      expect(moved).toBe(!before.every((v, i) => v === params[0][i])); // and say what happened
+      moves.push(moved as boolean);
+    };
+    expect(opt.predict()).toBe(variant === 'm'); // the element pass runs (on zero velocities: no value changes)
+    opt.update(0.5); // applied: the velocities are not zero any more
+    predict();
+    expect(opt.update(NaN).applied).toBe(false); // refused: a lazy update did no element pass
+    predict();
+    return moves;
+  };
+  test('KOALA-M: always', () => expect(run('m', false)).toEqual([true, true]));
+  test('KOALA-M lazy: only when the last update was refused', () => expect(run('m', true)).toEqual([false, true]));
+  test('KOALA-V: never', () => expect(run('v', false)).toEqual([false, false]));
+});
