@@ -128,7 +128,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("streamTriad", Napi::Function::New<StreamTriad>(env, "streamTriad"));
   exports.Set("adamStep", Napi::Function::New<AdamStep>(env, "adamStep"));
   exports.Set("chunkElems", static_cast<double>(koala::kChunkElems));
-  exports.Set("isa", Napi::String::New(env, koala::cpu::cpu_kernels().isa));
+  exports.Set("isa", Napi::String::New(env, koala::cpu::selected_isa().description));
   return exports;
 }
 
