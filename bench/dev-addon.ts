@@ -21,6 +21,11 @@ export interface DevAddon {
   // The benchmark's reference kernels (native/dev/bench_kernels.h), over Float32Arrays.
   streamCopy(a: Float32Array, b: Float32Array, threads: number): void;
   streamTriad(a: Float32Array, b: Float32Array, c: Float32Array, s: number, threads: number): void;
+  /**
+   * The calling thread's MXCSR (SSE floating-point control) before the call, set to `value` if
+   * given; -1 where there is none (not x86-64). For the floating-point mode tests.
+   */
+  mxcsr(value?: number): number;
   /** One fused Adam step; hyper = [lr, beta1, beta2, eps, step]. */
   adamStep(x: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, hyper: Float64Array, threads: number): void;
 }

@@ -39,10 +39,10 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
       gains_(sizes_.size()) {
   const std::size_t useful = plan_.total_elems() / kMinElemsPerThread;
   if (threads > 1 && useful > 1) {
-    const int n = static_cast<int>(useful < static_cast<std::size_t>(threads) ? useful : threads);
-    pool_ = std::make_unique<ThreadPool>(n);
+    threads_ = static_cast<int>(useful < static_cast<std::size_t>(threads) ? useful : threads);
+    ThreadPool::shared().reserve(threads_ - 1);
   }
-  bounds_ = plan_.partition(pool_ ? pool_->size() : 1);
+  bounds_ = plan_.partition(threads_);
   if (config_.variant == Variant::kMomentum) {
     // Each layer starts on a 64-byte boundary so that its loops begin aligned.
     const std::size_t per_line = kStateAlign / elem_bytes();
@@ -71,11 +71,7 @@ void CpuOptimizer::for_chunks(Fn&& fn) {
   const auto run_part = [&](int t) {
     for (std::size_t c = bounds_[t]; c < bounds_[t + 1]; ++c) fn(c, plan_.chunks()[c]);
   };
-  if (pool_) {
-    pool_->run(run_part);
-  } else {
-    run_part(0);
-  }
+  ThreadPool::shared().run(threads_, run_part);
 }
 
 void CpuOptimizer::predict(const LayerBuffers* layers) {

@@ -53,7 +53,7 @@ class CpuOptimizer {
   void set_applied_steps(double steps) { applied_steps_ = steps; }
   DType dtype() const { return dtype_; }
   // Threads a pass runs on: the option, capped so that each gets kMinElemsPerThread elements.
-  int threads() const { return pool_ ? pool_->size() : 1; }
+  int threads() const { return threads_; }
   std::size_t num_layers() const { return sizes_.size(); }
   std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
   std::size_t elem_bytes() const { return dtype_ == DType::kFloat32 ? 4 : 8; }
@@ -75,8 +75,8 @@ class CpuOptimizer {
   double pending_sum_ = kNoPendingPredict;
   double applied_steps_ = 0;
   ChunkPlan plan_;
-  std::unique_ptr<ThreadPool> pool_;  // null when one thread is asked for or the model is small
-  std::vector<std::size_t> bounds_;   // plan_.partition(threads)
+  int threads_ = 1;                   // parts of a pass, on the shared pool (Note [shared pool])
+  std::vector<std::size_t> bounds_;   // plan_.partition(threads_)
   std::vector<std::size_t> state_offsets_;  // element offset of each layer in velocity_/average_
   void* velocity_ = nullptr;                // 64-byte aligned, zero-initialized
   void* average_ = nullptr;
