@@ -14,6 +14,8 @@ namespace {
 constexpr std::size_t kStateAlign = 64;
 // Below this many elements per thread, waking the workers costs more than it saves.
 constexpr std::size_t kMinElemsPerThread = std::size_t{1} << 16;
+// Parts of a pass per thread, claimed one at a time (Note [shared pool], cpu/pool.h).
+constexpr int kPartsPerThread = 4;
 
 void* alloc_zeroed(std::size_t bytes) {
   const std::size_t rounded = (bytes + kStateAlign - 1) / kStateAlign * kStateAlign;
@@ -42,7 +44,7 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
     threads_ = static_cast<int>(useful < static_cast<std::size_t>(threads) ? useful : threads);
     ThreadPool::shared().reserve(threads_ - 1);
   }
-  bounds_ = plan_.partition(threads_);
+  bounds_ = plan_.partition(threads_ == 1 ? 1 : threads_ * kPartsPerThread);
   if (config_.variant == Variant::kMomentum) {
     // Each layer starts on a 64-byte boundary so that its loops begin aligned.
     const std::size_t per_line = kStateAlign / elem_bytes();
@@ -71,7 +73,7 @@ void CpuOptimizer::for_chunks(Fn&& fn) {
   const auto run_part = [&](int t) {
     for (std::size_t c = bounds_[t]; c < bounds_[t + 1]; ++c) fn(c, plan_.chunks()[c]);
   };
-  ThreadPool::shared().run(threads_, run_part);
+  ThreadPool::shared().run(threads_, static_cast<int>(bounds_.size()) - 1, run_part);
 }
 
 void CpuOptimizer::predict(const LayerBuffers* layers) {

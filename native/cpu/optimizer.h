@@ -76,7 +76,7 @@ class CpuOptimizer {
   double applied_steps_ = 0;
   ChunkPlan plan_;
   int threads_ = 1;                   // parts of a pass, on the shared pool (Note [shared pool])
-  std::vector<std::size_t> bounds_;   // plan_.partition(threads_)
+  std::vector<std::size_t> bounds_;   // the parts of a pass: plan_.partition(a few per thread)
   std::vector<std::size_t> state_offsets_;  // element offset of each layer in velocity_/average_
   void* velocity_ = nullptr;                // 64-byte aligned, zero-initialized
   void* average_ = nullptr;

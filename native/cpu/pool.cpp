@@ -99,26 +99,31 @@ void ThreadPool::reserve(int helpers) {
   }
 }
 
-void ThreadPool::run_parts(int parts, Task task) {
+void ThreadPool::run_parts(int threads, int parts, Task task) {
   FpuModeGuard fpu;
   const int available = count_.load(std::memory_order_acquire);
-  if (parts <= 1 || available == 0 || busy_.exchange(true, std::memory_order_acquire)) {
+  if (threads <= 1 || parts <= 1 || available == 0 || busy_.exchange(true, std::memory_order_acquire)) {
     for (int p = 0; p < parts; ++p) task.call(task.fn, p);
     return;
   }
-  const int helpers = parts - 1 < available ? parts - 1 : available;
+  int helpers = threads - 1 < available ? threads - 1 : available;
+  if (helpers > parts - 1) helpers = parts - 1;
   task_ = task;
   parts_ = parts;
   next_part_.store(0, std::memory_order_relaxed);
-  active_helpers_.store(helpers, std::memory_order_relaxed);
-  for (int i = 0; i < helpers; ++i) helpers_[i]->wake();  // publishes the fields above
+  const std::uint64_t generation = (state_.load(std::memory_order_relaxed) & ~(kGeneration - 1)) + kGeneration;
+  state_.store(generation);  // open, nobody inside; publishes the fields above
+  for (int i = 0; i < helpers; ++i) helpers_[i]->wake();
   claim_parts();
-  const auto done = [this] { return active_helpers_.load() == 0; };
-  if (!spin_until(done)) {
-    caller_sleeping_.store(true);
-    std::unique_lock<std::mutex> lock(done_mu_);
-    done_cv_.wait(lock, done);
-    caller_sleeping_.store(false);
+  const std::uint64_t inside_mask = kClosed - 1;
+  if ((state_.fetch_or(kClosed) & inside_mask) != 0) {
+    const auto done = [&] { return (state_.load() & inside_mask) == 0; };
+    if (!spin_until(done)) {
+      caller_sleeping_.store(true);
+      std::unique_lock<std::mutex> lock(done_mu_);
+      done_cv_.wait(lock, done);
+      caller_sleeping_.store(false);
+    }
   }
   busy_.store(false, std::memory_order_release);
 }
@@ -139,11 +144,20 @@ void ThreadPool::helper_main(Helper& helper) {
       helper.sleeping.store(false);
     }
     seen = helper.ticket.load();
-    claim_parts();
-    if (active_helpers_.fetch_sub(1) == 1 && caller_sleeping_.load()) {
-      { std::lock_guard<std::mutex> lock(done_mu_); }
-      done_cv_.notify_one();
-    }
+    help();
+  }
+}
+
+void ThreadPool::help() {
+  std::uint64_t s = state_.load();
+  do {
+    if (s & kClosed) return;  // its caller ran every part already
+  } while (!state_.compare_exchange_weak(s, s + kInside));
+  claim_parts();
+  const std::uint64_t before = state_.fetch_sub(kInside);
+  if ((before & kClosed) && (before & (kClosed - 1)) == kInside && caller_sleeping_.load()) {
+    { std::lock_guard<std::mutex> lock(done_mu_); }
+    done_cv_.notify_one();
   }
 }
 

@@ -6,7 +6,8 @@
 // number of helpers any optimizer asked for, never beyond, so thousands of optimizers, live or
 // dropped, cost no thread each. A pass is cut into parts that the calling thread and the helpers
 // claim one at a time; which thread runs which part never enters the result (Note [deterministic
-// sums], core/plan.h). The pool runs one pass at a time: a pass that finds it busy (another JS
+// sums], core/plan.h); an optimizer cuts a pass into a few parts per thread, so that a helper the
+// system is slow to schedule holds up little. The pool runs one pass at a time: a pass that finds it busy (another JS
 // thread's optimizer, from a worker_thread) runs all its parts on its own calling thread instead of
 // waiting, so no pass ever waits for another and nothing can deadlock; results stay the same. The
 // pool lives until the process exits (it is never destroyed, so no thread outlives what it uses).
@@ -62,11 +63,11 @@ class ThreadPool {
   void reserve(int helpers);
   int helpers() const { return count_.load(std::memory_order_acquire); }
 
-  // Runs fn(part) for every part in [0, parts) on the calling thread and at most parts - 1 helpers,
-  // in the default floating-point mode, and returns when all have returned.
+  // Runs fn(part) for every part in [0, parts) on the calling thread and at most threads - 1
+  // helpers, in the default floating-point mode, and returns when all have returned.
   template <class Fn>
-  void run(int parts, const Fn& fn) {
-    run_parts(parts, Task{&call<Fn>, &fn});
+  void run(int threads, int parts, const Fn& fn) {
+    run_parts(threads, parts, Task{&call<Fn>, &fn});
   }
 
  private:
@@ -81,21 +82,27 @@ class ThreadPool {
   static void call(const void* fn, int part) {
     (*static_cast<const Fn*>(fn))(part);
   }
-  void run_parts(int parts, Task task);
+  void run_parts(int threads, int parts, Task task);
   void claim_parts();  // runs unclaimed parts of the current pass until none is left
+  void help();         // a helper's turn: joins the current pass if it is still open
   void helper_main(Helper& helper);
 
   std::mutex grow_mu_;
   std::array<std::unique_ptr<Helper>, kMaxHelpers> helpers_;
   std::atomic<int> count_{0};
 
-  // The current pass; one at a time (busy_).
+  // The current pass; one at a time (busy_). state_ packs the pass's generation, whether it is
+  // closed (its caller has run out of parts and waits) and how many helpers are in it: a helper
+  // that wakes after the close stays out, so the caller never waits for one that has not started.
   std::atomic<bool> busy_{false};
   Task task_{nullptr, nullptr};
   int parts_ = 0;
   std::atomic<int> next_part_{0};
-  std::atomic<int> active_helpers_{0};
-  // The calling thread sleeps here when the helpers take longer than kSpin.
+  std::atomic<std::uint64_t> state_{kClosed};
+  static constexpr std::uint64_t kInside = 1;           // one helper in the pass
+  static constexpr std::uint64_t kClosed = 1u << 16;    // above any count of helpers
+  static constexpr std::uint64_t kGeneration = 1u << 17;
+  // The calling thread sleeps here when the helpers inside take longer than kSpin.
   std::mutex done_mu_;
   std::condition_variable done_cv_;
   std::atomic<bool> caller_sleeping_{false};

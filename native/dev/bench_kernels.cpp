@@ -35,7 +35,7 @@ const BenchKernelSet& bench_kernels() {
 template <class Body>
 void split(int threads, std::size_t n, Body&& body) {
   ThreadPool::shared().reserve(threads - 1);
-  ThreadPool::shared().run(threads, [&](int t) {
+  ThreadPool::shared().run(threads, threads, [&](int t) {
     const std::size_t parts = static_cast<std::size_t>(threads);
     body(n * t / parts, n * (t + 1) / parts);
   });
