@@ -62,7 +62,7 @@ test('the AVX-512, AVX2 and baseline passes agree bitwise, at 1 and 2 threads', 
   console.log(`bitwise equal: ${ran.join(', ')}`);
 });
 
-test('without KOALA_OPTIM_ISA the widest supported set runs; an unknown name falls back to it and says so', () => {
+test('without KOALA_OPTIM_ISA the default set runs; an unknown name falls back to it and says so', () => {
   const chosen = run(undefined);
   expect(ISAS).toContain(chosen.isa);
   const unknown = run('sse9');

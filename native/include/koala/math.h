@@ -43,13 +43,27 @@ KOALA_HD void accumulate_stats(Value<V> g, Value<V> x, double wd, Value<V>& hh, 
   gg += g * g;
 }
 
+// KOALA-M predict, the sum's term: (a - x)^2.
+template <class V = double>
+KOALA_HD V squared_gap(Value<V> a, Value<V> x) {
+  const V d = a - x;
+  return d * d;
+}
+
+// KOALA-M predict, the move: x += v, v *= kappa. S is the type kappa is multiplied in (Note
+// [float32 predict], cpu/passes.h).
+template <class V = double, class S = double>
+KOALA_HD void momentum_advance(Value<V>& x, Value<V>& v, Value<S> kappa) {
+  x = x + v;
+  v = kappa * v;
+}
+
 // KOALA-M predict, one element: returns (a - x)^2 on the pre-predict x, then x += v, v *= kappa.
 template <class V = double>
 KOALA_HD V momentum_predict(Value<V>& x, Value<V>& v, Value<V> a, double kappa) {
-  const V d = a - x;
-  x = x + v;
-  v = kappa * v;
-  return d * d;
+  const V d2 = squared_gap<V>(a, x);
+  momentum_advance<V>(x, v, kappa);
+  return d2;
 }
 
 // KOALA-M update, one element: x -= K1 h, v -= K2 h, a <- 0.9 a + 0.1 x (the updated x).
