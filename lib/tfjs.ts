@@ -308,7 +308,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
     this.predictPending = typeof sd.pendingPredict === 'number';
   }
 
-  /** The options, lr as it is now; the inherited fromConfig() builds the optimizer back from them. */
+  /** The options, lr as it is now; fromConfig() builds the optimizer back from them. */
   override getConfig(): ConfigDict {
     return { ...(this.options as unknown as ConfigDict), lr: this.lr };
   }
@@ -337,7 +337,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
     const grads = variables.map((v) => new Float32Array(v.size));
     const layers = variables.map((v, i) => ({ name: v.name, param: params[i], grad: grads[i] }));
     const total = variables.reduce((n, v) => n + v.size, 0);
-    const options = { threads: inLoopThreads(total), ...this.options, lr: this.learningRate };
+    const options = { ...this.options, threads: this.options.threads ?? inLoopThreads(total), lr: this.learningRate };
     const koala = this.variant === 0 ? new KoalaM(layers, options) : new KoalaV(layers, options as KoalaVOptions);
     if (this.pendingState) {
       try {
