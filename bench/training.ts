@@ -25,7 +25,7 @@
  * bench/RESULTS.md, in place of its section of the same heading (appended if it has none).
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus } from 'node:os';
+import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 
 import * as tf from '@tensorflow/tfjs-core';
@@ -146,6 +146,7 @@ function lockstep(config: ExperimentConfig, seed: number, split: ReturnType<type
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   const started = performance.now();
+  const loadAtStart = loadavg()[0];
   const base: ExperimentConfig = { ...DEFAULTS, epochs: o.epochs };
   const backend = await initBackend(base.backend);
   if (backend.name !== 'wasm') throw new Error(`the wasm backend did not start: ${backend.fallback}`);
@@ -186,7 +187,7 @@ async function main(): Promise<void> {
   const md = [
     HEADING,
     '',
-    `Machine: ${cpus()[0]?.model ?? 'unknown'}, ${availableParallelism()} cores, Node ${process.version}; tfjs wasm backend. MLP 784-256-128-10 (235,146 parameters), batch 64, ${o.epochs} epochs of ${steps / o.epochs} steps per run, seeds ${o.seeds.join(', ')}; ${seconds.toFixed(0)} s in all. ms/step as the main job reports it: a run's time (its test evaluations included) over its steps, median over the seeds (per seed alongside); the contenders of a seed train side by side, one step each in turn, in a random order per round (Note [lockstep runs], bench/training.ts); "vs SGD": the median over the seeds of the ratio to SGD's run of the same seed. Adapter columns: per step, medians over the seeds (Note [tfjs host copies], lib/tfjs.ts).`,
+    `Machine: ${cpus()[0]?.model ?? 'unknown'}, ${availableParallelism()} cores, Node ${process.version}; tfjs wasm backend. MLP 784-256-128-10 (235,146 parameters), batch 64, ${o.epochs} epochs of ${steps / o.epochs} steps per run, seeds ${o.seeds.join(', ')}; ${seconds.toFixed(0)} s in all, load average ${loadAtStart.toFixed(1)} at the start and ${loadavg()[0].toFixed(1)} at the end (other work on the machine). ms/step as the main job reports it: a run's time (its test evaluations included) over its steps, median over the seeds (per seed alongside); the contenders of a seed train side by side, one step each in turn, in a random order per round (Note [lockstep runs], bench/training.ts); "vs SGD": the median over the seeds of the ratio to SGD's run of the same seed. Adapter columns: per step, medians over the seeds (Note [tfjs host copies], lib/tfjs.ts).`,
     '',
     '| contender | ms/step | vs SGD | per seed | copies ms | of which write-backs ms | write-backs | KOALA step ms |',
     '|---|---:|---:|---|---:|---:|---:|---:|',
