@@ -175,11 +175,11 @@ describe('state, config, tfjs-layers and errors (cpu backend)', () => {
     expect(v.getConfig()).toEqual({ sigma0: 0.2, q: 0.5, lr: 1 });
   });
 
-  test('a tfjs-layers model saved with its KoalaMOptimizer (includeOptimizer) loads and continues training bitwise', async () => {
+  test.each(['KoalaM', 'KoalaV'] as const)('a tfjs-layers model saved with its %s optimizer (includeOptimizer) loads and continues training bitwise', async (variant) => {
     const make = () =>
       tfl.sequential({ layers: [tfl.layers.dense({ units: 8, activation: 'tanh', inputShape: [4], kernelInitializer: tfl.initializers.glorotUniform({ seed: 3 }) }), tfl.layers.dense({ units: 3, kernelInitializer: tfl.initializers.glorotUniform({ seed: 4 }) })] });
     const original = make();
-    const opt = new KoalaMOptimizer({ weightDecay: 1e-3, kappa: 0.8 });
+    const opt = variant === 'KoalaM' ? new KoalaMOptimizer({ weightDecay: 1e-3, kappa: 0.8 }) : new KoalaVOptimizer({ weightDecay: 1e-3, q: 0.05 });
     original.compile({ optimizer: opt, loss: 'meanSquaredError' });
     const fit = (m: tfl.LayersModel) => m.fit(X, Y, { epochs: 2, batchSize: 4, shuffle: false, verbose: 0 });
     await fit(original);
@@ -192,8 +192,8 @@ describe('state, config, tfjs-layers and errors (cpu backend)', () => {
       { includeOptimizer: true },
     );
     const loaded = await tfl.loadLayersModel(tf.io.fromMemory(saved!));
-    expect(loaded.optimizer).toBeInstanceOf(KoalaMOptimizer);
-    const restored = loaded.optimizer as KoalaMOptimizer;
+    expect(loaded.optimizer).toBeInstanceOf(variant === 'KoalaM' ? KoalaMOptimizer : KoalaVOptimizer);
+    const restored = loaded.optimizer as KoalaMOptimizer | KoalaVOptimizer;
     expect(restored.getConfig()).toEqual(opt.getConfig());
     expect(restored.iterations).toBe(4);
     await fit(original);
