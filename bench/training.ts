@@ -10,10 +10,10 @@
  * one step each in turn (in a new random order every round, so that none always follows the same
  * one), every contender's time being the sum of its own steps and evaluations. So all of them see
  * the same machine within milliseconds. Garbage collection lands in whichever step runs when it
- * starts; it costs about the same per step for KOALA-M and SGD (0.5-1 ms here, measured alone
- * under the same load), so the attribution does not favour either. It is
- * the main job's loop (examples/mnist/train.ts, Training) with only the interleaving added; a
- * short warm-up (JIT, wasm compilation) goes first, not counted. Also measured:
+ * starts: in two runs each alone under load 15 it took 1.0 and 2.3 ms per KOALA-M step, 0.9 and
+ * 0.5 ms per SGD step, of the order of the noise (which the second SGD run shows). It is the
+ * main job's loop (examples/mnist/train.ts, Training) with only the interleaving added; a short
+ * warm-up (JIT, wasm compilation) goes first, not counted. Also measured:
  * - KOALA-M at 2 threads, against the adapter's choice of 1 at this size (Note [adapter threads]);
  * - SGD a second time, identical to the first: their difference is the noise of the run;
  * - the KOALA-M step run back to back at the same size and threads (on an adapter bound to a
