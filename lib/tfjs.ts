@@ -55,9 +55,9 @@
  * Lazy predict is not used behind the user's back: it would save one write-back (0.07 ms) and
  * part of the predict pass, but the variables would hold the predicted parameters between steps,
  * which is what a user evaluates there. bench/training.ts measures the result (bench/RESULTS.md):
- * with one thread and without the slice(), KOALA-M's in-loop step is 1.1-1.2x its back-to-back
- * time when the machine is quiet, and KOALA-M's whole step about SGD's (0.97x, side by side),
- * against 1.5x before.
+ * with one thread and without the slice(), KOALA-M's in-loop step is 1.02-1.2x its back-to-back
+ * time, and KOALA-M's whole step about SGD's (0.91-1.08x side by side, within the noise of this
+ * loaded machine: the same SGD run twice differs by up to 17%), against 1.3-1.5x before.
  */
 import { availableParallelism } from 'node:os';
 
