@@ -143,10 +143,11 @@ const REFERENCE_NAMES: Record<string, string> = {
   sigma: 'sigma0',
 };
 
+const MAX = MAX_MAGNITUDE.toExponential().replace('+', ''); // '1e12'
 const WANT: Record<Range, string> = {
-  finite: `a number in [-${MAX_MAGNITUDE}, ${MAX_MAGNITUDE}]`,
-  nonNegative: `a number in [0, ${MAX_MAGNITUDE}]`,
-  positive: `a number in (0, ${MAX_MAGNITUDE}]`,
+  finite: `a number in [-${MAX}, ${MAX}]`,
+  nonNegative: `a number in [0, ${MAX}]`,
+  positive: `a number in (0, ${MAX}]`,
   unit: 'a number in [0, 1]',
   unitPositive: 'a number in (0, 1]',
 };

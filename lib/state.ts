@@ -153,9 +153,9 @@ export function parseStateDict(sd: unknown, target: StateTarget): ParsedState {
   });
   if (typeof step !== 'number' || !Number.isSafeInteger(step) || step < 0) bad('step must be a non-negative integer');
   if (phase !== 'predicted' && phase !== 'updated') bad('phase must be "predicted" or "updated"');
-  if (typeof lr !== 'number' || !Number.isFinite(lr) || lr < 0 || lr > MAX_MAGNITUDE) bad(`lr must be a finite number in [0, ${MAX_MAGNITUDE}]`);
+  if (typeof lr !== 'number' || !Number.isFinite(lr) || lr < 0 || lr > MAX_MAGNITUDE) bad(`lr must be a finite number in [0, ${MAX_MAGNITUDE.toExponential().replace('+', '')}]`);
   const values = plainArray(filter, 6, 'filter', bad);
-  if (!values.every((v) => typeof v === 'number' && Math.abs(v) <= STATE_MAX)) bad(`filter must hold 6 finite numbers, none beyond ${STATE_MAX} in size`);
+  if (!values.every((v) => typeof v === 'number' && Math.abs(v) <= STATE_MAX)) bad(`filter must hold 6 finite numbers, none beyond ${STATE_MAX.toExponential()} in size`);
   const [p00, p01, p11, qX, sigma, r] = values as number[];
   if (!(r > 0)) bad(`R (filter[5]) must be > 0, got ${r}`);
   if (!(qX >= 0)) bad(`qX (filter[3]) must be >= 0, got ${qX}`);
