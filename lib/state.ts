@@ -5,7 +5,7 @@
  */
 import { fail } from './errors';
 import { dtypeOf, type DType, type FloatArray } from './layers';
-import { MAX_MAGNITUDE } from './options';
+import { inRange, WANT } from './options';
 import type { Phase } from './koala';
 
 /** Plain, versioned, structured-clone-able optimizer state (parameters are the caller's). */
@@ -153,7 +153,7 @@ export function parseStateDict(sd: unknown, target: StateTarget): ParsedState {
   });
   if (typeof step !== 'number' || !Number.isSafeInteger(step) || step < 0) bad('step must be a non-negative integer');
   if (phase !== 'predicted' && phase !== 'updated') bad('phase must be "predicted" or "updated"');
-  if (typeof lr !== 'number' || !Number.isFinite(lr) || lr < 0 || lr > MAX_MAGNITUDE) bad(`lr must be a finite number in [0, ${MAX_MAGNITUDE.toExponential().replace('+', '')}]`);
+  if (!inRange(lr, 'nonNegative')) bad(`lr must be ${WANT.nonNegative}, as the option`);
   const values = plainArray(filter, 6, 'filter', bad);
   if (!values.every((v) => typeof v === 'number' && Math.abs(v) <= STATE_MAX)) bad(`filter must hold 6 finite numbers, none beyond ${STATE_MAX.toExponential()} in size`);
   const [p00, p01, p11, qX, sigma, r] = values as number[];
