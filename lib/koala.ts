@@ -1,4 +1,4 @@
-import { type Backend, type BackendStep, type LayerStateKind } from './backend';
+import type { Backend, BackendStep, LayerStateKind } from './backend';
 import { CudaBackend } from './cuda';
 import { fail, KoalaError, nativeCall } from './errors';
 import {
