@@ -110,7 +110,7 @@ export interface Normalized {
 export const MAX_MAGNITUDE = 1e12;
 const PSD_SLACK = 1e-6;
 
-type Range = 'finite' | 'nonNegative' | 'positive' | 'unit' | 'unitPositive';
+export type Range = 'finite' | 'nonNegative' | 'positive' | 'unit' | 'unitPositive';
 
 const COMMON: Record<string, [Range, number]> = {
   lr: ['nonNegative', 1],
@@ -143,17 +143,18 @@ const REFERENCE_NAMES: Record<string, string> = {
   sigma: 'sigma0',
 };
 
-const WANT: Record<Range, string> = {
-  finite: `a number in [-${MAX_MAGNITUDE}, ${MAX_MAGNITUDE}]`,
-  nonNegative: `a number in [0, ${MAX_MAGNITUDE}]`,
-  positive: `a number in (0, ${MAX_MAGNITUDE}]`,
+const MAX = MAX_MAGNITUDE.toExponential().replace('+', ''); // '1e12'
+export const WANT: Record<Range, string> = {
+  finite: `a number in [-${MAX}, ${MAX}]`,
+  nonNegative: `a number in [0, ${MAX}]`,
+  positive: `a number in (0, ${MAX}]`,
   unit: 'a number in [0, 1]',
   unitPositive: 'a number in (0, 1]',
 };
 
-/** Checks a numeric option (Note [option ranges]). */
-export function checkNumber(name: string, value: unknown, range: Range): number {
-  const ok =
+/** Whether `value` is a number in `range` (Note [option ranges]). */
+export function inRange(value: unknown, range: Range): value is number {
+  return (
     typeof value === 'number' &&
     Number.isFinite(value) &&
     Math.abs(value) <= MAX_MAGNITUDE &&
@@ -161,9 +162,14 @@ export function checkNumber(name: string, value: unknown, range: Range): number 
       (range === 'nonNegative' && value >= 0) ||
       (range === 'positive' && value > 0) ||
       (range === 'unit' && value >= 0 && value <= 1) ||
-      (range === 'unitPositive' && value > 0 && value <= 1));
-  if (!ok) fail('ERR_KOALA_INVALID_OPTION', `option ${name} must be ${WANT[range]}, got ${String(value)}`);
-  return value as number;
+      (range === 'unitPositive' && value > 0 && value <= 1))
+  );
+}
+
+/** Checks a numeric option. */
+export function checkNumber(name: string, value: unknown, range: Range): number {
+  if (!inRange(value, range)) fail('ERR_KOALA_INVALID_OPTION', `option ${name} must be ${WANT[range]}, got ${String(value)}`);
+  return value;
 }
 
 export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
