@@ -14,6 +14,17 @@ export interface DevAddon {
     firstChunk: Float64Array;
     bounds: Float64Array;
   };
+  /**
+   * The CUDA optimizer's launch sequence (Note [launch errors], native/cuda/launch.h) over a scripted
+   * error state: errors[0] is left by an earlier call, errors[1 + i] is launch i's.
+   */
+  launchSequence(errors: number[], launches: number, broken: boolean): { enqueued: number; error: string; broken: boolean };
+  /**
+   * The CUDA binding's device-scalar check (Note [device scalar check]): each call is
+   * [slot, address, elemBytes, what the device query would answer ('' when good)]; returns
+   * [the check's answer, whether it queried the device] per call.
+   */
+  scalarCheck(calls: [number, number, number, string][]): [string, boolean][];
   /** Elements per chunk of the plan, as in the production addon. */
   chunkElems: number;
   /** The instruction set the kernels run on (Note [instruction sets]). */
