@@ -44,8 +44,11 @@ withAddon('the CUDA binding refuses malformed layers before any CUDA call', () =
     expect(codeOf(make([4, 4], new Uint8Array(3)))).toBe('ERR_KOALA_INVALID_ARGUMENT');
   });
 
-  test('overlapping layers are refused by address before the device is asked', () => {
-    const opt = () => new loaded.module!.NativeCudaOptimizer(config, [0x10000n], [0x10000n + 8n], [16], new Uint8Array(1));
+  test.each([
+    ['a grad overlapping its param', [0x10000n], [0x10000n + 396n], [100]],
+    ['two layers sharing memory', [0x10000n, 0x20000n + 392n], [0x20000n, 0x30000n], [100, 4]],
+  ])('%s: refused by address (the only aliasing check of device layers) before the device is asked', (_name, params, grads, lengths) => {
+    const opt = () => new loaded.module!.NativeCudaOptimizer(config, params, grads, lengths, new Uint8Array(lengths.length));
     expect(codeOf(opt)).toBe('ERR_KOALA_OVERLAP');
   });
 });
