@@ -3,6 +3,8 @@
  * the test hooks, kept out of the production koala_optim.node. The library never loads it; the
  * benchmark and the tests do, through devAddon().
  */
+import { resolve } from 'node:path';
+
 import { builtAddonPaths, loadAddon, type LoadedAddon } from '../lib/native';
 
 export interface DevAddon {
@@ -43,8 +45,10 @@ export function devAddon(): DevAddon | null {
   return devAddonStatus().module;
 }
 
+/** KOALA_OPTIM_DEV_ADDON=path picks the file (the GPU check carries one), else the builds' places. */
 export function devAddonStatus(): LoadedAddon<DevAddon> {
-  const paths = builtAddonPaths('koala_optim_dev.node');
+  const explicit = process.env.KOALA_OPTIM_DEV_ADDON;
+  const paths = explicit ? [resolve(explicit)] : builtAddonPaths('koala_optim_dev.node');
   loaded ??= loadAddon<DevAddon>(paths, `no development addon at ${paths.join(' or ')} (built by npm run build:native)`);
   return loaded;
 }
