@@ -1,7 +1,15 @@
 // The per-element formulas of KOALA, written once for every backend (CPU loops and CUDA kernels).
-// Kernels own loads, stores and loops; this header owns the arithmetic. All math is in double:
-// float32 values are widened on load and rounded once on store (see Note [opmath] in README).
+// Kernels own loads, stores and loops; this header owns the arithmetic.
 #pragma once
+
+// Note [opmath]
+// All per-element arithmetic is done in double, whatever the dtype: a float32 value is widened on
+// load, every formula below runs in double, and the result is rounded to float32 once, on store.
+// The per-layer sums are double accumulators too. Why: one rounding per stored value, in every
+// backend alike (CPU passes, CUDA kernels, and the js reference, whose numbers are doubles), so
+// the backends agree to rounding in both dtypes, and float32 runs lose no accuracy inside a
+// formula. In float64 this is plain double arithmetic: the golden runs match the reference within
+// 1e-12 (test/parity/golden.test.ts).
 
 // static: each translation unit keeps its own copy, so the CPU kernels compiled for several
 // instruction sets (Note [instruction sets], cpu/kernels.h) never share one through the linker.
