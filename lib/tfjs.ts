@@ -19,6 +19,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { fail } from './errors';
 import { KoalaM, KoalaV, type KoalaStateDict, type UpdateInfo } from './koala';
 import { checkNumber, normalizeOptions, type KoalaMOptions, type KoalaVOptions } from './options';
+import { VARIANT, type Variant } from './protocol';
 
 type GradientList = Parameters<tf.Optimizer['applyGradients']>[0];
 type NamedTensor = { name: string; tensor: tf.Tensor };
@@ -50,7 +51,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
   protected readonly options: O;
   /** Statistics of the adapter's work, for logging its overhead. */
   readonly stats: AdapterStats = { steps: 0, copyMs: 0, koalaMs: 0 };
-  private readonly variant: 0 | 1;
+  private readonly variant: Variant;
   private learningRate: number;
   private binding: Binding | null = null;
   /** A state from setWeights() before the variables are known; loaded when they are. */
@@ -61,7 +62,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
   private perSampleLossSq: number | null = null;
   private lastInfo: UpdateInfo | null = null;
 
-  protected constructor(variant: 0 | 1, options: O) {
+  protected constructor(variant: Variant, options: O) {
     super();
     normalizeOptions(variant, options); // throws a KoalaError on a bad option, before any step
     this.variant = variant;
@@ -248,7 +249,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
     const grads = variables.map((v) => new Float32Array(v.size));
     const layers = variables.map((v, i) => ({ name: v.name, param: params[i], grad: grads[i] }));
     const options = { ...this.options, lr: this.learningRate };
-    const koala = this.variant === 0 ? new KoalaM(layers, options) : new KoalaV(layers, options as KoalaVOptions);
+    const koala = this.variant === VARIANT.momentum ? new KoalaM(layers, options) : new KoalaV(layers, options as KoalaVOptions);
     if (this.pendingState) {
       try {
         koala.loadStateDict(this.pendingState);
@@ -290,7 +291,7 @@ export class KoalaMOptimizer extends KoalaOptimizerBase<KoalaMOptions> {
   static readonly className = 'KoalaM';
 
   constructor(options: KoalaMOptions = {}) {
-    super(0, options);
+    super(VARIANT.momentum, options);
   }
 }
 
@@ -299,7 +300,7 @@ export class KoalaVOptimizer extends KoalaOptimizerBase<KoalaVOptions> {
   static readonly className = 'KoalaV';
 
   constructor(options: KoalaVOptions = {}) {
-    super(1, options);
+    super(VARIANT.vanilla, options);
   }
 }
 
