@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -212,10 +213,15 @@ StepReport CudaOptimizer::last_step(std::uint8_t* skip_mask_out) {
   return s.last;
 }
 
+// The device address of the scalars' snapshot (computed, never dereferenced on the host).
+void* CudaOptimizer::snapshot_on_device() {
+  return reinterpret_cast<char*>(dev_->scalars) + offsetof(DeviceScalars, snap);
+}
+
 FilterSnapshot CudaOptimizer::snapshot() {
   DeviceGuard guard(device_);
   FilterSnapshot s;
-  check(cudaMemcpyAsync(&s, &dev_->scalars->snap, sizeof s, cudaMemcpyDeviceToHost, dev_->stream), "read scalars");
+  check(cudaMemcpyAsync(&s, snapshot_on_device(), sizeof s, cudaMemcpyDeviceToHost, dev_->stream), "read scalars");
   check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
   return s;
 }
@@ -224,7 +230,7 @@ void CudaOptimizer::restore(const FilterSnapshot& snap) {
   DeviceGuard guard(device_);
   pending_ = snap.pending != kNoPendingPredict ? Pending::kSome : Pending::kNone;
   // Only the snapshot's bytes: the last step's outcome stays as it is.
-  check(cudaMemcpyAsync(&dev_->scalars->snap, &snap, sizeof snap, cudaMemcpyHostToDevice, dev_->stream), "write scalars");
+  check(cudaMemcpyAsync(snapshot_on_device(), &snap, sizeof snap, cudaMemcpyHostToDevice, dev_->stream), "write scalars");
   check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
 }
 

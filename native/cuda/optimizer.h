@@ -83,6 +83,7 @@ class CudaOptimizer {
  private:
   struct Device;  // device allocations, defined in optimizer.cu
   char* layer_state(LayerStateKind kind, std::size_t layer);
+  void* snapshot_on_device();
 
   int device_;
   DType dtype_;
