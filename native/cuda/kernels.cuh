@@ -137,11 +137,32 @@ __global__ void layer_sums_kernel(const LayerSums* chunk_sums, const std::uint64
   if (threadIdx.x == 0) layer_sums[l] = {s[0], s[1], s[2]};
 }
 
-// One thread: the step sequence (Note [step sequence], core/step.h), as the CPU runs it.
+// One block: the step sequence (Note [step sequence], core/step.h) from the same pieces as the
+// CPU's decide_step, the layers tallied over threads and combined in a fixed tree.
 __global__ void decide_kernel(FilterConfig config, DType dtype, DeviceScalars* sc, std::uint32_t num_layers, const LayerSums* layer_sums,
                               LayerGain* gains, std::uint8_t* skip_mask, ScalarArg loss_arg, ScalarArg loss_sq_arg, double lr) {
-  sc->last = decide_step(config, sc->snap, layer_sums, num_layers, read_scalar(loss_arg), read_scalar(loss_sq_arg), lr, dtype, gains,
-                         skip_mask);
+  __shared__ StepTally tallies[kThreads];
+  __shared__ bool applied;
+  const int t = threadIdx.x;
+  const double loss = read_scalar(loss_arg), loss_sq = read_scalar(loss_sq_arg);
+  const FilterState next = with_new_r(config, sc->snap.filter, loss_sq);  // read by every thread before thread 0 writes
+  StepTally mine = empty_tally();
+  for (std::uint32_t l = t; l < num_layers; l += kThreads) {
+    mine = combine(mine, tally_layer(config, next, layer_sums[l], loss, lr, dtype_max(dtype), gains[l]));
+  }
+  tallies[t] = mine;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride >>= 1) {
+    if (t < stride) tallies[t] = combine(tallies[t], tallies[t + stride]);
+    __syncthreads();
+  }
+  if (t == 0) {
+    sc->last = finish_step(config, sc->snap, next, tallies[0], loss, loss_sq);
+    applied = sc->last.status == StepStatus::kApplied;
+  }
+  __syncthreads();
+  if (!applied) return;
+  for (std::uint32_t l = t; l < num_layers; l += kThreads) skip_mask[l] = gains[l].skip ? 1 : 0;
 }
 
 template <class T>

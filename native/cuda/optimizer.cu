@@ -180,7 +180,7 @@ void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, doub
   });
   seq.launch("layer sums", [&] { kernels::layer_sums_kernel<<<num_layers, kThreads, 0, d.stream>>>(d.chunk_sums, d.first_chunk, d.layer_sums); });
   seq.launch("step sequence", [&] {
-    kernels::decide_kernel<<<1, 1, 0, d.stream>>>(config_, dtype_, d.scalars, num_layers, d.layer_sums, d.gains, d.skip_mask, loss, loss_sq, lr);
+    kernels::decide_kernel<<<1, kThreads, 0, d.stream>>>(config_, dtype_, d.scalars, num_layers, d.layer_sums, d.gains, d.skip_mask, loss, loss_sq, lr);
   });
   seq.launch("update pass", [&] {
     if (dtype_ == DType::kFloat32) {

@@ -22,9 +22,9 @@ namespace cuda {
 // per-layer pointers are uploaded once, at construction. predict(): an element kernel writes one
 // partial sum of |a - x|^2 per chunk, then a one-block filter kernel adds them up and advances
 // q_x and P. update(): a stats kernel writes per-chunk partial sums; a layer-sums kernel (one block
-// per layer) adds each layer's partials; one thread runs the step sequence (Note [step sequence],
+// per layer) adds each layer's partials; one block runs the step sequence (Note [step sequence],
 // core/step.h: the guards, the loss included, which may be read from device memory, R, the gains,
-// the new P); an update kernel reads those gains from device memory (with lazy predict, a last
+// the new P) from the CPU's pieces, its layers spread over the threads; an update kernel reads those gains from device memory (with lazy predict, a last
 // one-block kernel keeps the pending sum); the outcome is copied to pinned host memory and an
 // event recorded, so that reading it waits for the step only. Everything scalar lives in one
 // DeviceScalars record on the device; the host reads it only when asked (state, a step's outcome).
