@@ -1,5 +1,5 @@
 // The CUDA kernels of the optimizer (Note [device step], cuda/optimizer.h): element passes over
-// the chunk plan, per-layer sums, the step sequence in one thread, the scalar predict. The
+// the chunk plan, per-layer sums, the step sequence in one block, the scalar predict. The
 // per-element formulas and the scalar filter are koala/math.h and koala/filter.h, and the step
 // sequence core/step.h: the same code the CPU backend runs. Included by optimizer.cu only.
 #pragma once
