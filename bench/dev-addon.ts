@@ -6,6 +6,8 @@
 import { resolve } from 'node:path';
 
 import { builtAddonPaths, loadAddon, type LoadedAddon } from '../lib/native';
+import type { BackendConfig } from '../lib/options';
+import type { BackendStep, FilterSnapshot } from '../lib/protocol';
 
 export interface DevAddon {
   /** The chunk plan (native/core/plan.h) of a layer list, split into `parts` ranges: for its tests. */
@@ -27,6 +29,20 @@ export interface DevAddon {
    * [the check's answer, whether it queried the device] per call.
    */
   scalarCheck(calls: [number, number, number, string][]): [string, boolean][];
+  /**
+   * The step sequence (native/core/step.h) over given layer sums ([hh, xx, gg] per layer): lanes 0
+   * is the CPU's fold in layer order, lanes n (a power of two) the CUDA kernel's order (a fold per
+   * lane, then a pairwise tree).
+   */
+  decideStep(
+    config: BackendConfig,
+    snapshot: FilterSnapshot,
+    sums: Float64Array,
+    loss: number,
+    lossSq: number,
+    lr: number,
+    lanes: number,
+  ): BackendStep & { snapshot: FilterSnapshot; skipMask: Uint8Array };
   /** Elements per chunk of the plan, as in the production addon. */
   chunkElems: number;
   /** The instruction set the kernels run on (Note [instruction sets]). */

@@ -16,6 +16,7 @@
 #include "binding/config.h"
 #include "binding/scalar_check.h"
 #include "core/plan.h"
+#include "core/step.h"
 #include "cpu/kernels.h"
 #include "cpu/pool.h"
 #include "cuda/launch.h"
@@ -186,7 +187,55 @@ Napi::Value ScalarCheckHook(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// decideStep(config, snapshot, sums: Float64Array [hh, xx, gg per layer], loss, lossSq, lr, lanes)
+// -> { status, skipped, maxGain, snapshot, skipMask }: the step sequence (core/step.h) over given
+// layer sums. lanes 0: decide_step, the CPU's fold in layer order; lanes n (a power of two): the
+// CUDA kernel's order, layer l tallied on lane l % n, each lane folding its layers, then a pairwise
+// tree over the lanes (cuda/kernels.cuh, decide_kernel), so that the two orders can be compared.
+Napi::Value DecideStepHook(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 7 || !info[0].IsObject() || !info[1].IsObject() || !info[2].IsTypedArray()) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "decideStep(config, snapshot, sums, loss, lossSq, lr, lanes)");
+  }
+  const Napi::Object cfg = info[0].As<Napi::Object>();
+  const koala::FilterConfig config = koala::binding::filter_config(cfg);
+  const koala::DType dtype = koala::binding::dtype_field(cfg);
+  koala::FilterSnapshot snap = koala::binding::snapshot_arg(env, info[1]);
+  const TypedView raw = typed_view(env, info[2]);
+  if (raw.type != napi_float64_array || raw.length % 3 != 0) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "sums: a Float64Array of 3 per layer");
+  const std::size_t n = raw.length / 3;
+  std::vector<koala::LayerSums> sums(n);
+  for (std::size_t l = 0; l < n; ++l) sums[l] = {static_cast<double*>(raw.data)[3 * l], static_cast<double*>(raw.data)[3 * l + 1], static_cast<double*>(raw.data)[3 * l + 2]};
+  const double loss = info[3].As<Napi::Number>().DoubleValue(), loss_sq = info[4].As<Napi::Number>().DoubleValue();
+  const double lr = info[5].As<Napi::Number>().DoubleValue();
+  const std::size_t lanes = static_cast<std::size_t>(info[6].As<Napi::Number>().Int64Value());
+  std::vector<koala::LayerGain> gains(n);
+  Napi::Uint8Array mask = Napi::Uint8Array::New(env, n);
+  koala::StepReport report;
+  if (lanes == 0) {
+    report = koala::decide_step(config, snap, sums.data(), n, loss, loss_sq, lr, dtype, gains.data(), mask.Data());
+  } else {
+    const koala::FilterState next = koala::with_new_r(config, snap.filter, loss_sq);
+    std::vector<koala::StepTally> tallies(lanes, koala::empty_tally());
+    for (std::size_t l = 0; l < n; ++l) {
+      tallies[l % lanes] = koala::combine(tallies[l % lanes], koala::tally_layer(config, next, sums[l], loss, lr, koala::dtype_max(dtype), gains[l]));
+    }
+    for (std::size_t stride = lanes / 2; stride > 0; stride /= 2) {
+      for (std::size_t t = 0; t < stride; ++t) tallies[t] = koala::combine(tallies[t], tallies[t + stride]);
+    }
+    report = koala::finish_step(config, snap, next, tallies[0], loss, loss_sq);
+    if (report.status == koala::StepStatus::kApplied) {
+      for (std::size_t l = 0; l < n; ++l) mask[l] = gains[l].skip ? 1 : 0;
+    }
+  }
+  Napi::Object out = koala::binding::step_object(env, report);
+  out.Set("snapshot", koala::binding::snapshot_object(env, snap));
+  out.Set("skipMask", mask);
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("decideStep", Napi::Function::New<DecideStepHook>(env, "decideStep"));
   exports.Set("launchSequence", Napi::Function::New<LaunchSequenceHook>(env, "launchSequence"));
   exports.Set("scalarCheck", Napi::Function::New<ScalarCheckHook>(env, "scalarCheck"));
   exports.Set("planChunks", Napi::Function::New<PlanChunks>(env, "planChunks"));

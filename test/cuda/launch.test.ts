@@ -68,3 +68,44 @@ describe('device-scalar check and its cache', () => {
     ]);
   });
 });
+
+describe("the step sequence in the CUDA kernel's order decides as the CPU's fold", () => {
+  const { decideStep } = dev;
+  const config = { variant: 0 as const, dtype: 0 as const, threads: 1, weightDecay: 5e-4, eps: 1e-3, kappa: 0.9, qP: 0.01, q: 1, betaR: 0.9,
+    adaptiveR: true, lazyPredict: false, p00: 0.1, p01: 0.02, p11: 0.1, qX: 0.01, sigma: 0.1, r: 1 };
+  const snapshot = { p00: 0.3, p01: 0.05, p11: 0.2, qX: 0.01, sigma: 0.4, r: 0.7, pending: -1, steps: 12 };
+
+  test('on random layer sums (skipped layers, NaN and Inf, negative losses, huge rates), bitwise', () => {
+    let seed = 7;
+    const r = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const odd = [NaN, Infinity, 0, 1e-12, 1e300];
+    for (let trial = 0; trial < 400; trial++) {
+      const n = 1 + Math.floor(r() * 700);
+      const sums = Float64Array.from({ length: 3 * n }, () => (r() < 0.003 ? odd[Math.floor(r() * odd.length)] : r() < 0.1 ? 0 : r() * 10));
+      const loss = (r() - 0.3) * 5;
+      const lr = r() < 0.05 ? 1e40 : r();
+      const cfg = { ...config, variant: (trial % 2) as 0 | 1, dtype: ((trial >> 1) % 2) as 0 | 1 };
+      const fold = decideStep(cfg, snapshot, sums, loss, loss * loss, lr, 0);
+      for (const lanes of [256, 8]) {
+        const tree = decideStep(cfg, snapshot, sums, loss, loss * loss, lr, lanes);
+        expect(tree).toEqual(fold);
+        expect(Object.is(tree.maxGain, fold.maxGain)).toBe(true);
+      }
+    }
+  });
+
+  test('the max gain is the largest over updated layers, also when every gain is negative (a negative device lossSq)', () => {
+    // R' = 0.9 * 0.7 + 0.1 * lossSq < 0, so S = |h|^2 P + R' < 0 for small |h|^2: every m is negative.
+    const lossSq = -20;
+    const rNext = config.betaR * snapshot.r + (1 - config.betaR) * lossSq; // as filter_update_r computes it
+    const sums = Float64Array.of(0, 1, 0, 1, 1, 1, 2, 1, 2, 3, 1, 3); // layer 0 skipped (g = 0)
+    const m = (hh: number) => hh / (hh * snapshot.p00 + rNext);
+    for (const lanes of [0, 256]) {
+      const step = decideStep(config, snapshot, sums, 0.5, lossSq, 0.1, lanes);
+      expect(step).toMatchObject({ status: 0, skipped: 1 });
+      expect(Array.from(step.skipMask)).toEqual([1, 0, 0, 0]);
+      expect(step.maxGain).toBe(Math.max(m(1), m(2), m(3)));
+      expect(step.maxGain).toBeLessThan(0); // not the 0 that a max started at 0 would give
+    }
+  });
+});
