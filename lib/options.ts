@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 
 import { fail } from './errors';
+import type { DTypeCode, FilterState, Variant } from './protocol';
 
 /** Which implementation runs the step. 'auto': the native addon, else the js one with a warning. */
 export type BackendChoice = 'auto' | 'native' | 'js';
@@ -58,10 +59,10 @@ export interface KoalaVOptions extends CommonOptions {
   q?: number;
 }
 
-/** The plain configuration handed to a backend (native or js); all numbers already checked. */
-export interface BackendConfig {
-  variant: 0 | 1; // 0 KOALA-M, 1 KOALA-V
-  dtype: 0 | 1; // 0 float32, 1 float64
+/** The plain configuration handed to a backend (native or js), with the initial filter; all numbers already checked. */
+export interface BackendConfig extends FilterState {
+  variant: Variant;
+  dtype: DTypeCode;
   threads: number;
   weightDecay: number;
   eps: number;
@@ -71,12 +72,6 @@ export interface BackendConfig {
   betaR: number;
   adaptiveR: boolean;
   lazyPredict: boolean;
-  p00: number;
-  p01: number;
-  p11: number;
-  qX: number;
-  sigma: number;
-  r: number;
 }
 
 export interface Normalized {

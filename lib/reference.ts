@@ -1,7 +1,7 @@
 /**
  * The pure-TypeScript backend: the readable specification of KOALA as the official code runs it
  * (shared/docs/ALGORITHM.md), and the fallback where the native addon cannot load. Arithmetic is
- * in double; a Float32Array store rounds once, as the native backend does (Note [opmath], README).
+ * in double; a Float32Array store rounds once, as the native backend does (Note [opmath], native/include/koala/math.h).
  */
 import type { Backend } from './backend';
 import type { FloatArray } from './layers';
