@@ -86,9 +86,10 @@ void momentum_update_chunk(const T* __restrict__ g, T* __restrict__ x, T* __rest
   }
 }
 
+// wd: the decay inside the direction, direction_decay() (0: along the raw g, the official code).
 template <class T>
-void vanilla_update_chunk(const T* __restrict__ g, T* __restrict__ x, std::size_t n, double k) {
-  for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(math::vanilla_update(g[i], x[i], k));
+void vanilla_update_chunk(const T* __restrict__ g, T* __restrict__ x, std::size_t n, double wd, double k) {
+  for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(math::vanilla_update(g[i], x[i], wd, k));
 }
 
 }  // namespace KOALA_CPU_ISA

@@ -179,7 +179,7 @@ __global__ void decide_kernel(FilterConfig config, DType dtype, DeviceScalars* s
 template <class T>
 __global__ void update_kernel(const DeviceChunk* chunks, const DeviceLayer* layers, const LayerGain* gains,
                               const DeviceScalars* sc, Variant variant, bool lazy, double wd, double kappa,
-                              double* chunk_diff) {
+                              double* chunk_diff) {  // wd: direction_decay() (koala/filter.h)
   if (sc->status != 0) return;  // the step was refused: nothing changes
   __shared__ double shared[kThreads];
   const DeviceChunk ch = chunks[blockIdx.x];
@@ -189,7 +189,7 @@ __global__ void update_kernel(const DeviceChunk* chunks, const DeviceLayer* laye
   T* x = static_cast<T*>(L.x) + ch.begin;
   if (variant == Variant::kVanilla) {
     if (k.skip) return;
-    for (std::uint32_t i = threadIdx.x; i < ch.size; i += kThreads) x[i] = static_cast<T>(math::vanilla_update(g[i], x[i], k.k1));
+    for (std::uint32_t i = threadIdx.x; i < ch.size; i += kThreads) x[i] = static_cast<T>(math::vanilla_update(g[i], x[i], wd, k.k1));
     return;
   }
   if (k.skip && !lazy) return;
@@ -344,12 +344,13 @@ void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, doub
   layer_sums_kernel<<<sizes_.size(), kThreads, 0, d.stream>>>(d.chunk_sums, d.first_chunk, d.layer_sums);
   decide_kernel<<<1, 1, 0, d.stream>>>(config_, dtype_, d.scalars, static_cast<std::uint32_t>(sizes_.size()), d.layer_sums, d.gains,
                                        d.skip_mask, loss, loss_sq, lr);
+  const double direction_wd = direction_decay(config_);
   if (dtype_ == DType::kFloat32) {
     update_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
-                                                                  lazy_predict_, wd, config_.kappa, d.chunk_diff);
+                                                                  lazy_predict_, direction_wd, config_.kappa, d.chunk_diff);
   } else {
     update_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
-                                                                   lazy_predict_, wd, config_.kappa, d.chunk_diff);
+                                                                   lazy_predict_, direction_wd, config_.kappa, d.chunk_diff);
   }
   if (lazy_predict_) lazy_finish_kernel<<<1, kThreads, 0, d.stream>>>(d.scalars, d.chunk_diff, d.num_chunks);
   check(cudaGetLastError(), "update launch");

@@ -45,8 +45,10 @@ KOALA_HD void momentum_update(double g, double& x, double& v, double& a, double 
   a = kAverageDecay * a + (1.0 - kAverageDecay) * x;
 }
 
-// KOALA-V update, one element: the official code steps along the raw gradient g, not h.
-KOALA_HD double vanilla_update(double g, double x, double k) { return x - k * g; }
+// KOALA-V update, one element: x -= k (g + wd x), with wd = 0 for the official code's step along the
+// raw gradient (direction_decay(), koala/filter.h). 0 x adds only a signed zero, so the official
+// step is bitwise x - k g.
+KOALA_HD double vanilla_update(double g, double x, double wd, double k) { return x - k * decayed_grad(g, x, wd); }
 
 }  // namespace math
 }  // namespace koala
