@@ -7,16 +7,18 @@
  *                [--optimizers koala-m,koala-v,sgd,adam] [--schedule none|step|multistep|cosine]
  *                [--gamma 0.2] [--step-epochs 1] [--warmup-epochs 0] [--subset 1]
  *                [--backend wasm|cpu] [--out results] [--sweep batch]
+ *                [--variant official|absolute-target|paper-noise|regularized|paper] [--weight-decay 0]
  *
  * --sweep batch trains at batch sizes 32, 64, 128 and 256 (same epochs, same learning rates) and
- * writes sweep-batch.md with the accuracy spread across batch sizes.
+ * writes sweep-batch.md with the accuracy spread across batch sizes. --variant trains KOALA-M and
+ * KOALA-V with the paper's variants (README, "The paper's variants"), --weight-decay with L2 decay.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import type { BackendName } from './backend';
 import type { ModelName } from './models';
-import { OPTIMIZERS, type OptimizerName } from './optimizers';
+import { OPTIMIZERS, VARIANTS, type OptimizerName, type VariantName } from './optimizers';
 import { barReporter, lineReporter } from './progress';
 import { summaryMarkdown, sweepMarkdown, writeResults } from './report';
 import { DEFAULTS, runExperiment, SCHEDULES, type Experiment, type ExperimentConfig, type ScheduleName } from './train';
@@ -77,6 +79,12 @@ export function parseArgs(argv: string[]): { config: ExperimentConfig; out: stri
         break;
       case 'backend':
         config.backend = oneOf<BackendName>(flag, value, ['wasm', 'cpu']);
+        break;
+      case 'variant':
+        config.variant = oneOf<VariantName>(flag, value, VARIANTS);
+        break;
+      case 'weight-decay':
+        config.weightDecay = positive(flag, value, false);
         break;
       case 'out':
         out = value;

@@ -9,7 +9,7 @@ import { cosineLr, LrScheduler, multiStepLr, stepLr, type LrSchedule } from '../
 import { initBackend, type BackendInfo, type BackendName } from './backend';
 import { CLASSES, loadSplit, PIXELS, type Split } from './data';
 import { createModel, type Model, type ModelName } from './models';
-import { BASE_LR, createTrainer, LABELS, type OptimizerName } from './optimizers';
+import { BASE_LR, createTrainer, LABELS, type OptimizerName, type VariantName } from './optimizers';
 import { rng, shuffle } from './random';
 
 export const SCHEDULES = ['none', 'step', 'multistep', 'cosine'] as const;
@@ -35,6 +35,9 @@ export interface ExperimentConfig {
   /** Share of the 10,000 digits used (1: all; smaller for quick runs). */
   subset: number;
   backend: BackendName;
+  /** KOALA's variant (the paper's options) and weight decay; SGD and Adam take neither. */
+  variant: VariantName;
+  weightDecay: number;
 }
 
 export const DEFAULTS: ExperimentConfig = {
@@ -50,6 +53,8 @@ export const DEFAULTS: ExperimentConfig = {
   splitSeed: 2022,
   subset: 1,
   backend: 'wasm',
+  variant: 'official',
+  weightDecay: 0,
 };
 
 export interface EpochPoint {
@@ -146,7 +151,7 @@ function evaluate(model: Model, split: Split, chunk = 1000): { loss: number; acc
 
 function trainOne(config: ExperimentConfig, optimizer: OptimizerName, seed: number, train: Split, test: Split, reporter: Reporter): RunResult {
   const model = createModel(config.model, seed);
-  const trainer = createTrainer(optimizer);
+  const trainer = createTrainer(optimizer, config.variant, config.weightDecay);
   const stepsPerEpoch = Math.floor(train.size / config.batch); // the last partial batch is dropped
   if (stepsPerEpoch === 0) throw new RangeError(`batch ${config.batch} is larger than the ${train.size} training samples`);
   const schedule = trainer.lr ? scheduleFor(config, BASE_LR[optimizer], stepsPerEpoch) : null;
