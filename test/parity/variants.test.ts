@@ -232,8 +232,14 @@ function runAgainstRestatement(momentum: boolean, variants: Variants, backend: '
       if (lazyPredict) continue; // its parameters are already the next prediction (Note [lazy predict])
       expect(relNorm(params, spec.x)).toBeLessThanOrEqual(TOL);
       expect(relMax([opt.state.R], [spec.R])).toBeLessThanOrEqual(TOL);
-      if (opt instanceof KoalaM) expect(relNorm(opt.paramAverages(), spec.a)).toBeLessThanOrEqual(TOL);
-      else expect(relMax([opt.state.sigma], [spec.sigma])).toBeLessThanOrEqual(TOL);
+      if (opt instanceof KoalaM) {
+        expect(relNorm(opt.velocities(), spec.v)).toBeLessThanOrEqual(TOL);
+        expect(relNorm(opt.paramAverages(), spec.a)).toBeLessThanOrEqual(TOL);
+        const P = opt.state.P;
+        expect(relMax([P[0][0], P[0][1], P[1][1]], [spec.P[0][0], spec.P[0][1], spec.P[1][1]])).toBeLessThanOrEqual(TOL);
+      } else {
+        expect(relMax([opt.state.sigma], [spec.sigma])).toBeLessThanOrEqual(TOL);
+      }
     }
   }
   runs.forEach(({ opt }) => opt.dispose());
