@@ -299,6 +299,19 @@ describe('the variant options', () => {
     expect(() => new KoalaV([layer()], { target: 'relative', direction: 'gradient' }).dispose()).not.toThrow();
   });
 
+  test.each(['native', 'js'] as const)('%s: the range guard bounds KOALA-V along h by |h|, along g by |g|', (backend) => {
+    // x near the float32 limit, wd 1: |x| + |k1| |h| passes the largest float32, |x| + |k1| |g| does not.
+    const outcome = (direction: 'gradient' | 'regularized') => {
+      const param = Float32Array.of(3e38);
+      const opt = new KoalaV([{ param, grad: Float32Array.of(1) }], { backend, weightDecay: 1, direction });
+      opt.predict();
+      const info = opt.update(0.5, 0.25);
+      return [info.reason, param[0] === Math.fround(3e38)];
+    };
+    expect(outcome('regularized')).toEqual(['non-finite-step', true]);
+    expect(outcome('gradient')).toEqual([null, true]); // applied; the step along g is below float32 resolution here
+  });
+
   test.each(['native', 'js'] as const)('%s: the defaults are the official code, bitwise the same trajectory as naming them', (backend) => {
     for (const momentum of [true, false]) {
       const named: KoalaMOptions & KoalaVOptions = momentum ? { target: 'relative', stateNoise: 'official' } : { target: 'relative', direction: 'gradient' };
