@@ -75,6 +75,9 @@ inline FilterConfig filter_config(const Napi::Object& cfg) {
   config.q = number_field(cfg, "q");
   config.beta_r = number_field(cfg, "betaR");
   config.adaptive_r = cfg.Get("adaptiveR").ToBoolean().Value();
+  config.absolute_target = cfg.Get("absoluteTarget").ToBoolean().Value();
+  config.paper_state_noise = cfg.Get("paperStateNoise").ToBoolean().Value();
+  config.vanilla_along_h = cfg.Get("vanillaAlongH").ToBoolean().Value();
   return config;
 }
 

@@ -32,7 +32,7 @@ using std::sqrt;
 //      updated layers (the first updated layer's, then any larger, so a negative gain counts as
 //      on every backend), and P or sigma after the finish (none when every layer was skipped) are finite,
 //      and no gain can carry a parameter past its dtype's range: |x| + |k1| |h| <= the largest
-//      finite value, bounded with the layer's norms (|k1| |g| for KOALA-V)     (kNonFiniteStep)
+//      finite value, bounded with the layer's norms (|k1| |g| for KOALA-V along g)     (kNonFiniteStep)
 // Then the filter, the skip mask and the step count are committed. A refused step changes nothing
 // (the gains are scratch), so the phase stays at 'predicted' (lib/koala.ts).
 
@@ -41,7 +41,7 @@ KOALA_HD double dtype_max(DType dtype) { return dtype == DType::kFloat32 ? stati
 
 KOALA_HD bool gain_is_safe(const FilterConfig& c, const LayerSums& s, const LayerGain& k, double max_value) {
   if (!isfinite(k.k1) || !isfinite(k.k2) || !isfinite(k.m)) return false;
-  const double step = fabs(k.k1) * sqrt(c.variant == Variant::kVanilla ? s.gg : s.hh);
+  const double step = fabs(k.k1) * sqrt(steps_along_raw_gradient(c) ? s.gg : s.hh);
   return sqrt(s.xx) + step <= max_value;  // false for NaN or Inf too
 }
 

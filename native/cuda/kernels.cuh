@@ -167,7 +167,7 @@ __global__ void decide_kernel(FilterConfig config, DType dtype, DeviceScalars* s
 
 template <class T>
 __global__ void update_kernel(const DeviceChunk* chunks, const DeviceLayer* layers, const LayerGain* gains,
-                              const DeviceScalars* sc, Variant variant, bool lazy, double wd, double kappa,
+                              const DeviceScalars* sc, Variant variant, bool lazy, double wd, double kappa,  // wd: direction_decay()
                               double* chunk_diff) {
   if (sc->last.status != StepStatus::kApplied) return;  // the step was refused: nothing changes
   __shared__ double shared[kThreads];
@@ -178,7 +178,7 @@ __global__ void update_kernel(const DeviceChunk* chunks, const DeviceLayer* laye
   T* x = static_cast<T*>(L.x) + ch.begin;
   if (variant == Variant::kVanilla) {
     if (k.skip) return;
-    for (std::uint32_t i = threadIdx.x; i < ch.size; i += kThreads) x[i] = static_cast<T>(math::vanilla_update(g[i], x[i], k.k1));
+    for (std::uint32_t i = threadIdx.x; i < ch.size; i += kThreads) x[i] = static_cast<T>(math::vanilla_update(g[i], x[i], wd, k.k1));
     return;
   }
   if (k.skip && !lazy) return;

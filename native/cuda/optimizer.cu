@@ -185,10 +185,10 @@ void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, doub
   seq.launch("update pass", [&] {
     if (dtype_ == DType::kFloat32) {
       kernels::update_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
-                                                                             lazy_predict_, wd, config_.kappa, d.chunk_diff);
+                                                                             lazy_predict_, direction_decay(config_), config_.kappa, d.chunk_diff);
     } else {
       kernels::update_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
-                                                                              lazy_predict_, wd, config_.kappa, d.chunk_diff);
+                                                                              lazy_predict_, direction_decay(config_), config_.kappa, d.chunk_diff);
     }
   });
   if (lazy_predict_) {

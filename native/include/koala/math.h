@@ -85,9 +85,11 @@ KOALA_HD void momentum_update(Value<V> g, Value<V>& x, Value<V>& v, Value<V>& a,
   a = kAverageDecay * a + (1.0 - kAverageDecay) * x;
 }
 
-// KOALA-V update, one element: the official code steps along the raw gradient g, not h.
+// KOALA-V update, one element: x -= k (g + wd x), with wd = 0 for the official code's step along the
+// raw gradient (direction_decay(), koala/filter.h). 0 x adds only a signed zero, so the official
+// step is bitwise x - k g.
 template <class V = double>
-KOALA_HD V vanilla_update(Value<V> g, Value<V> x, double k) { return x - k * g; }
+KOALA_HD V vanilla_update(Value<V> g, Value<V> x, double wd, double k) { return x - k * decayed_grad<V>(g, x, wd); }
 
 }  // namespace math
 }  // namespace koala
