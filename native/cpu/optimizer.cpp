@@ -16,7 +16,7 @@ constexpr std::size_t kStateAlign = 64;
 // the shared pool (Note [fast wake-up], cpu/pool.h): a helper that is still spinning joins at once
 // (a 2-thread triad of 100k elements, back to back: 7.2 us against 13.1 on one thread), but one
 // that sleeps takes 15 to 20 us to wake, and on a busy machine often only by taking the caller's
-// core; 65,536 float32 elements are about 20 us of a KOALA-M pass on one thread, so the cap stays.
+// core; 65,536 float32 elements are 13 to 30 us of a KOALA-M pass on one thread, so the cap stays.
 constexpr std::size_t kMinElemsPerThread = std::size_t{1} << 16;
 // Parts of a pass per thread, claimed one at a time (Note [shared pool], cpu/pool.h).
 constexpr int kPartsPerThread = 4;
