@@ -18,8 +18,6 @@ constexpr std::size_t kStateAlign = 64;
 // that sleeps takes 15 to 20 us to wake, and on a busy machine often only by taking the caller's
 // core; 65,536 float32 elements are 13 to 30 us of a KOALA-M pass on one thread, so the cap stays.
 constexpr std::size_t kMinElemsPerThread = std::size_t{1} << 16;
-// Parts of a pass per thread, claimed one at a time (Note [shared pool], cpu/pool.h).
-constexpr int kPartsPerThread = 4;
 
 void* alloc_zeroed(std::size_t bytes) {
   const std::size_t rounded = (bytes + kStateAlign - 1) / kStateAlign * kStateAlign;
@@ -48,7 +46,7 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
     threads_ = static_cast<int>(useful < static_cast<std::size_t>(threads) ? useful : threads);
     ThreadPool::shared().reserve(threads_ - 1);
   }
-  bounds_ = plan_.partition(threads_ == 1 ? 1 : threads_ * kPartsPerThread);
+  bounds_ = plan_.partition(threads_ == 1 ? 1 : threads_ * ThreadPool::kPartsPerThread);
   if (config_.variant == Variant::kMomentum) {
     // Each layer starts on a 64-byte boundary so that its loops begin aligned.
     const std::size_t per_line = kStateAlign / elem_bytes();
