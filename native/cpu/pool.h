@@ -11,6 +11,8 @@
 // thread's optimizer, from a worker_thread) runs all its parts on its own calling thread instead of
 // waiting, so no pass ever waits for another and nothing can deadlock; results stay the same. The
 // pool lives until the process exits (it is never destroyed, so no thread outlives what it uses).
+// It is one per addon file: the development addon (native/dev), linked apart, has its own, so a
+// benchmark that alternates the two meets the other's helper still spinning (for at most kSpin).
 //
 // Note [fast wake-up]
 // A helper that has run a part spins for kSpin (checking a counter, with the processor's pause
