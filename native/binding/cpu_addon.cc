@@ -1,6 +1,9 @@
 // N-API binding of the CPU backend. Thin on purpose: lib/ validates and normalizes everything;
-// this file converts arguments, re-checks cheap invariants (dtype, length, attachment, aliasing
-// by address) and maps failures to errors with a stable `code`, thrown before any work is done.
+// this file converts arguments, re-checks the cheap invariants that keep it memory-safe whatever it
+// is called with (the receiver's brand, argument types, dtype, length, attachment, aliasing by
+// address, the variant before per-layer state) and maps every failure, C++ exceptions included
+// (Note [coded native errors], binding/guard.h), to an error with a stable `code`, thrown before
+// any work is done.
 #include <napi.h>
 
 #include <algorithm>
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include "binding/config.h"
+#include "binding/guard.h"
 #include "core/overlap.h"
 #include "cpu/optimizer.h"
 #include "cpu/kernels.h"
@@ -26,25 +30,32 @@ using koala::binding::throw_coded;
 using koala::binding::TypedView;
 using koala::binding::typed_view;
 
+// What a C++ exception other than running out of memory becomes (Note [coded native errors]).
+constexpr const char* kNativeFailure = "ERR_KOALA_NATIVE";
+// The brand of NativeOptimizer objects (Note [branded receivers], binding/guard.h).
+constexpr napi_type_tag kBrand = {0x6b6f616c615f6f70ULL, 0x74696d5f63707531ULL};
+
 class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "NativeOptimizer",
-                       {InstanceMethod<&NativeOptimizer::Predict>("predict"),
-                        InstanceMethod<&NativeOptimizer::Update>("update"),
-                        InstanceMethod<&NativeOptimizer::LastStep>("lastStep"),
-                        InstanceMethod<&NativeOptimizer::GetFilter>("getFilter"),
-                        InstanceMethod<&NativeOptimizer::SetFilter>("setFilter"),
-                        InstanceMethod<&NativeOptimizer::ReadLayerState>("readLayerState"),
-                        InstanceMethod<&NativeOptimizer::WriteLayerState>("writeLayerState"),
-                        InstanceMethod<&NativeOptimizer::ThreadsInUse>("threadsInUse"),
-                        InstanceMethod<&NativeOptimizer::Dispose>("dispose"),
-                        InstanceValue("deferred", Napi::Boolean::New(env, false), napi_enumerable)});
+    Napi::Function cls =
+        DefineClass(env, "NativeOptimizer", {InstanceValue("deferred", Napi::Boolean::New(env, false), napi_enumerable)});
+    cls.Get("prototype").As<Napi::Object>().DefineProperties({Method<&NativeOptimizer::Predict>(env, "predict"),
+                                                              Method<&NativeOptimizer::Update>(env, "update"),
+                                                              Method<&NativeOptimizer::LastStep>(env, "lastStep"),
+                                                              Method<&NativeOptimizer::GetFilter>(env, "getFilter"),
+                                                              Method<&NativeOptimizer::SetFilter>(env, "setFilter"),
+                                                              Method<&NativeOptimizer::ReadLayerState>(env, "readLayerState"),
+                                                              Method<&NativeOptimizer::WriteLayerState>(env, "writeLayerState"),
+                                                              Method<&NativeOptimizer::ThreadsInUse>(env, "threadsInUse"),
+                                                              Method<&NativeOptimizer::Dispose>(env, "dispose")});
+    return cls;
   }
 
   // new NativeOptimizer(config, params: TypedArray[], grads: TypedArray[], skipMask: Uint8Array)
-  explicit NativeOptimizer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeOptimizer>(info) {
+  explicit NativeOptimizer(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<NativeOptimizer>(info) {
     Napi::Env env = info.Env();
+    info.This().As<Napi::Object>().TypeTag(&kBrand);
     if (info.Length() != 4 || !info[0].IsObject() || !info[1].IsArray() || !info[2].IsArray() ||
         !info[3].IsTypedArray()) {
       throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "NativeOptimizer(config, params[], grads[], skipMask)");
@@ -57,9 +68,11 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
       throw_coded(env, "ERR_KOALA_INVALID_LAYERS", "params and grads must be non-empty and of equal count");
     }
     dtype_ = koala::binding::dtype_field(cfg);
+    variant_ = koala::binding::filter_config(cfg).variant;
     std::vector<std::size_t> sizes;
     for (std::size_t l = 0; l < count; ++l) {
       const TypedView p = typed_view(env, params.Get(l));
+      typed_view(env, grads.Get(l));  // an object, before a reference is taken to it
       sizes.push_back(p.length);
       params_.push_back(Napi::Persistent(params.Get(l).As<Napi::Object>()));
       grads_.push_back(Napi::Persistent(grads.Get(l).As<Napi::Object>()));
@@ -69,16 +82,58 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     resolve(env);  // dtype and length of every array
     check_aliasing(env);
     mask_ = Napi::Persistent(info[3].As<Napi::Object>());
-    if (typed_view(env, mask_.Value()).length != count) {
-      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "skipMask must have one byte per layer");
+    const TypedView mask = typed_view(env, mask_.Value());
+    if (mask.type != napi_uint8_array || mask.length != count) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "skipMask must be a Uint8Array with one byte per layer");
     }
 
-    const int threads = static_cast<int>(number_field(cfg, "threads"));
+    // lib/options.ts allows [1, 256]; a NaN or an enormous count must not reach the int conversion.
+    const double threads = number_field(cfg, "threads");
     opt_ = std::make_unique<CpuOptimizer>(dtype_, std::move(sizes), koala::binding::filter_config(cfg), koala::binding::initial_state(cfg),
-                                          threads < 1 ? 1 : threads, koala::binding::lazy_predict(cfg));
+                                          threads >= 1 && threads <= 256 ? static_cast<int>(threads) : 1, koala::binding::lazy_predict(cfg));
+    report_memory(env, static_cast<std::int64_t>(opt_->native_bytes()));
+  } catch (...) {
+    koala::binding::rethrow_coded(info.Env(), kNativeFailure);
   }
 
+  ~NativeOptimizer() override { release_memory(); }
+
  private:
+  using MethodPtr = Napi::Value (NativeOptimizer::*)(const Napi::CallbackInfo&);
+
+  // A method as a plain function on the prototype (napi_define_class takes only primitives as
+  // prototype values, so Define adds these after it): the receiver's brand checked before it is
+  // unwrapped (Note [branded receivers]), the call under the exception guard.
+  template <MethodPtr M>
+  static Napi::Value Call(const Napi::CallbackInfo& info) {
+    NativeOptimizer* self = koala::binding::unwrap_branded<NativeOptimizer>(info, kBrand, "NativeOptimizer");
+    return koala::binding::guarded(info.Env(), kNativeFailure, [&] { return (self->*M)(info); });
+  }
+
+  template <MethodPtr M>
+  static Napi::PropertyDescriptor Method(Napi::Env env, const char* name) {
+    return Napi::PropertyDescriptor::Value(name, Napi::Function::New<Call<M>>(env, name), napi_default);
+  }
+
+  // Note [native memory reported]
+  // V8 sees only the wrapper object, a few hundred bytes, of an optimizer that holds megabytes of
+  // native state: optimizers that are dropped without dispose() would pile up until some unrelated
+  // collection. So the bytes an optimizer holds are reported to V8 as external memory
+  // (napi_adjust_external_memory) when it is built, and taken back once, by dispose() or by the
+  // finalizer, whichever comes first; V8 then collects under that pressure. The C call, not
+  // node-addon-api's wrapper, which aborts on failure: a destructor must not fail (the report only
+  // fails for a null env).
+  void report_memory(Napi::Env env, std::int64_t bytes) {
+    std::int64_t total = 0;
+    if (napi_adjust_external_memory(env, bytes, &total) == napi_ok) reported_ = bytes;
+  }
+
+  void release_memory() {
+    std::int64_t total = 0;
+    if (reported_ != 0) napi_adjust_external_memory(Env(), -reported_, &total);
+    reported_ = 0;
+  }
+
   CpuOptimizer& live(Napi::Env env) {
     if (!opt_) throw_coded(env, "ERR_KOALA_DISPOSED", "the optimizer was disposed");
     return *opt_;
@@ -164,6 +219,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsTypedArray()) {
       throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "(kind, layer, array)");
     }
+    if (variant_ != koala::Variant::kMomentum) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "KOALA-V keeps no per-layer state");
     const int kind = info[0].As<Napi::Number>().Int32Value();
     const int64_t layer = info[1].As<Napi::Number>().Int64Value();
     if (kind < 0 || kind > 1 || layer < 0 || static_cast<std::size_t>(layer) >= opt.num_layers()) {
@@ -197,6 +253,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     opt_.reset();
+    release_memory();
     params_.clear();
     grads_.clear();
     mask_.Reset();
@@ -204,12 +261,14 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   }
 
   DType dtype_ = DType::kFloat32;
+  koala::Variant variant_ = koala::Variant::kMomentum;
   std::vector<std::size_t> sizes_;
   std::vector<Napi::ObjectReference> params_, grads_;
   Napi::ObjectReference mask_;
   std::vector<LayerBuffers> buffers_;
   koala::StepReport last_{koala::StepStatus::kApplied, 0, 0.0};
   std::unique_ptr<CpuOptimizer> opt_;
+  std::int64_t reported_ = 0;  // bytes reported to V8 (Note [native memory reported])
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

@@ -8,9 +8,11 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "binding/config.h"
+#include "binding/guard.h"
 #include "core/overlap.h"
 #include "cuda/optimizer.h"
 
@@ -22,16 +24,11 @@ using koala::binding::throw_coded;
 using koala::binding::TypedView;
 using koala::binding::typed_view;
 
-// Runs a CUDA call, turning a C++ exception (CUDA's errors, allocation failures) into ERR_KOALA_CUDA.
+// Runs a CUDA call under the addons' one exception guard: CUDA's errors are ERR_KOALA_CUDA, a host
+// allocation failure ERR_KOALA_OUT_OF_MEMORY (Note [coded native errors], binding/guard.h).
 template <class Fn>
 auto cuda_call(Napi::Env env, Fn&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw_coded(env, "ERR_KOALA_CUDA", e.what());
-  }
+  return koala::binding::guarded(env, "ERR_KOALA_CUDA", std::forward<Fn>(fn));
 }
 
 std::uintptr_t pointer(const Napi::Value& v) {

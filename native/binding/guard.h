@@ -1,0 +1,88 @@
+// Shared by the Node-API addons (CPU, CUDA, development): no C++ exception leaves a call into an
+// addon other than as a JS error with a stable `code`, and an error that can no longer be thrown
+// (the environment is terminating) is dropped instead of aborting the process.
+#pragma once
+
+#include <napi.h>
+
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "binding/config.h"
+
+// Note [unthrowable exceptions]
+// With NAPI_CPP_EXCEPTIONS, node-addon-api turns a failed Node-API call into a C++ Napi::Error and
+// its callback wrapper throws that into JS (napi_throw) when the call unwinds. While an environment
+// is terminating (worker.terminate() during a call into the addon, or the process exiting), every
+// Node-API call that would run JS fails with napi_pending_exception, napi_throw included. Without
+// NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS the wrapper then throws again from inside its catch
+// handler, out of a C callback, and the process aborts ("terminate called after throwing an
+// instance of 'Napi::Error'"). With it the wrapper drops an error it cannot throw: nobody is left
+// to catch it. The build defines it for every addon (CMakeLists.txt, binding.gyp), since it must be
+// the same in every translation unit; this header refuses to compile without it.
+// test/native/terminate.test.ts terminates workers mid-step and expects a clean exit.
+#ifndef NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
+#error "the addons are built with NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS (Note [unthrowable exceptions])"
+#endif
+
+namespace koala {
+namespace binding {
+
+// Note [coded native errors]
+// Called from a catch handler: rethrows the exception in flight as a coded JS error. A Napi::Error
+// (a coded error thrown on purpose, or a failed Node-API call) goes on as it is; running out of
+// memory (std::bad_alloc, or std::length_error: a size no allocation can have) is
+// ERR_KOALA_OUT_OF_MEMORY; anything else is `other_code` with its message: ERR_KOALA_NATIVE for the
+// CPU addons (a thread the system refuses, std::system_error, or a bug), ERR_KOALA_CUDA for the
+// CUDA addon (its runtime wrappers throw CUDA's errors as std::runtime_error). Nothing a binding
+// calls has modified anything visible when it throws (an optimizer's constructor frees what it
+// took), so the caller's promise holds: a coded error, nothing changed.
+[[noreturn]] inline void rethrow_coded(Napi::Env env, const char* other_code) {
+  try {
+    throw;
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw_coded(env, "ERR_KOALA_OUT_OF_MEMORY", "out of memory: the optimizer's native state could not be allocated");
+  } catch (const std::length_error& e) {
+    throw_coded(env, "ERR_KOALA_OUT_OF_MEMORY", std::string("out of memory: ") + e.what());
+  } catch (const std::exception& e) {
+    throw_coded(env, other_code, e.what());
+  } catch (...) {
+    throw_coded(env, other_code, "an unknown native exception");
+  }
+}
+
+// Runs fn() under rethrow_coded (Note [coded native errors]).
+template <class Fn>
+auto guarded(Napi::Env env, const char* other_code, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (...) {
+    rethrow_coded(env, other_code);
+  }
+}
+
+// Note [branded receivers]
+// A method of a wrapped class called on another object (Class.prototype.method.call(x)) must not
+// reach C++: napi_unwrap returns the native pointer of ANY wrapped object of the environment,
+// another addon's included, and a member function called on the wrong type reads out of bounds.
+// So each class's methods are plain functions (not node-addon-api's InstanceMethod, which unwraps
+// first) that check the receiver's type tag, set by the constructor, before unwrapping it.
+template <class T>
+T* unwrap_branded(const Napi::CallbackInfo& info, const napi_type_tag& tag, const char* class_name) {
+  Napi::Env env = info.Env();
+  const Napi::Value self = info.This();
+  bool tagged = false;
+  void* native = nullptr;
+  if (!self.IsObject() || napi_check_object_type_tag(env, self, &tag, &tagged) != napi_ok || !tagged ||
+      napi_unwrap(env, self, &native) != napi_ok || native == nullptr) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", std::string("the receiver is not a constructed ") + class_name);
+  }
+  return static_cast<T*>(native);
+}
+
+}  // namespace binding
+}  // namespace koala
