@@ -48,6 +48,8 @@ namespace binding {
     throw_coded(env, "ERR_KOALA_OUT_OF_MEMORY", "out of memory: the optimizer's native state could not be allocated");
   } catch (const std::length_error& e) {
     throw_coded(env, "ERR_KOALA_OUT_OF_MEMORY", std::string("out of memory: ") + e.what());
+  } catch (const std::system_error& e) {
+    throw_coded(env, other_code, std::string("the system refused a resource (a thread, for instance): ") + e.what());
   } catch (const std::exception& e) {
     throw_coded(env, other_code, e.what());
   } catch (...) {

@@ -22,6 +22,7 @@ class ThreadPool {
 
  private:
   void work(int index);
+  void stop();  // ends and joins the workers
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
