@@ -220,17 +220,21 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
       throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "(kind, layer, array)");
     }
     if (variant_ != koala::Variant::kMomentum) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "KOALA-V keeps no per-layer state");
-    const int kind = info[0].As<Napi::Number>().Int32Value();
-    const int64_t layer = info[1].As<Napi::Number>().Int64Value();
-    if (kind < 0 || kind > 1 || layer < 0 || static_cast<std::size_t>(layer) >= opt.num_layers()) {
+    // Compared as doubles: NaN, fractions and huge values must not pass through an integer conversion.
+    const double kind_arg = info[0].As<Napi::Number>().DoubleValue();
+    const double layer_arg = info[1].As<Napi::Number>().DoubleValue();
+    if ((kind_arg != 0 && kind_arg != 1) || !(layer_arg >= 0 && layer_arg < static_cast<double>(opt.num_layers())) ||
+        layer_arg != static_cast<double>(static_cast<std::size_t>(layer_arg))) {
       throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "no such layer state");
     }
+    const int kind = static_cast<int>(kind_arg);
+    const std::size_t layer = static_cast<std::size_t>(layer_arg);
     const TypedView arr = typed_view(env, info[2]);
     const napi_typedarray_type want = dtype_ == DType::kFloat32 ? napi_float32_array : napi_float64_array;
     if (arr.type != want || arr.length != opt.layer_size(layer) || arr.data == nullptr) {
       throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer state array of the wrong dtype or length");
     }
-    return {opt.layer_state(static_cast<LayerStateKind>(kind), static_cast<std::size_t>(layer)), arr.data};
+    return {opt.layer_state(static_cast<LayerStateKind>(kind), layer), arr.data};
   }
 
   Napi::Value ReadLayerState(const Napi::CallbackInfo& info) {
