@@ -23,6 +23,8 @@ export interface DevAddon {
   streamTriad(a: Float32Array, b: Float32Array, c: Float32Array, s: number, threads: number): void;
   /** One fused Adam step; hyper = [lr, beta1, beta2, eps, step]. */
   adamStep(x: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, hyper: Float64Array, threads: number): void;
+  /** The bytes V8 counts as external memory, what addons report included (Note [native memory reported]). */
+  externalMemory(): number;
 }
 
 let loaded: LoadedAddon<DevAddon> | null = null;
