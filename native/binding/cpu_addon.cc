@@ -1,6 +1,6 @@
 // N-API binding of the CPU backend. Thin on purpose: lib/ validates and normalizes everything;
 // this file converts arguments, re-checks the cheap invariants that keep it memory-safe whatever it
-// is called with (the receiver's brand, argument types, dtype, length, attachment, aliasing by
+// is called with (argument types, dtype, length, attachment, aliasing by
 // address, the variant before per-layer state) and maps every failure, C++ exceptions included
 // (Note [coded native errors], binding/guard.h), to an error with a stable `code`, thrown before
 // any work is done.
@@ -32,30 +32,29 @@ using koala::binding::typed_view;
 
 // What a C++ exception other than running out of memory becomes (Note [coded native errors]).
 constexpr const char* kNativeFailure = "ERR_KOALA_NATIVE";
-// The brand of NativeOptimizer objects (Note [branded receivers], binding/guard.h).
-constexpr napi_type_tag kBrand = {0x6b6f616c615f6f70ULL, 0x74696d5f63707531ULL};
 
 class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    Napi::Function cls =
-        DefineClass(env, "NativeOptimizer", {InstanceValue("deferred", Napi::Boolean::New(env, false), napi_enumerable)});
-    cls.Get("prototype").As<Napi::Object>().DefineProperties({Method<&NativeOptimizer::Predict>(env, "predict"),
-                                                              Method<&NativeOptimizer::Update>(env, "update"),
-                                                              Method<&NativeOptimizer::LastStep>(env, "lastStep"),
-                                                              Method<&NativeOptimizer::GetFilter>(env, "getFilter"),
-                                                              Method<&NativeOptimizer::SetFilter>(env, "setFilter"),
-                                                              Method<&NativeOptimizer::ReadLayerState>(env, "readLayerState"),
-                                                              Method<&NativeOptimizer::WriteLayerState>(env, "writeLayerState"),
-                                                              Method<&NativeOptimizer::ThreadsInUse>(env, "threadsInUse"),
-                                                              Method<&NativeOptimizer::Dispose>(env, "dispose")});
-    return cls;
+    // Each method under the exception guard (Guarded). A method called on anything but an instance
+    // (NativeOptimizer.prototype.predict.call(x)) never reaches C++: V8 checks the receiver against
+    // the class (napi_define_class gives its methods a signature) and throws "Illegal invocation".
+    return DefineClass(env, "NativeOptimizer",
+                       {InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::Predict>>("predict"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::Update>>("update"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::LastStep>>("lastStep"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::GetFilter>>("getFilter"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::SetFilter>>("setFilter"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::ReadLayerState>>("readLayerState"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::WriteLayerState>>("writeLayerState"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::ThreadsInUse>>("threadsInUse"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::Dispose>>("dispose"),
+                        InstanceValue("deferred", Napi::Boolean::New(env, false), napi_enumerable)});
   }
 
   // new NativeOptimizer(config, params: TypedArray[], grads: TypedArray[], skipMask: Uint8Array)
   explicit NativeOptimizer(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<NativeOptimizer>(info) {
     Napi::Env env = info.Env();
-    info.This().As<Napi::Object>().TypeTag(&kBrand);
     if (info.Length() != 4 || !info[0].IsObject() || !info[1].IsArray() || !info[2].IsArray() ||
         !info[3].IsTypedArray()) {
       throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "NativeOptimizer(config, params[], grads[], skipMask)");
@@ -101,18 +100,10 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
  private:
   using MethodPtr = Napi::Value (NativeOptimizer::*)(const Napi::CallbackInfo&);
 
-  // A method as a plain function on the prototype (napi_define_class takes only primitives as
-  // prototype values, so Define adds these after it): the receiver's brand checked before it is
-  // unwrapped (Note [branded receivers]), the call under the exception guard.
+  // Method M under the exception guard (Note [coded native errors], binding/guard.h).
   template <MethodPtr M>
-  static Napi::Value Call(const Napi::CallbackInfo& info) {
-    NativeOptimizer* self = koala::binding::unwrap_branded<NativeOptimizer>(info, kBrand, "NativeOptimizer");
-    return koala::binding::guarded(info.Env(), kNativeFailure, [&] { return (self->*M)(info); });
-  }
-
-  template <MethodPtr M>
-  static Napi::PropertyDescriptor Method(Napi::Env env, const char* name) {
-    return Napi::PropertyDescriptor::Value(name, Napi::Function::New<Call<M>>(env, name), napi_default);
+  Napi::Value Guarded(const Napi::CallbackInfo& info) {
+    return koala::binding::guarded(info.Env(), kNativeFailure, [&] { return (this->*M)(info); });
   }
 
   // Note [native memory reported]

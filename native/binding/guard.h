@@ -67,24 +67,5 @@ auto guarded(Napi::Env env, const char* other_code, Fn&& fn) -> decltype(fn()) {
   }
 }
 
-// Note [branded receivers]
-// A method of a wrapped class called on another object (Class.prototype.method.call(x)) must not
-// reach C++: napi_unwrap returns the native pointer of ANY wrapped object of the environment,
-// another addon's included, and a member function called on the wrong type reads out of bounds.
-// So each class's methods are plain functions (not node-addon-api's InstanceMethod, which unwraps
-// first) that check the receiver's type tag, set by the constructor, before unwrapping it.
-template <class T>
-T* unwrap_branded(const Napi::CallbackInfo& info, const napi_type_tag& tag, const char* class_name) {
-  Napi::Env env = info.Env();
-  const Napi::Value self = info.This();
-  bool tagged = false;
-  void* native = nullptr;
-  if (!self.IsObject() || napi_check_object_type_tag(env, self, &tag, &tagged) != napi_ok || !tagged ||
-      napi_unwrap(env, self, &native) != napi_ok || native == nullptr) {
-    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", std::string("the receiver is not a constructed ") + class_name);
-  }
-  return static_cast<T*>(native);
-}
-
 }  // namespace binding
 }  // namespace koala
