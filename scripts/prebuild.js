@@ -9,7 +9,7 @@ const { execFileSync, spawnSync } = require('node:child_process');
 const { copyFileSync, existsSync, mkdirSync, rmSync } = require('node:fs');
 const { join, relative } = require('node:path');
 
-const GLIBC_FLOOR = '2.36';
+const GLIBC_FLOOR = '2.34';
 
 /** KOALA_OPTIM_SKIP_CUDA (or npm's koala_optim_skip_cuda) set to a true value, as CMakeLists.txt reads it. */
 function skipCuda() {

@@ -269,7 +269,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeOptimizer", NativeOptimizer::Define(env));
   exports.Set("chunkElems", static_cast<double>(koala::kChunkElems));
-  exports.Set("isa", Napi::String::New(env, koala::cpu::cpu_kernels().isa));
+  exports.Set("isa", Napi::String::New(env, koala::cpu::selected_isa().description));
   exports.Set("protocol", koala::binding::protocol_object(env));
   return exports;
 }

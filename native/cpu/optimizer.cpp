@@ -15,6 +15,8 @@ namespace {
 constexpr std::size_t kStateAlign = 64;
 // Below this many elements per thread, waking the workers costs more than it saves.
 constexpr std::size_t kMinElemsPerThread = std::size_t{1} << 16;
+// Parts of a pass per thread, claimed one at a time (Note [shared pool], cpu/pool.h).
+constexpr int kPartsPerThread = 4;
 
 void* alloc_zeroed(std::size_t bytes) {
   const std::size_t rounded = (bytes + kStateAlign - 1) / kStateAlign * kStateAlign;
@@ -41,10 +43,10 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
       gains_(sizes_.size()) {
   const std::size_t useful = plan_.total_elems() / kMinElemsPerThread;
   if (threads > 1 && useful > 1) {
-    const int n = static_cast<int>(useful < static_cast<std::size_t>(threads) ? useful : threads);
-    pool_ = std::make_unique<ThreadPool>(n);
+    threads_ = static_cast<int>(useful < static_cast<std::size_t>(threads) ? useful : threads);
+    ThreadPool::shared().reserve(threads_ - 1);
   }
-  bounds_ = plan_.partition(pool_ ? pool_->size() : 1);
+  bounds_ = plan_.partition(threads_ == 1 ? 1 : threads_ * kPartsPerThread);
   if (config_.variant == Variant::kMomentum) {
     const StateLayout layout(sizes_, elem_bytes(), kStateAlign);
     state_offsets_ = layout.offsets;
@@ -80,11 +82,7 @@ void CpuOptimizer::for_chunks(Fn&& fn) {
   const auto run_part = [&](int t) {
     for (std::size_t c = bounds_[t]; c < bounds_[t + 1]; ++c) fn(c, plan_.chunks()[c]);
   };
-  if (pool_) {
-    pool_->run(run_part);
-  } else {
-    run_part(0);
-  }
+  ThreadPool::shared().run(threads_, static_cast<int>(bounds_.size()) - 1, run_part);
 }
 
 bool CpuOptimizer::predict(const LayerBuffers* layers) {

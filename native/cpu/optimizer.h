@@ -50,7 +50,7 @@ class CpuOptimizer {
   void restore(const FilterSnapshot& s) { scalars_ = s; }
   DType dtype() const { return dtype_; }
   // Threads a pass runs on: the option, capped so that each gets kMinElemsPerThread elements.
-  int threads() const { return pool_ ? pool_->size() : 1; }
+  int threads() const { return threads_; }
   std::size_t num_layers() const { return sizes_.size(); }
   std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
   std::size_t elem_bytes() const { return dtype_ == DType::kFloat32 ? 4 : 8; }
@@ -73,8 +73,8 @@ class CpuOptimizer {
   FilterSnapshot scalars_;
   bool lazy_predict_;
   ChunkPlan plan_;
-  std::unique_ptr<ThreadPool> pool_;  // null when one thread is asked for or the model is small
-  std::vector<std::size_t> bounds_;   // plan_.partition(threads)
+  int threads_ = 1;                   // parts of a pass, on the shared pool (Note [shared pool])
+  std::vector<std::size_t> bounds_;   // the parts of a pass: plan_.partition(a few per thread)
   std::vector<std::size_t> state_offsets_;  // element offset of each layer in velocity_/average_
   void* velocity_ = nullptr;                // 64-byte aligned, zero-initialized
   void* average_ = nullptr;

@@ -5,14 +5,13 @@
 // own heap; RSS is the process's, external memory V8's count as the development addon reads it
 // (process.memoryUsage().external leaves out what addons report).
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 
+import { devAddonStatus } from '../../bench/dev-addon';
 import { nativeStatus } from '../../lib';
-import { addonPaths } from '../../lib/native';
 
-const devPath = addonPaths('koala_optim_dev').find((p) => existsSync(p));
+const devPath = devAddonStatus().path;
 const skip = !nativeStatus().available ? `the native addon does not load: ${nativeStatus().reason}` : '';
-const skipExternal = skip || (devPath ? '' : 'no development addon (koala_optim_dev.node) to read V8 external memory with');
+const skipExternal = skip || (devPath ? '' : `no development addon to read V8 external memory with: ${devAddonStatus().reason}`);
 if (skipExternal) console.warn(`native memory tests skipped: ${skipExternal}`);
 const maybe = skip ? test.skip : test;
 const maybeExternal = skipExternal ? test.skip : test;
