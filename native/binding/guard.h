@@ -27,6 +27,16 @@
 #error "the addons are built with NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS (Note [unthrowable exceptions])"
 #endif
 
+// Note [addon never unloaded]
+// Node unloads (dlclose) an addon when the last environment that loaded it goes away: a worker that
+// was the only one to load it, terminated. The process-wide pool (Note [shared pool], cpu/pool.h)
+// outlives any environment by design, its helpers sleeping in the addon's code, and a helper can
+// still be starting when the worker ends: once the code is unmapped they crash the process
+// (SIGSEGV), and the next load would start a second pool. So the addons are linked with
+// -z nodelete (CMakeLists.txt, binding.gyp): the dynamic linker keeps them mapped until the
+// process exits, and every environment shares the one pool. test/native/terminate.test.ts loads
+// the addon in workers only and terminates them while their passes run on the pool.
+
 namespace koala {
 namespace binding {
 
