@@ -71,6 +71,28 @@ describeNative('the raw NativeOptimizer binding', () => {
     for (const [what, fn, code] of cases) expect([what, codeOf(fn)]).toEqual([what, code]);
   });
 
+  test("a getter that throws while the binding reads its arguments: the caller's error, no crash", () => {
+    const C = Native();
+    const { params, grads } = layers();
+    const mask = new Uint8Array(SIZES.length);
+    const boom = () => {
+      throw new Error('boom');
+    };
+    const config = Object.defineProperty({ ...CONFIG }, 'kappa', { get: boom, enumerable: true });
+    const trap = Object.defineProperty([...params], '1', { get: boom });
+    for (const make of [() => new C(config, params, grads, mask), () => new C(CONFIG, trap, grads, mask)]) {
+      expect(() => make()).toThrow('boom');
+    }
+    // A Proxy is not an array to the binding (napi_is_array): a coded error.
+    expect(codeOf(() => new C(CONFIG, new Proxy(params, {}), grads, mask))).toBe('ERR_KOALA_INVALID_ARGUMENT');
+    const opt = new C(CONFIG, params, grads, mask);
+    const snapshot = Object.defineProperty({ ...opt.getFilter() }, 'r', { get: boom, enumerable: true });
+    expect(() => opt.setFilter(snapshot)).toThrow('boom');
+    opt.predict();
+    opt.update(0.5, 0.3, 1);
+    expect(opt.lastStep().status).toBe(0);
+  });
+
   test('out-of-range thread counts fall back to one thread', () => {
     for (const threads of [NaN, -5, 0, 1e300, 2 ** 31, Infinity]) {
       const opt = make({ threads });
