@@ -27,19 +27,22 @@ export type LayerStateKind = (typeof LAYER_STATE)[keyof typeof LAYER_STATE];
 /** FilterSnapshot.pending when no element-wise predict is pending. */
 export const NO_PENDING_PREDICT = -1;
 
-/**
- * Everything scalar that a backend carries between steps. P is symmetric (p01 = P[0][1] = P[1][0]);
- * KOALA-V uses sigma instead of P and qX. pending is the sum |a - x|^2 of a predict whose
- * element-wise part the last update already did (lazy predict), or NO_PENDING_PREDICT; steps counts
- * the applied updates (an integer).
- */
-export interface FilterSnapshot {
+/** The scalar filter. P is symmetric (p01 = P[0][1] = P[1][0]); KOALA-V uses sigma instead of P and qX. */
+export interface FilterState {
   p00: number;
   p01: number;
   p11: number;
   qX: number;
   sigma: number;
   r: number;
+}
+
+/**
+ * Everything scalar that a backend carries between steps: the filter; pending, the sum |a - x|^2 of
+ * a predict whose element-wise part the last update already did (lazy predict), or
+ * NO_PENDING_PREDICT; steps, the applied updates (an integer).
+ */
+export interface FilterSnapshot extends FilterState {
   pending: number;
   steps: number;
 }

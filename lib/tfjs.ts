@@ -67,6 +67,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { fail } from './errors';
 import { KoalaM, KoalaV, type KoalaStateDict, type UpdateInfo } from './koala';
 import { checkNumber, normalizeOptions, type KoalaMOptions, type KoalaVOptions } from './options';
+import { VARIANT, type Variant } from './protocol';
 
 type GradientList = Parameters<tf.Optimizer['applyGradients']>[0];
 type NamedTensor = { name: string; tensor: tf.Tensor };
@@ -132,7 +133,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
   protected readonly options: O;
   /** Statistics of the adapter's work, for logging its overhead. */
   readonly stats: AdapterStats = { steps: 0, copyMs: 0, writeMs: 0, writes: 0, koalaMs: 0 };
-  private readonly variant: 0 | 1;
+  private readonly variant: Variant;
   private learningRate: number;
   private binding: Binding | null = null;
   /** A state from setWeights() before the variables are known; loaded when they are. */
@@ -143,7 +144,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
   private perSampleLossSq: number | null = null;
   private lastInfo: UpdateInfo | null = null;
 
-  protected constructor(variant: 0 | 1, options: O) {
+  protected constructor(variant: Variant, options: O) {
     super();
     normalizeOptions(variant, options); // throws a KoalaError on a bad option, before any step
     this.variant = variant;
@@ -337,7 +338,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
     const layers = variables.map((v, i) => ({ name: v.name, param: params[i], grad: grads[i] }));
     const total = variables.reduce((n, v) => n + v.size, 0);
     const options = { ...this.options, threads: this.options.threads ?? inLoopThreads(total), lr: this.learningRate };
-    const koala = this.variant === 0 ? new KoalaM(layers, options) : new KoalaV(layers, options as KoalaVOptions);
+    const koala = this.variant === VARIANT.momentum ? new KoalaM(layers, options) : new KoalaV(layers, options as KoalaVOptions);
     if (this.pendingState) {
       try {
         koala.loadStateDict(this.pendingState);
@@ -381,7 +382,7 @@ export class KoalaMOptimizer extends KoalaOptimizerBase<KoalaMOptions> {
   static readonly className = 'KoalaM';
 
   constructor(options: KoalaMOptions = {}) {
-    super(0, options);
+    super(VARIANT.momentum, options);
   }
 }
 
@@ -390,7 +391,7 @@ export class KoalaVOptimizer extends KoalaOptimizerBase<KoalaVOptions> {
   static readonly className = 'KoalaV';
 
   constructor(options: KoalaVOptions = {}) {
-    super(1, options);
+    super(VARIANT.vanilla, options);
   }
 }
 

@@ -1,10 +1,10 @@
 /**
  * The four contenders behind one interface: KOALA-M and KOALA-V through the tfjs adapter (default
- * options, lr 1), and tfjs's own SGD with momentum 0.9 and Adam.
+ * options, lr 1, or one of the paper's variants), and tfjs's own SGD with momentum 0.9 and Adam.
  */
 import * as tf from '@tensorflow/tfjs-core';
 
-import type { HasLr } from '../../lib';
+import type { HasLr, KoalaMOptions, KoalaVOptions } from '../../lib';
 import type { AdapterStats } from '../../lib/tfjs';
 import { KoalaMOptimizer, KoalaVOptimizer } from '../../lib/tfjs';
 
@@ -17,6 +17,23 @@ export const LABELS: Record<OptimizerName, string> = {
   sgd: 'SGD+momentum',
   adam: 'Adam',
 };
+
+/**
+ * KOALA's variant (README, "The paper's variants"): the official code, one of the paper's forms, or
+ * all three ('paper'). 'regularized' changes KOALA-V only, and only with weight decay.
+ */
+export const VARIANTS = ['official', 'absolute-target', 'paper-noise', 'regularized', 'paper'] as const;
+export type VariantName = (typeof VARIANTS)[number];
+
+/** The KoalaM / KoalaV options of a variant. */
+export function variantOptions(variant: VariantName): KoalaMOptions & KoalaVOptions {
+  const all = variant === 'paper';
+  return {
+    ...(all || variant === 'absolute-target' ? { target: 'absolute' as const } : {}),
+    ...(all || variant === 'paper-noise' ? { stateNoise: 'paper' as const } : {}),
+    ...(all || variant === 'regularized' ? { direction: 'regularized' as const } : {}),
+  };
+}
 
 /** Base learning rates: KOALA's default 1, SGD 0.05 with momentum 0.9, Adam 1e-3. */
 export const BASE_LR: Record<OptimizerName, number> = { 'koala-m': 1, 'koala-v': 1, sgd: 0.05, adam: 1e-3 };
@@ -48,11 +65,22 @@ function readCost(cost: tf.Scalar | null): number {
   return value;
 }
 
-/** koalaThreads: the KOALA optimizers' `threads` option (null: left to the adapter). */
-export function createTrainer(name: OptimizerName, koalaThreads: number | null = null): Trainer {
+/** The KOALA optimizers' settings (SGD and Adam take none of them). */
+export interface KoalaSettings {
+  /** The paper's variant (README, "The paper's variants"). */
+  variant: VariantName;
+  weightDecay: number;
+  /** The `threads` option; null: left to the adapter (Note [adapter threads], lib/tfjs.ts). */
+  threads: number | null;
+}
+
+export function createTrainer(name: OptimizerName, koala: KoalaSettings = { variant: 'official', weightDecay: 0, threads: null }): Trainer {
   if (name === 'koala-m' || name === 'koala-v') {
-    const options = koalaThreads === null ? {} : { threads: koalaThreads };
-    const opt = name === 'koala-m' ? new KoalaMOptimizer(options) : new KoalaVOptimizer(options);
+    const { target, stateNoise, direction } = variantOptions(koala.variant);
+    const threads = koala.threads === null ? {} : { threads: koala.threads };
+    const opt = name === 'koala-m'
+      ? new KoalaMOptimizer({ target, stateNoise, weightDecay: koala.weightDecay, ...threads })
+      : new KoalaVOptimizer({ target, direction, weightDecay: koala.weightDecay, ...threads });
     let refused = 0;
     return {
       name,

@@ -46,19 +46,21 @@ function machine(): string {
 function setup(e: Experiment): string {
   const c = e.config;
   const model = c.model === 'mlp' ? 'MLP 784-256-128-10' : 'CNN (conv 3x3x8, pool, conv 3x3x16, pool, dense 10)';
-  return `${model}, ${e.parameters.toLocaleString('en-US')} parameters; ${e.trainSize.toLocaleString('en-US')} train / ${e.testSize.toLocaleString('en-US')} test digits (the \`mnist\` package, stratified split, seed ${c.splitSeed}); batch ${c.batch}, ${c.epochs} epochs, schedule ${c.schedule}, seeds ${c.seeds.join(', ')}; tfjs ${e.backend.name} backend; ${machine()}; ${e.seconds.toFixed(0)} s in all.`;
+  return `${model}, ${e.parameters.toLocaleString('en-US')} parameters; ${e.trainSize.toLocaleString('en-US')} train / ${e.testSize.toLocaleString('en-US')} test digits (the \`mnist\` package, stratified split, seed ${c.splitSeed}); batch ${c.batch}, ${c.epochs} epochs, schedule ${c.schedule}, KOALA variant ${c.variant}, weight decay ${c.weightDecay}, seeds ${c.seeds.join(', ')}; tfjs ${e.backend.name} backend; ${machine()}; ${e.seconds.toFixed(0)} s in all.`;
 }
 
 /** The closing comparison: KOALA-M's final test accuracy against the best baseline's. */
-function koalaVsBest(runs: RunResult[]): string | null {
-  const groups = byOptimizer(runs);
+function koalaVsBest(e: Experiment): string | null {
+  const groups = byOptimizer(e.runs);
   const koala = groups.get('koala-m');
   const baselines = [...groups].filter(([name]) => name === 'sgd' || name === 'adam');
   if (!koala || baselines.length === 0) return null;
   const [bestName, bestRuns] = baselines.reduce((a, b) => (accuracyStats(b[1]).mean > accuracyStats(a[1]).mean ? b : a));
   const diff = 100 * (accuracyStats(koala).mean - accuracyStats(bestRuns).mean);
   const verdict = diff >= 0 ? 'at least as good' : diff >= -1 ? 'within 1 point' : 'more than 1 point behind';
-  return `KOALA-M (default options, lr 1) ends ${Math.abs(diff).toFixed(2)} points ${diff >= 0 ? 'above' : 'below'} the best baseline, ${LABELS[bestName]} (${pct(accuracyStats(koala).mean)}% against ${pct(accuracyStats(bestRuns).mean)}%): ${verdict}.`;
+  const { variant, weightDecay } = e.config;
+  const changed = [variant !== 'official' ? `variant ${variant}` : '', weightDecay !== 0 ? `weight decay ${weightDecay}` : ''].filter((s) => s !== '');
+  return `KOALA-M (${changed.length === 0 ? 'default options' : changed.join(', ')}, lr 1) ends ${Math.abs(diff).toFixed(2)} points ${diff >= 0 ? 'above' : 'below'} the best baseline, ${LABELS[bestName]} (${pct(accuracyStats(koala).mean)}% against ${pct(accuracyStats(bestRuns).mean)}%): ${verdict}.`;
 }
 
 export function summaryMarkdown(e: Experiment): string {
@@ -84,7 +86,7 @@ export function summaryMarkdown(e: Experiment): string {
   }
   const refused = e.runs.filter((r) => r.refused > 0);
   if (refused.length > 0) lines.push('', `Refused KOALA updates (non-finite loss or gradient): ${refused.map((r) => `${r.label} seed ${r.seed}: ${r.refused}`).join(', ')}.`);
-  const closing = koalaVsBest(e.runs);
+  const closing = koalaVsBest(e);
   if (closing) lines.push('', closing);
   return `${lines.join('\n')}\n`;
 }

@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "koala/filter.h"
 #include "koala/protocol.h"
@@ -60,9 +61,13 @@ inline DType dtype_field(const Napi::Object& cfg) {
   return number_field(cfg, "dtype") == static_cast<int>(DType::kFloat32) ? DType::kFloat32 : DType::kFloat64;
 }
 
+inline Variant variant_field(const Napi::Object& cfg) {
+  return number_field(cfg, "variant") == static_cast<int>(Variant::kMomentum) ? Variant::kMomentum : Variant::kVanilla;
+}
+
 inline FilterConfig filter_config(const Napi::Object& cfg) {
   FilterConfig config{};
-  config.variant = number_field(cfg, "variant") == static_cast<int>(Variant::kMomentum) ? Variant::kMomentum : Variant::kVanilla;
+  config.variant = variant_field(cfg);
   config.weight_decay = number_field(cfg, "weightDecay");
   config.eps = number_field(cfg, "eps");
   config.kappa = number_field(cfg, "kappa");
@@ -70,6 +75,9 @@ inline FilterConfig filter_config(const Napi::Object& cfg) {
   config.q = number_field(cfg, "q");
   config.beta_r = number_field(cfg, "betaR");
   config.adaptive_r = cfg.Get("adaptiveR").ToBoolean().Value();
+  config.absolute_target = cfg.Get("absoluteTarget").ToBoolean().Value();
+  config.paper_state_noise = cfg.Get("paperStateNoise").ToBoolean().Value();
+  config.vanilla_along_h = cfg.Get("vanillaAlongH").ToBoolean().Value();
   return config;
 }
 
@@ -127,6 +135,36 @@ inline FilterSnapshot snapshot_arg(Napi::Env env, const Napi::Value& v) {
            number_field(o, "r")},
           number_field(o, "pending"),
           static_cast<std::uint64_t>(steps)};
+}
+
+// The arguments of readLayerState/writeLayerState(kind, layer, array), checked for an optimizer of
+// `variant` and `dtype` over layers of `sizes`: KOALA-M only, an existing layer, an attached array
+// of the layer's dtype and length.
+struct LayerStateArgs {
+  LayerStateKind kind;
+  std::size_t layer;
+  void* data;
+  std::size_t bytes;
+};
+
+inline LayerStateArgs layer_state_args(const Napi::CallbackInfo& info, Variant variant, DType dtype, const std::vector<std::size_t>& sizes) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsTypedArray()) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "(kind, layer, array)");
+  }
+  if (variant != Variant::kMomentum) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "KOALA-V keeps no per-layer state");
+  const double kind = info[0].As<Napi::Number>().DoubleValue();
+  const double layer = info[1].As<Napi::Number>().DoubleValue();
+  if ((kind != static_cast<int>(LayerStateKind::kVelocity) && kind != static_cast<int>(LayerStateKind::kAverage)) || !(layer >= 0) ||
+      layer >= static_cast<double>(sizes.size()) || layer != static_cast<double>(static_cast<std::size_t>(layer))) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "no such layer state");
+  }
+  const auto l = static_cast<std::size_t>(layer);
+  const TypedView arr = typed_view(env, info[2]);
+  if (arr.type != array_type(dtype) || arr.length != sizes[l] || arr.data == nullptr) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer state array of the wrong dtype or length, or detached");
+  }
+  return {static_cast<LayerStateKind>(static_cast<int>(kind)), l, arr.data, arr.bytes};
 }
 
 // A step's outcome as { status, skipped, maxGain }.

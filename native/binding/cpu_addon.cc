@@ -24,7 +24,6 @@ namespace {
 using koala::CpuOptimizer;
 using koala::DType;
 using koala::LayerBuffers;
-using koala::LayerStateKind;
 using koala::binding::number_field;
 using koala::binding::throw_coded;
 using koala::binding::TypedView;
@@ -67,7 +66,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
       throw_coded(env, "ERR_KOALA_INVALID_LAYERS", "params and grads must be non-empty and of equal count");
     }
     dtype_ = koala::binding::dtype_field(cfg);
-    variant_ = koala::binding::filter_config(cfg).variant;
+    variant_ = koala::binding::variant_field(cfg);
     std::vector<std::size_t> sizes;
     for (std::size_t l = 0; l < count; ++l) {
       const TypedView p = typed_view(env, params.Get(l));
@@ -133,7 +132,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   // Fetches every layer's data pointers anew (a buffer may have been detached since the last
   // call) and checks dtype and length against the layer table.
   void resolve(Napi::Env env) {
-    const napi_typedarray_type want = dtype_ == DType::kFloat32 ? napi_float32_array : napi_float64_array;
+    const napi_typedarray_type want = koala::binding::array_type(dtype_);
     for (std::size_t l = 0; l < sizes_.size(); ++l) {
       const TypedView p = typed_view(env, params_[l].Value());
       const TypedView g = typed_view(env, grads_[l].Value());
@@ -151,7 +150,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   // aliasing is checked on addresses here, after lib/ checked buffer identity.
   void check_aliasing(Napi::Env env) {
     std::vector<koala::MemoryRange> ranges;
-    const std::size_t bytes = dtype_ == DType::kFloat32 ? 4 : 8;
+    const std::size_t bytes = koala::binding::elem_bytes(dtype_);
     for (std::size_t l = 0; l < sizes_.size(); ++l) {
       const auto p = reinterpret_cast<std::uintptr_t>(buffers_[l].param);
       const auto g = reinterpret_cast<std::uintptr_t>(buffers_[l].grad);
@@ -203,42 +202,17 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     return info.Env().Undefined();
   }
 
-  // Checks (kind, layer, array) and returns the layer's state and the array's data.
-  std::pair<void*, void*> layer_state_args(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    CpuOptimizer& opt = live(env);
-    if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsTypedArray()) {
-      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "(kind, layer, array)");
-    }
-    if (variant_ != koala::Variant::kMomentum) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "KOALA-V keeps no per-layer state");
-    // Compared as doubles: NaN, fractions and huge values must not pass through an integer conversion.
-    const double kind_arg = info[0].As<Napi::Number>().DoubleValue();
-    const double layer_arg = info[1].As<Napi::Number>().DoubleValue();
-    if ((kind_arg != 0 && kind_arg != 1) || !(layer_arg >= 0 && layer_arg < static_cast<double>(opt.num_layers())) ||
-        layer_arg != static_cast<double>(static_cast<std::size_t>(layer_arg))) {
-      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "no such layer state");
-    }
-    const int kind = static_cast<int>(kind_arg);
-    const std::size_t layer = static_cast<std::size_t>(layer_arg);
-    const TypedView arr = typed_view(env, info[2]);
-    const napi_typedarray_type want = dtype_ == DType::kFloat32 ? napi_float32_array : napi_float64_array;
-    if (arr.type != want || arr.length != opt.layer_size(layer) || arr.data == nullptr) {
-      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer state array of the wrong dtype or length");
-    }
-    return {opt.layer_state(static_cast<LayerStateKind>(kind), layer), arr.data};
-  }
-
   Napi::Value ReadLayerState(const Napi::CallbackInfo& info) {
-    const auto [state, array] = layer_state_args(info);
-    const std::size_t layer = info[1].As<Napi::Number>().Int64Value();
-    std::copy_n(static_cast<const char*>(state), sizes_[layer] * opt_->elem_bytes(), static_cast<char*>(array));
+    CpuOptimizer& opt = live(info.Env());
+    const auto a = koala::binding::layer_state_args(info, variant_, dtype_, sizes_);
+    std::copy_n(static_cast<const char*>(opt.layer_state(a.kind, a.layer)), a.bytes, static_cast<char*>(a.data));
     return info.Env().Undefined();
   }
 
   Napi::Value WriteLayerState(const Napi::CallbackInfo& info) {
-    const auto [state, array] = layer_state_args(info);
-    const std::size_t layer = info[1].As<Napi::Number>().Int64Value();
-    std::copy_n(static_cast<const char*>(array), sizes_[layer] * opt_->elem_bytes(), static_cast<char*>(state));
+    CpuOptimizer& opt = live(info.Env());
+    const auto a = koala::binding::layer_state_args(info, variant_, dtype_, sizes_);
+    std::copy_n(static_cast<const char*>(a.data), a.bytes, static_cast<char*>(opt.layer_state(a.kind, a.layer)));
     return info.Env().Undefined();
   }
 

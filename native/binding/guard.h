@@ -27,16 +27,6 @@
 #error "the addons are built with NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS (Note [unthrowable exceptions])"
 #endif
 
-// Note [addon never unloaded]
-// Node unloads (dlclose) an addon when the last environment that loaded it goes away: a worker that
-// was the only one to load it, terminated. The process-wide pool (Note [shared pool], cpu/pool.h)
-// outlives any environment by design, its helpers sleeping in the addon's code, and a helper can
-// still be starting when the worker ends: once the code is unmapped they crash the process
-// (SIGSEGV), and the next load would start a second pool. So the addons are linked with
-// -z nodelete (CMakeLists.txt, binding.gyp): the dynamic linker keeps them mapped until the
-// process exits, and every environment shares the one pool. test/native/terminate.test.ts loads
-// the addon in workers only and terminates them while their passes run on the pool.
-
 namespace koala {
 namespace binding {
 
@@ -45,8 +35,9 @@ namespace binding {
 // (a coded error thrown on purpose, or a failed Node-API call) goes on as it is; running out of
 // memory (std::bad_alloc, or std::length_error: a size no allocation can have) is
 // ERR_KOALA_OUT_OF_MEMORY; anything else is `other_code` with its message: ERR_KOALA_NATIVE for the
-// CPU addons (a thread the system refuses, std::system_error, or a bug), ERR_KOALA_CUDA for the
-// CUDA addon (its runtime wrappers throw CUDA's errors as std::runtime_error). Nothing a binding
+// CPU addon (a resource the system refuses, std::system_error, or a bug; the shared pool itself
+// runs on fewer threads when one is refused), ERR_KOALA_CUDA for the CUDA addon (CUDA's errors,
+// thrown as std::runtime_error; its cuda_call maps a missing device and a bad argument first). Nothing a binding
 // calls has modified anything visible when it throws (an optimizer's constructor frees what it
 // took), so the caller's promise holds: a coded error, nothing changed.
 [[noreturn]] inline void rethrow_coded(Napi::Env env, const char* other_code) {

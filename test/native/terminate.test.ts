@@ -57,7 +57,7 @@ const [addon, rounds] = [process.argv[1], Number(process.argv[2])];
 
 // One worker at a time, the only one to load the addon, its passes on the shared pool (300,000
 // parameters, 4 threads): its termination must not unload the code the pool's helpers run (Note
-// [addon never unloaded], native/binding/guard.h). Before the addons were linked -z nodelete, this
+// [process-wide pool lifetime], native/cpu/pool.h). Before the addons were linked -z nodelete, this
 // crashed (SIGSEGV) in most runs of 30.
 const POOL_WORKER = `
 const { workerData, parentPort } = require('node:worker_threads');
