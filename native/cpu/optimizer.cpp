@@ -53,8 +53,20 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
     const StateLayout layout(sizes_, elem_bytes(), kStateAlign);
     state_offsets_ = layout.offsets;
     velocity_ = alloc_zeroed(layout.total * elem_bytes());
-    average_ = alloc_zeroed(layout.total * elem_bytes());
+    try {
+      average_ = alloc_zeroed(layout.total * elem_bytes());
+    } catch (...) {
+      std::free(velocity_);  // the destructor does not run for a constructor that throws
+      throw;
+    }
   }
+}
+
+std::size_t CpuOptimizer::native_bytes() const {
+  const std::size_t state =
+      config_.variant == Variant::kMomentum ? 2 * StateLayout(sizes_, elem_bytes(), kStateAlign).total * elem_bytes() : 0;
+  return state + chunk_sums_.size() * (sizeof(LayerSums) + sizeof(double)) +
+         sizes_.size() * (sizeof(LayerSums) + sizeof(LayerGain) + 2 * sizeof(std::size_t));
 }
 
 CpuOptimizer::~CpuOptimizer() {

@@ -54,6 +54,9 @@ class CpuOptimizer {
   std::size_t num_layers() const { return sizes_.size(); }
   std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
   std::size_t elem_bytes() const { return dtype_ == DType::kFloat32 ? 4 : 8; }
+  // Bytes of native memory this optimizer holds: per-layer state and per-chunk sums (reported to V8
+  // by the binding, Note [native memory reported]).
+  std::size_t native_bytes() const;
   // Start of layer l's velocity or average (KOALA-M), layer_size(l) elements of the dtype.
   void* layer_state(LayerStateKind kind, std::size_t l);
 
