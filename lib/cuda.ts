@@ -17,6 +17,11 @@ type NativeScalar = number | [bigint, number];
 interface NativeCudaOptimizer {
   predict(): void;
   update(loss: NativeScalar, lossSq: NativeScalar, lr: number): null;
+  predictPartial(): void;
+  predictFinish(): void;
+  updatePartial(): void;
+  updateFinish(loss: NativeScalar, lossSq: NativeScalar, lr: number): null;
+  deviceSums(): [bigint, bigint];
   lastStep(skipMask: Uint8Array): BackendStep;
   getFilter(): FilterSnapshot;
   setFilter(s: FilterSnapshot): void;
@@ -96,6 +101,28 @@ export class CudaBackend implements Backend {
 
   update(loss: number | DeviceScalar, lossSq: number | DeviceScalar, lr: number): null {
     return this.native.update(nativeScalar(loss), nativeScalar(lossSq), lr);
+  }
+
+  // The halves of a sharded step keep their sums in device memory (Note [sharded device step],
+  // native/cuda/sharded.h): the caller reduces them on the stream, e.g. with NCCL.
+  predictPartial(): void {
+    this.native.predictPartial();
+  }
+
+  predictFinish(): void {
+    this.native.predictFinish();
+  }
+
+  updatePartial(): void {
+    this.native.updatePartial();
+  }
+
+  updateFinish(_sums: Float64Array | null, loss: number | DeviceScalar, lossSq: number | DeviceScalar, lr: number): null {
+    return this.native.updateFinish(nativeScalar(loss), nativeScalar(lossSq), lr);
+  }
+
+  deviceSums(): [bigint, bigint] {
+    return this.native.deviceSums();
   }
 
   lastStep(): BackendStep {

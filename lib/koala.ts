@@ -8,6 +8,7 @@ import {
   isDeviceDescriptor,
   validateLayers,
   type DeviceScalar,
+  type DeviceTensor,
   type DType,
   type FloatArray,
   type Layer,
@@ -36,6 +37,8 @@ import {
   type Variant,
 } from './protocol';
 import { ReferenceBackend } from './reference';
+import { checkShard } from './shard';
+import type { ShardSpec } from './options';
 
 /**
  * Where a step stands. update() needs a predict() since the last applied update: calling it twice
@@ -87,7 +90,13 @@ export interface KoalaStateDict {
   version: 1;
   optimizer: 'koala-m' | 'koala-v';
   dtype: DType;
+  /** Each layer's name and length (a sharded rank's: its slice's length). */
   layers: { name: string; length: number }[];
+  /**
+   * A sharded rank's state holds its slices only: where they lie (option shard). null (or absent)
+   * for an unsharded optimizer.
+   */
+  shard?: ShardSpec | null;
   step: number;
   phase: Phase;
   lr: number;
@@ -95,7 +104,7 @@ export interface KoalaStateDict {
   filter: number[];
   /**
    * With lazy predict, after an update: the sum |a - x|^2 that the next predict() will use, its
-   * element-wise part being done already. null otherwise.
+   * element-wise part being done already (a sharded rank's: its slices' partial sum). null otherwise.
    */
   pendingPredict: number | null;
   /** KOALA-M: per-layer velocities and parameter averages; empty for KOALA-V. */
@@ -155,18 +164,43 @@ abstract class KoalaBase {
   private currentPhase: Phase = 'updated';
   private updates = 0; // update() calls, to tell a device step's info from a later one's
   private disposed = false;
+  /** This rank's slices (Note [sharded step]); null when unsharded. */
+  private readonly shardSpec: ShardSpec | null;
+  /** The sums of the split calls: host arrays, or the CUDA backend's device buffers. */
+  private readonly predictSums: Float64Array | DeviceTensor;
+  private readonly updateSums: Float64Array | DeviceTensor;
+  /** Which split call's sums are out for reduction. */
+  private reducing: 'predict' | 'update' | null = null;
 
   protected constructor(variant: Variant, layers: readonly Layer[], options: unknown) {
     const opts = normalizeOptions(variant, options);
-    this.table = validateLayers(layers);
+    const sharded = opts.shard !== undefined;
+    this.table = validateLayers(layers, sharded);
+    const { shard, modelElems } = sharded ? checkShard(opts.shard, this.table) : { shard: null, modelElems: this.table.total };
+    this.shardSpec = shard;
     this.variant = variant;
     this.dtype = this.table.dtype;
     this.layerNames = Object.freeze([...this.table.names]);
     this.learningRate = opts.lr;
     this.onNonFinite = opts.onNonFinite;
     this.skipMask = new Uint8Array(this.table.lengths.length);
-    const config: BackendConfig = { ...opts.config, dtype: DTYPE[this.dtype] };
+    const config: BackendConfig = { ...opts.config, dtype: DTYPE[this.dtype], modelElems };
     [this.impl, this.backend] = createBackend(opts.backend, config, this.table, this.skipMask, opts.stream);
+    const layerCount = this.table.lengths.length;
+    if (this.impl.deviceSums) {
+      const [predictPtr, updatePtr] = nativeCall(() => this.impl.deviceSums!());
+      const deviceId = (this.table as { deviceId: number }).deviceId;
+      this.predictSums = { device: 'cuda', deviceId, ptr: predictPtr, length: 1, dtype: 'float64' };
+      this.updateSums = { device: 'cuda', deviceId, ptr: updatePtr, length: 3 * layerCount, dtype: 'float64' };
+    } else {
+      this.predictSums = new Float64Array(1);
+      this.updateSums = new Float64Array(3 * layerCount);
+    }
+  }
+
+  /** This rank's slices (option shard), or null for an unsharded optimizer. */
+  get shard(): ShardSpec | null {
+    return this.shardSpec === null ? null : { layerLengths: [...this.shardSpec.layerLengths], offsets: [...this.shardSpec.offsets] };
   }
 
   /** The learning rate of the next update(); schedules set it between steps. */
@@ -195,7 +229,7 @@ abstract class KoalaBase {
 
   /** Before the forward pass: moves the parameters to the filter's prediction. */
   predict(): void {
-    this.ready();
+    this.unsharded('predict');
     nativeCall(() => this.impl.predict());
     this.currentPhase = 'predicted';
   }
@@ -212,7 +246,99 @@ abstract class KoalaBase {
    * the next update()), and onNonFinite: 'throw' throws then.
    */
   update(loss: number | DeviceScalar, lossSq?: number | DeviceScalar): UpdateInfo {
+    this.unsharded('update');
+    const sq = this.checkLosses(loss, lossSq);
+    if (this.currentPhase !== 'predicted') {
+      fail('ERR_KOALA_PREDICT_REQUIRED', 'update() needs a predict() since the last applied update (call predict() before the forward pass)');
+    }
+    this.updates++;
+    return this.settle(nativeCall(() => this.impl.update(loss, sq, this.learningRate)));
+  }
+
+  /**
+   * Sharded step, first half of predict() (README, "Data-parallel and sharded training"): the
+   * element-wise predict of this rank's slices. Returns the slices' partial sum |a - x|^2 (1 float64:
+   * a Float64Array, or a device tensor on CUDA, written on the stream): all-reduce it (sum) in place
+   * across the ranks, then call finishPredict(). Allowed whenever update() is not half done.
+   */
+  predictPartial(): Float64Array | DeviceTensor {
+    this.splitCall('predictPartial', null);
+    nativeCall(() => this.impl.predictPartial(this.hostSums(this.predictSums)));
+    this.reducing = 'predict';
+    return this.predictSums;
+  }
+
+  /** Second half of predict(): the scalar predict with the reduced sum, read from predictPartial()'s buffer. */
+  finishPredict(): void {
+    this.splitCall('finishPredict', 'predict');
+    this.checkReduced(this.predictSums);
+    this.reducing = null;
+    nativeCall(() => this.impl.predictFinish(this.hostSums(this.predictSums)));
+    this.currentPhase = 'predicted';
+  }
+
+  /**
+   * Sharded step, first half of update(): the stats pass over this rank's slices, once the grads
+   * hold the global gradient (all-reduced, as data-parallel training does anyway). Returns 3 float64
+   * per layer, |g + wd x|^2, |x|^2, |g|^2 of the slice: all-reduce them (sum) in place, then call
+   * finishUpdate(loss, lossSq) with the global loss and lossSq.
+   */
+  updatePartial(): Float64Array | DeviceTensor {
+    this.splitCall('updatePartial', null);
+    if (this.currentPhase !== 'predicted') {
+      fail('ERR_KOALA_PREDICT_REQUIRED', 'updatePartial() needs a predict since the last applied update (predictPartial(), finishPredict())');
+    }
+    nativeCall(() => this.impl.updatePartial(this.hostSums(this.updateSums)));
+    this.reducing = 'update';
+    return this.updateSums;
+  }
+
+  /**
+   * Second half of update(), on the reduced sums: every rank decides the same step (a NaN on any
+   * rank refuses it on all) and updates its slices. loss and lossSq are the global ones (the mean
+   * over every rank's samples), as for update().
+   */
+  finishUpdate(loss: number | DeviceScalar, lossSq?: number | DeviceScalar): UpdateInfo {
+    this.splitCall('finishUpdate', 'update');
+    const sq = this.checkLosses(loss, lossSq);
+    this.checkReduced(this.updateSums);
+    this.reducing = null;
+    this.updates++;
+    return this.settle(nativeCall(() => this.impl.updateFinish(this.hostSums(this.updateSums), loss, sq, this.learningRate)));
+  }
+
+  /** predict() and update() are for unsharded optimizers, between whole split steps. */
+  private unsharded(call: string): void {
     this.ready();
+    if (this.shardSpec !== null) {
+      fail('ERR_KOALA_SHARDED', `${call}() steps an unsharded optimizer; a sharded one steps through predictPartial(), finishPredict(), updatePartial() and finishUpdate()`);
+    }
+    if (this.reducing !== null) fail('ERR_KOALA_SHARDED', `${call}() called while the sums of ${this.reducing}Partial() are out for reduction`);
+  }
+
+  /** The split calls come in pairs: `expects` is the reduction that must be out (null: none may be). */
+  private splitCall(call: string, expects: 'predict' | 'update' | null): void {
+    this.ready();
+    if (this.reducing === expects) return;
+    if (expects === null) fail('ERR_KOALA_SHARDED', `${call}() called while the sums of ${this.reducing}Partial() are out for reduction (finish that first)`);
+    fail('ERR_KOALA_SHARDED', `${call}() needs ${expects}Partial() first`);
+  }
+
+  private hostSums(sums: Float64Array | DeviceTensor): Float64Array | null {
+    return sums instanceof Float64Array ? sums : null;
+  }
+
+  /** A reduced host sum of squares can be NaN or Inf (the guards refuse the step) but never negative. */
+  private checkReduced(sums: Float64Array | DeviceTensor): void {
+    if (!(sums instanceof Float64Array)) return;
+    const i = sums.findIndex((v) => v < 0);
+    if (i >= 0) {
+      fail('ERR_KOALA_INVALID_ARGUMENT', `the reduced sums are sums of squares, but value ${i} is ${sums[i]} (was the reduction a sum?)`);
+    }
+  }
+
+  /** Checks update()'s loss and lossSq; returns lossSq (loss^2 when omitted). */
+  private checkLosses(loss: number | DeviceScalar, lossSq: number | DeviceScalar | undefined): number | DeviceScalar {
     const sq = lossSq === undefined && typeof loss === 'number' ? loss * loss : lossSq;
     for (const [value, name] of [[loss, 'loss'], [sq, 'lossSq']] as const) {
       if (typeof value === 'number') continue;
@@ -223,18 +349,18 @@ abstract class KoalaBase {
       if (d.deviceId !== this.table.deviceId) fail('ERR_KOALA_INVALID_DEVICE_POINTER', `${name} is on cuda:${d.deviceId}, the layers on cuda:${this.table.deviceId}`);
     }
     if (typeof sq === 'number' && sq < 0) fail('ERR_KOALA_INVALID_LOSS', `lossSq is a mean of squares and cannot be negative, got ${sq}`);
-    if (this.currentPhase !== 'predicted') {
-      fail('ERR_KOALA_PREDICT_REQUIRED', 'update() needs a predict() since the last applied update (call predict() before the forward pass)');
-    }
-    const lossSqArg = sq as number | DeviceScalar;
-    this.updates++;
-    const step = nativeCall(() => this.impl.update(loss, lossSqArg, this.learningRate));
-    // On CUDA the outcome is on the device (see above): the phase moves on as for an applied step.
+    return sq as number | DeviceScalar;
+  }
+
+  /** The phase and the info after a step. */
+  private settle(step: BackendStep | null): UpdateInfo {
+    // On CUDA the outcome is on the device (see update()): the phase moves on as for an applied step.
     if (step === null || step.status === STEP_STATUS.applied) this.currentPhase = 'updated';
     return step === null ? this.deferred() : this.outcome(step);
   }
 
   stateDict(): KoalaStateDict {
+    this.between('stateDict');
     const momentum = this.variant === VARIANT.momentum;
     const f = this.filter();
     return {
@@ -243,6 +369,7 @@ abstract class KoalaBase {
       optimizer: momentum ? 'koala-m' : 'koala-v',
       dtype: this.dtype,
       layers: this.table.names.map((name, i) => ({ name, length: this.table.lengths[i] })),
+      shard: this.shard,
       step: f.steps,
       phase: this.currentPhase,
       lr: this.learningRate,
@@ -255,7 +382,7 @@ abstract class KoalaBase {
 
   /** Restores a stateDict() taken from an optimizer of the same kind over layers of the same sizes. */
   loadStateDict(sd: KoalaStateDict): void {
-    this.ready();
+    this.between('loadStateDict');
     const bad = (why: string): never => fail('ERR_KOALA_INVALID_STATE', `loadStateDict: ${why}`);
     if (typeof sd !== 'object' || sd === null || sd.format !== 'koala-optim') bad('not a koala-optim state dict');
     if (sd.version !== STATE_VERSION) bad(`version ${String(sd.version)} is not supported (this build reads ${STATE_VERSION})`);
@@ -266,6 +393,17 @@ abstract class KoalaBase {
     if (!Array.isArray(sd.layers) || sd.layers.length !== lengths.length || sd.layers.some((l, i) => l?.length !== lengths[i])) {
       bad('its layer sizes differ from this optimizer\'s');
     }
+    const mine = this.shardSpec;
+    const theirs = sd.shard ?? null;
+    const sameShard =
+      mine === null
+        ? theirs === null
+        : theirs !== null && typeof theirs === 'object' && ['layerLengths', 'offsets'].every((k) => {
+          const a = (theirs as unknown as Record<string, unknown>)[k];
+          const b = mine[k as keyof ShardSpec];
+          return Array.isArray(a) && a.length === b.length && a.every((v, i) => v === b[i]);
+        });
+    if (!sameShard) bad(mine === null ? 'it holds a sharded rank\'s slices, this optimizer is unsharded' : 'its shard (the slices it holds) differs from this rank\'s');
     if (!Number.isSafeInteger(sd.step) || sd.step < 0) bad('step must be a non-negative integer');
     if (sd.phase !== 'predicted' && sd.phase !== 'updated') bad('phase must be "predicted" or "updated"');
     if (typeof sd.lr !== 'number' || !Number.isFinite(sd.lr) || sd.lr < 0) bad('lr must be a finite number >= 0');
@@ -299,6 +437,12 @@ abstract class KoalaBase {
     if (this.disposed) return;
     this.disposed = true;
     this.impl.dispose();
+  }
+
+  /** State is read and written between whole steps, not while sums are out for reduction. */
+  private between(call: string): void {
+    this.ready();
+    if (this.reducing !== null) fail('ERR_KOALA_SHARDED', `${call}() called while the sums of ${this.reducing}Partial() are out for reduction`);
   }
 
   protected filter(): FilterSnapshot {
