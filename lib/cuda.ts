@@ -104,7 +104,7 @@ export class CudaBackend implements Backend {
   }
 
   // The halves of a sharded step keep their sums in device memory (Note [sharded device step],
-  // native/cuda/sharded.h): the caller reduces them on the stream, e.g. with NCCL.
+  // native/cuda/optimizer.h): the caller reduces them on the stream, e.g. with NCCL.
   predictPartial(): void {
     this.native.predictPartial();
   }

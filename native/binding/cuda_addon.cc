@@ -74,6 +74,11 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     return DefineClass(env, "NativeCudaOptimizer",
                        {InstanceMethod<&NativeCudaOptimizer::Predict>("predict"),
                         InstanceMethod<&NativeCudaOptimizer::Update>("update"),
+                        InstanceMethod<&NativeCudaOptimizer::PredictPartial>("predictPartial"),
+                        InstanceMethod<&NativeCudaOptimizer::PredictFinish>("predictFinish"),
+                        InstanceMethod<&NativeCudaOptimizer::UpdatePartial>("updatePartial"),
+                        InstanceMethod<&NativeCudaOptimizer::UpdateFinish>("updateFinish"),
+                        InstanceMethod<&NativeCudaOptimizer::DeviceSums>("deviceSums"),
                         InstanceMethod<&NativeCudaOptimizer::LastStep>("lastStep"),
                         InstanceMethod<&NativeCudaOptimizer::GetFilter>("getFilter"),
                         InstanceMethod<&NativeCudaOptimizer::SetFilter>("setFilter"),
@@ -106,6 +111,7 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
       const std::size_t n = static_cast<std::size_t>(lengths.Get(l).As<Napi::Number>().Int64Value());
       const std::uintptr_t p = pointer(params.Get(l)), g = pointer(grads.Get(l));
       for (const auto& [ptr, what] : {std::pair{p, "param"}, std::pair{g, "grad"}}) {
+        if (n == 0) break;  // an empty slice of a sharded layer (Note [sharded device step]) is never read
         const std::string why = cuda_call(env, [&] { return kc::check_device_pointer(reinterpret_cast<void*>(ptr), n * elem, elem, device); });
         if (!why.empty()) throw_coded(env, "ERR_KOALA_INVALID_DEVICE_POINTER", std::string(what) + " of layer " + std::to_string(l) + " " + why);
       }
@@ -126,9 +132,10 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
       stream_handle = stream.As<Napi::BigInt>().Uint64Value(&lossless);
     }
     const bool lazy = koala::binding::lazy_predict(cfg);
+    const double model_elems = cfg.Get("modelElems").IsUndefined() ? 0 : koala::binding::number_field(cfg, "modelElems");
     opt_ = cuda_call(env, [&] {
       return std::make_unique<kc::CudaOptimizer>(device, dtype_, std::move(sizes), std::move(layers), config, initial, lazy,
-                                                 static_cast<std::uintptr_t>(stream_handle));
+                                                 static_cast<std::uintptr_t>(stream_handle), model_elems);
     });
   }
 
@@ -167,6 +174,48 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     const double lr = info[2].As<Napi::Number>().DoubleValue();
     cuda_call(env, [&] { opt.update(loss, loss_sq, lr); });
     return env.Null();
+  }
+
+  // The halves of a sharded step (Note [sharded device step], cuda/optimizer.h): launches only.
+  Napi::Value PredictPartial(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    cuda_call(info.Env(), [&] { opt.predict_partial(); });
+    return info.Env().Undefined();
+  }
+
+  Napi::Value PredictFinish(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    cuda_call(info.Env(), [&] { opt.predict_finish(); });
+    return info.Env().Undefined();
+  }
+
+  Napi::Value UpdatePartial(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    cuda_call(info.Env(), [&] { opt.update_partial(); });
+    return info.Env().Undefined();
+  }
+
+  // updateFinish(loss, lossSq, lr), as update().
+  Napi::Value UpdateFinish(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    kc::CudaOptimizer& opt = live(env);
+    if (info.Length() != 3 || !info[2].IsNumber()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "updateFinish(loss, lossSq, lr)");
+    const kc::ScalarArg loss = scalar_arg(info[0]), loss_sq = scalar_arg(info[1]);
+    check_scalar(env, loss, 0);
+    check_scalar(env, loss_sq, 1);
+    const double lr = info[2].As<Napi::Number>().DoubleValue();
+    cuda_call(env, [&] { opt.update_finish(loss, loss_sq, lr); });
+    return env.Null();
+  }
+
+  // deviceSums() -> [predict, update]: the device addresses of the sums (BigInts).
+  Napi::Value DeviceSums(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const kc::DeviceSums sums = live(env).device_sums();
+    Napi::Array out = Napi::Array::New(env, 2);
+    out.Set(0u, Napi::BigInt::New(env, static_cast<std::uint64_t>(sums.predict)));
+    out.Set(1u, Napi::BigInt::New(env, static_cast<std::uint64_t>(sums.update)));
+    return out;
   }
 
   // lastStep(skipMask: Uint8Array) -> { status, skipped, maxGain } (a synchronization)

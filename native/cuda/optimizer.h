@@ -49,16 +49,36 @@ struct StepOutcome {
   double max_gain;
 };
 
+// Note [sharded device step]
+// The halves of a sharded step (Note [sharded step], cpu/optimizer.h) on the device: the partial
+// sums stay in device memory, in two buffers of this optimizer (device_sums(): 1 double for
+// predict, 3 per layer, |h|^2 |x|^2 |g|^2, for update). predict_partial() and update_partial()
+// launch the element pass and leave the slice's sums there; the caller reduces them in place on
+// the same stream (ncclAllReduce(buf, buf, count, ncclFloat64, ncclSum, comm, stream)); the
+// finish halves' kernels read the reduced sums from there. No host synchronization anywhere.
+struct DeviceSums {
+  std::uintptr_t predict;  // 1 double
+  std::uintptr_t update;   // 3 doubles per layer
+};
+
 class CudaOptimizer {
  public:
+  // model_elems: the n of q_x, the whole model's elements (0: these layers' own total).
   CudaOptimizer(int device, DType dtype, std::vector<std::size_t> sizes, std::vector<LayerPointers> layers,
-                const FilterConfig& config, const FilterState& initial, bool lazy_predict, std::uintptr_t stream);
+                const FilterConfig& config, const FilterState& initial, bool lazy_predict, std::uintptr_t stream,
+                double model_elems = 0);
   ~CudaOptimizer();
   CudaOptimizer(const CudaOptimizer&) = delete;
   CudaOptimizer& operator=(const CudaOptimizer&) = delete;
 
   void predict();
   void update(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
+  // The halves of predict() and update() (Note [sharded device step]).
+  void predict_partial();
+  void predict_finish();
+  void update_partial();
+  void update_finish(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
+  DeviceSums device_sums() const;
 
   // Reads (each synchronizes with the stream).
   StepOutcome last_step(std::uint8_t* skip_mask_out);
