@@ -125,21 +125,23 @@ __global__ void predict_elements_kernel(const DeviceChunk* chunks, const DeviceL
 
 // The predict's sum |a - x|^2 of this optimizer's chunks (or the pending sum of a lazy update), into
 // *predict_sum: what a sharded rank hands to the caller's all-reduce (Note [sharded device step]).
-__global__ void predict_sum_kernel(Variant variant, DeviceScalars* sc, const double* chunk_diff, std::size_t num_chunks,
-                                   double* predict_sum) {
+// With finish (the unsharded predict()), also the scalar predict with that sum, in the same launch.
+__global__ void predict_sum_kernel(FilterConfig config, DeviceScalars* sc, const double* chunk_diff, std::size_t num_chunks,
+                                   double* predict_sum, double n, bool finish) {
   __shared__ double shared[kThreads];
   __shared__ double pending;
   if (threadIdx.x == 0) pending = sc->snap.pending;
   __syncthreads();
   double sum = 0.0;
-  if (variant == Variant::kMomentum) sum = pending != kNoPendingPredict ? pending : ordered_sum(chunk_diff, num_chunks, shared);
+  if (config.variant == Variant::kMomentum) sum = pending != kNoPendingPredict ? pending : ordered_sum(chunk_diff, num_chunks, shared);
   if (threadIdx.x == 0) {
     *predict_sum = sum;
     sc->snap.pending = kNoPendingPredict;
+    if (finish) filter_predict(config, sc->snap.filter, sum, n);
   }
 }
 
-// The scalar predict with the (reduced) sum.
+// The scalar predict with the reduced sum (the second half of a sharded predict).
 __global__ void predict_filter_kernel(FilterConfig config, DeviceScalars* sc, const double* predict_sum, double n) {
   filter_predict(config, sc->snap.filter, *predict_sum, n);
 }
@@ -327,12 +329,11 @@ CudaOptimizer::~CudaOptimizer() {
   dev_.reset();
 }
 
-void CudaOptimizer::predict() {
-  predict_partial();
-  predict_finish();
-}
+void CudaOptimizer::predict() { launch_predict(true); }
 
-void CudaOptimizer::predict_partial() {
+void CudaOptimizer::predict_partial() { launch_predict(false); }
+
+void CudaOptimizer::launch_predict(bool finish) {
   DeviceGuard guard(device_);
   Device& d = *dev_;
   if (config_.variant == Variant::kMomentum && d.num_chunks > 0) {
@@ -342,7 +343,7 @@ void CudaOptimizer::predict_partial() {
       predict_elements_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.scalars, config_.kappa, d.chunk_diff);
     }
   }
-  predict_sum_kernel<<<1, kThreads, 0, d.stream>>>(config_.variant, d.scalars, d.chunk_diff, d.num_chunks, d.predict_sum);
+  predict_sum_kernel<<<1, kThreads, 0, d.stream>>>(config_, d.scalars, d.chunk_diff, d.num_chunks, d.predict_sum, d.total, finish);
   check(cudaGetLastError(), "predict launch");
 }
 

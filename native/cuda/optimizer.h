@@ -92,6 +92,7 @@ class CudaOptimizer {
   std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
 
  private:
+  void launch_predict(bool finish);  // finish: the scalar predict too, in the same launch
   struct Device;  // device allocations, defined in optimizer.cu
   int device_;
   DType dtype_;
