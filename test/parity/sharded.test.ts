@@ -218,6 +218,27 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
     });
   });
 
+  test.each(['koala-m', 'koala-m lazy', 'koala-v'] as const)('%s: the split calls on an unsharded optimizer are predict() and update(), bitwise', (kind) => {
+    const runs = [0, 1].map(() => {
+      const p = model(init);
+      const g = model(() => 0);
+      return { p, g, opt: make(kind, p.layers.map((param, l) => ({ param, grad: g.layers[l] })), { backend }) };
+    });
+    for (let step = 0; step < 10; step++) {
+      const [whole, split] = runs;
+      whole.opt.predict();
+      split.opt.predictPartial(); // one rank: its partial sum is the reduced one
+      split.opt.finishPredict();
+      const [loss, lossSq] = gradients(step, whole.p.flat, whole.g.flat);
+      gradients(step, split.p.flat, split.g.flat);
+      expect(whole.opt.update(loss, lossSq).applied).toBe(true);
+      split.opt.updatePartial();
+      expect(split.opt.finishUpdate(loss, lossSq).applied).toBe(true);
+      expect(Buffer.from(split.p.flat.buffer).equals(Buffer.from(whole.p.flat.buffer))).toBe(true);
+      expect(filterOf(split.opt)).toEqual(filterOf(whole.opt));
+    }
+  });
+
   test('the sharded calls: empty slices accepted, order enforced, predict()/update() refused', () => {
     const p = model(init);
     const g = model(() => 0);
