@@ -313,15 +313,20 @@ abstract class KoalaBase {
     if (this.shardSpec !== null) {
       fail('ERR_KOALA_SHARDED', `${call}() steps an unsharded optimizer; a sharded one steps through predictPartial(), finishPredict(), updatePartial() and finishUpdate()`);
     }
-    if (this.reducing !== null) fail('ERR_KOALA_SHARDED', `${call}() called while the sums of ${this.reducing}Partial() are out for reduction`);
+    this.between(call);
   }
 
-  /** The split calls come in pairs: `expects` is the reduction that must be out (null: none may be). */
+  /** The split calls come in pairs: `expects` is the partial call whose sums must be out (null: none may be). */
   private splitCall(call: string, expects: 'predict' | 'update' | null): void {
+    if (expects === null) return this.between(call);
     this.ready();
-    if (this.reducing === expects) return;
-    if (expects === null) fail('ERR_KOALA_SHARDED', `${call}() called while the sums of ${this.reducing}Partial() are out for reduction (finish that first)`);
-    fail('ERR_KOALA_SHARDED', `${call}() needs ${expects}Partial() first`);
+    if (this.reducing !== expects) fail('ERR_KOALA_SHARDED', `${call}() needs ${expects}Partial() first`);
+  }
+
+  /** Whole steps and the state need every reduction finished. */
+  private between(call: string): void {
+    this.ready();
+    if (this.reducing !== null) fail('ERR_KOALA_SHARDED', `${call}() called while the sums of ${this.reducing}Partial() are out for reduction (finish that first)`);
   }
 
   private hostSums(sums: Float64Array | DeviceTensor): Float64Array | null {
@@ -437,12 +442,6 @@ abstract class KoalaBase {
     if (this.disposed) return;
     this.disposed = true;
     this.impl.dispose();
-  }
-
-  /** State is read and written between whole steps, not while sums are out for reduction. */
-  private between(call: string): void {
-    this.ready();
-    if (this.reducing !== null) fail('ERR_KOALA_SHARDED', `${call}() called while the sums of ${this.reducing}Partial() are out for reduction`);
   }
 
   protected filter(): FilterSnapshot {
