@@ -44,7 +44,7 @@ export class ReferenceBackend implements Backend {
   }
 
   predict(): void {
-    this.predictFinish(null, this.localPredictSum());
+    this.scalarPredict(this.localPredictSum());
   }
 
   /** The halves of predict() for a sharded rank (Note [sharded step], native/cpu/optimizer.h). */
@@ -52,8 +52,12 @@ export class ReferenceBackend implements Backend {
     sums![0] = this.localPredictSum();
   }
 
-  /** The scalar predict with the reduced sum |a - x|^2 (sums[0], or `sum` for the unsharded predict()). */
-  predictFinish(sums: Float64Array | null, sum = sums![0]): void {
+  predictFinish(sums: Float64Array | null): void {
+    this.scalarPredict(sums![0]);
+  }
+
+  /** The scalar predict with the (reduced) sum |a - x|^2. */
+  private scalarPredict(sum: number): void {
     const c = this.cfg;
     if (c.variant === VARIANT.vanilla) {
       this.sigma = this.sigma + c.q;
