@@ -28,6 +28,21 @@ interface CommonOptions {
   stream?: bigint;
   /** Default 'skip': the step is skipped as a whole and reported in the returned info. */
   onNonFinite?: NonFinitePolicy;
+  /**
+   * Makes this optimizer one rank of a sharded optimizer (README, "Data-parallel and sharded
+   * training"): each layer's param and grad are this rank's slice of the layer (possibly empty), and
+   * the step runs through predictPartial() / finishPredict() / updatePartial() / finishUpdate().
+   */
+  shard?: ShardSpec;
+}
+
+/**
+ * Where a rank's slices lie: for each layer, the whole layer's length and the offset of this rank's
+ * slice in it (the slice's length is its param's). shardLayers() builds it from a flat range.
+ */
+export interface ShardSpec {
+  layerLengths: number[];
+  offsets: number[];
 }
 
 export interface KoalaMOptions extends CommonOptions {
@@ -71,6 +86,8 @@ export interface BackendConfig {
   betaR: number;
   adaptiveR: boolean;
   lazyPredict: boolean;
+  /** Elements of the whole model, the n of q_x (a sharded rank holds fewer). Absent: the layers' own total. */
+  modelElems?: number;
   p00: number;
   p01: number;
   p11: number;
@@ -85,7 +102,9 @@ export interface Normalized {
   stream: bigint | null;
   backend: BackendChoice;
   onNonFinite: NonFinitePolicy;
-  config: Omit<BackendConfig, 'dtype'>;
+  config: Omit<BackendConfig, 'dtype' | 'modelElems'>;
+  /** The option shard as given (lib/shard.ts checks it against the layers). */
+  shard: unknown;
 }
 
 /*
@@ -128,7 +147,7 @@ const MOMENTUM: Record<string, [Range, number]> = {
   qP: ['nonNegative', 0.01],
 };
 const VANILLA: Record<string, [Range, number]> = { ...COMMON, sigma0: ['nonNegative', 0.1], q: ['nonNegative', 1] };
-const NON_NUMERIC = ['r', 'threads', 'backend', 'onNonFinite', 'stream'];
+const NON_NUMERIC = ['r', 'threads', 'backend', 'onNonFinite', 'stream', 'shard'];
 
 /** The reference's option names, to point a user porting from it at ours. */
 const REFERENCE_NAMES: Record<string, string> = {
@@ -217,6 +236,7 @@ export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
     stream,
     backend,
     onNonFinite,
+    shard: given.shard,
     config: {
       variant,
       threads,

@@ -76,6 +76,11 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     return DefineClass(env, "NativeCudaOptimizer",
                        {InstanceMethod<&NativeCudaOptimizer::Predict>("predict"),
                         InstanceMethod<&NativeCudaOptimizer::Update>("update"),
+                        InstanceMethod<&NativeCudaOptimizer::PredictPartial>("predictPartial"),
+                        InstanceMethod<&NativeCudaOptimizer::PredictFinish>("predictFinish"),
+                        InstanceMethod<&NativeCudaOptimizer::UpdatePartial>("updatePartial"),
+                        InstanceMethod<&NativeCudaOptimizer::UpdateFinish>("updateFinish"),
+                        InstanceMethod<&NativeCudaOptimizer::DeviceSums>("deviceSums"),
                         InstanceMethod<&NativeCudaOptimizer::LastStep>("lastStep"),
                         InstanceMethod<&NativeCudaOptimizer::GetFilter>("getFilter"),
                         InstanceMethod<&NativeCudaOptimizer::SetFilter>("setFilter"),
@@ -113,6 +118,7 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
       const std::size_t n = static_cast<std::size_t>(lengths.Get(l).As<Napi::Number>().Int64Value());
       const std::uintptr_t p = pointer(params.Get(l)), g = pointer(grads.Get(l));
       for (const auto& [ptr, what] : {std::pair{p, "param"}, std::pair{g, "grad"}}) {
+        if (n == 0) break;  // an empty slice of a sharded layer (Note [sharded device step]) is never read
         const std::string why = cuda_call(env, [&] { return kc::check_device_pointer(reinterpret_cast<void*>(ptr), n * elem, elem, device); });
         if (!why.empty()) throw_coded(env, "ERR_KOALA_INVALID_DEVICE_POINTER", std::string(what) + " of layer " + std::to_string(l) + " " + why);
       }
@@ -133,9 +139,10 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
       stream_handle = stream.As<Napi::BigInt>().Uint64Value(&lossless);
     }
     const bool lazy = koala::binding::lazy_predict(cfg);
+    const double model_elems = cfg.Get("modelElems").IsUndefined() ? 0 : koala::binding::number_field(cfg, "modelElems");
     opt_ = cuda_call(env, [&] {
       return std::make_unique<kc::CudaOptimizer>(device, dtype_, std::move(sizes), std::move(layers), config, initial, lazy,
-                                                 static_cast<std::uintptr_t>(stream_handle));
+                                                 static_cast<std::uintptr_t>(stream_handle), model_elems);
     });
   }
 
@@ -159,22 +166,72 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
 
   Napi::Value Predict(const Napi::CallbackInfo& info) {
     kc::CudaOptimizer& opt = live(info.Env());
-    const kc::Moved moved = cuda_call(info.Env(), [&] { return opt.predict(); });
-    if (moved == kc::Moved::kUnknown) return Napi::String::New(info.Env(), "unknown");
-    return Napi::Boolean::New(info.Env(), moved == kc::Moved::kYes);
+    return moved_value(info.Env(), cuda_call(info.Env(), [&] { return opt.predict(); }));
+  }
+
+  static Napi::Value moved_value(Napi::Env env, kc::Moved moved) {
+    if (moved == kc::Moved::kUnknown) return Napi::String::New(env, "unknown");
+    return Napi::Boolean::New(env, moved == kc::Moved::kYes);
   }
 
   // update(loss, lossSq, lr): each loss a number or [ptr, dtype]; nothing is read back.
   Napi::Value Update(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    const StepArgs a = step_args(info, "update(loss, lossSq, lr)");
+    cuda_call(info.Env(), [&] { opt.update(a.loss, a.loss_sq, a.lr); });
+    return info.Env().Undefined();
+  }
+
+  struct StepArgs {
+    kc::ScalarArg loss, loss_sq;
+    double lr;
+  };
+
+  // The arguments of update() and updateFinish(), the device losses' pointers checked.
+  StepArgs step_args(const Napi::CallbackInfo& info, const char* usage) {
     Napi::Env env = info.Env();
-    kc::CudaOptimizer& opt = live(env);
-    if (info.Length() != 3 || !info[2].IsNumber()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "update(loss, lossSq, lr)");
-    const kc::ScalarArg loss = scalar_arg(info[0]), loss_sq = scalar_arg(info[1]);
-    check_scalar(env, loss, 0);
-    check_scalar(env, loss_sq, 1);
-    const double lr = info[2].As<Napi::Number>().DoubleValue();
-    cuda_call(env, [&] { opt.update(loss, loss_sq, lr); });
-    return env.Undefined();
+    if (info.Length() != 3 || !info[2].IsNumber()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", usage);
+    const StepArgs a{scalar_arg(info[0]), scalar_arg(info[1]), info[2].As<Napi::Number>().DoubleValue()};
+    check_scalar(env, a.loss, 0);
+    check_scalar(env, a.loss_sq, 1);
+    return a;
+  }
+
+  // The halves of a sharded step (Note [sharded device step], cuda/optimizer.h): launches only;
+  // predictPartial() says what predict() would.
+  Napi::Value PredictPartial(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    return moved_value(info.Env(), cuda_call(info.Env(), [&] { return opt.predict_partial(); }));
+  }
+
+  Napi::Value PredictFinish(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    cuda_call(info.Env(), [&] { opt.predict_finish(); });
+    return info.Env().Undefined();
+  }
+
+  Napi::Value UpdatePartial(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    cuda_call(info.Env(), [&] { opt.update_partial(); });
+    return info.Env().Undefined();
+  }
+
+  // updateFinish(loss, lossSq, lr), as update().
+  Napi::Value UpdateFinish(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    const StepArgs a = step_args(info, "updateFinish(loss, lossSq, lr)");
+    cuda_call(info.Env(), [&] { opt.update_finish(a.loss, a.loss_sq, a.lr); });
+    return info.Env().Undefined();
+  }
+
+  // deviceSums() -> [predict, update]: the device addresses of the sums (BigInts).
+  Napi::Value DeviceSums(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const kc::DeviceSums sums = live(env).device_sums();
+    Napi::Array out = Napi::Array::New(env, 2);
+    out.Set(0u, Napi::BigInt::New(env, static_cast<std::uint64_t>(sums.predict)));
+    out.Set(1u, Napi::BigInt::New(env, static_cast<std::uint64_t>(sums.update)));
+    return out;
   }
 
   // lastStep() -> { status, skipped, maxGain }, the skip mask filled (a wait for the step)

@@ -121,8 +121,11 @@ __global__ void predict_elements_kernel(const DeviceChunk* chunks, const DeviceL
   if (threadIdx.x == 0) chunk_diff[blockIdx.x] = d[0];
 }
 
-__global__ void predict_filter_kernel(FilterConfig config, DeviceScalars* sc, const double* chunk_diff,
-                                      std::size_t num_chunks, double n) {
+// The predict's sum |a - x|^2 of this optimizer's chunks (or the pending sum of a lazy update), into
+// *predict_sum: what a sharded rank hands to the caller's all-reduce (Note [sharded device step]).
+// With finish (the unsharded predict()), also the scalar predict with that sum, in the same launch.
+__global__ void predict_sum_kernel(FilterConfig config, DeviceScalars* sc, const double* chunk_diff, std::size_t num_chunks,
+                                   double* predict_sum, double n, bool finish) {
   __shared__ double shared[kThreads];
   __shared__ double pending;
   if (threadIdx.x == 0) pending = sc->snap.pending;
@@ -130,9 +133,15 @@ __global__ void predict_filter_kernel(FilterConfig config, DeviceScalars* sc, co
   double sum = 0.0;
   if (config.variant == Variant::kMomentum) sum = pending != kNoPendingPredict ? pending : ordered_sum(chunk_diff, num_chunks, shared);
   if (threadIdx.x == 0) {
-    filter_predict(config, sc->snap.filter, sum, n);
+    *predict_sum = sum;
     sc->snap.pending = kNoPendingPredict;
+    if (finish) filter_predict(config, sc->snap.filter, sum, n);
   }
+}
+
+// The scalar predict with the reduced sum (the second half of a sharded predict).
+__global__ void predict_filter_kernel(FilterConfig config, DeviceScalars* sc, const double* predict_sum, double n) {
+  filter_predict(config, sc->snap.filter, *predict_sum, n);
 }
 
 template <class T>
@@ -227,7 +236,7 @@ T* device_alloc(std::size_t count) {
 struct CudaOptimizer::Device {
   cudaStream_t stream = nullptr;
   std::size_t num_chunks = 0;
-  std::size_t total = 0;
+  double total = 0;  // n of q_x: the whole model's elements (a sharded rank holds fewer)
   DeviceChunk* chunks = nullptr;
   std::uint64_t* first_chunk = nullptr;
   DeviceLayer* layers = nullptr;
@@ -240,13 +249,14 @@ struct CudaOptimizer::Device {
   LayerGain* gains = nullptr;
   std::uint8_t* skip_mask = nullptr;
   DeviceScalars* scalars = nullptr;
+  double* predict_sum = nullptr;  // the predict's sum |a - x|^2 (Note [sharded device step])
 
   // cudaFree waits for the device to finish with the memory; the caller's stream, which may be
   // destroyed by now, is not touched.
   ~Device() {
     for (void* p : {static_cast<void*>(chunks), static_cast<void*>(first_chunk), static_cast<void*>(layers), velocity, average,
                     static_cast<void*>(chunk_sums), static_cast<void*>(layer_sums), static_cast<void*>(chunk_diff), static_cast<void*>(gains),
-                    static_cast<void*>(skip_mask), static_cast<void*>(scalars)}) {
+                    static_cast<void*>(skip_mask), static_cast<void*>(scalars), static_cast<void*>(predict_sum)}) {
       if (p != nullptr) cudaFree(p);
     }
   }
@@ -254,7 +264,7 @@ struct CudaOptimizer::Device {
 
 CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> sizes, std::vector<LayerPointers> layers,
                              const FilterConfig& config, const FilterState& initial, bool lazy_predict,
-                             std::uintptr_t stream)
+                             std::uintptr_t stream, double model_elems)
     : device_(device),
       dtype_(dtype),
       sizes_(std::move(sizes)),
@@ -267,7 +277,7 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
   d.stream = reinterpret_cast<cudaStream_t>(stream_);
   const ChunkPlan plan(sizes_, kChunkElems);
   d.num_chunks = plan.chunks().size();
-  d.total = plan.total_elems();
+  d.total = model_elems > 0 ? model_elems : static_cast<double>(plan.total_elems());
   const std::size_t elem = dtype_ == DType::kFloat32 ? 4 : 8;
 
   std::vector<DeviceChunk> chunks;
@@ -300,6 +310,7 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
   d.gains = device_alloc<LayerGain>(sizes_.size());
   d.skip_mask = device_alloc<std::uint8_t>(sizes_.size());
   d.scalars = device_alloc<DeviceScalars>(1);
+  d.predict_sum = device_alloc<double>(1);
   const DeviceScalars scalars{{initial, kNoPendingPredict, 0}, {StepStatus::kApplied, 0, 0.0}};
   check(cudaMemcpyAsync(d.chunks, chunks.data(), chunks.size() * sizeof(DeviceChunk), cudaMemcpyHostToDevice, d.stream), "upload plan");
   check(cudaMemcpyAsync(d.first_chunk, first.data(), first.size() * sizeof(std::uint64_t), cudaMemcpyHostToDevice, d.stream), "upload plan");
@@ -313,17 +324,21 @@ CudaOptimizer::~CudaOptimizer() {
   dev_.reset();
 }
 
-Moved CudaOptimizer::predict() {
+Moved CudaOptimizer::predict() { return launch_predict(true); }
+
+Moved CudaOptimizer::predict_partial() { return launch_predict(false); }
+
+Moved CudaOptimizer::launch_predict(bool finish) {
   DeviceGuard guard(device_);
   Device& d = *dev_;
-  if (config_.variant == Variant::kMomentum) {
+  if (config_.variant == Variant::kMomentum && d.num_chunks > 0) {
     if (dtype_ == DType::kFloat32) {
       predict_elements_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.scalars, config_.kappa, d.chunk_diff);
     } else {
       predict_elements_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.scalars, config_.kappa, d.chunk_diff);
     }
   }
-  predict_filter_kernel<<<1, kThreads, 0, d.stream>>>(config_, d.scalars, d.chunk_diff, d.num_chunks, static_cast<double>(d.total));
+  predict_sum_kernel<<<1, kThreads, 0, d.stream>>>(config_, d.scalars, d.chunk_diff, d.num_chunks, d.predict_sum, d.total, finish);
   check(cudaGetLastError(), "predict launch");
   const Pending before = pending_;
   pending_ = Pending::kNone;
@@ -331,28 +346,56 @@ Moved CudaOptimizer::predict() {
   return before == Pending::kNone ? Moved::kYes : before == Pending::kSome ? Moved::kNo : Moved::kUnknown;
 }
 
+void CudaOptimizer::predict_finish() {
+  DeviceGuard guard(device_);
+  Device& d = *dev_;
+  predict_filter_kernel<<<1, 1, 0, d.stream>>>(config_, d.scalars, d.predict_sum, d.total);
+  check(cudaGetLastError(), "predict launch");
+}
+
 void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, double lr) {
+  update_partial();
+  update_finish(loss, loss_sq, lr);
+}
+
+void CudaOptimizer::update_partial() {
   DeviceGuard guard(device_);
   Device& d = *dev_;
   const double wd = config_.weight_decay;
-  if (dtype_ == DType::kFloat32) {
-    stats_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.chunk_sums);
-  } else {
-    stats_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.chunk_sums);
+  if (d.num_chunks > 0) {
+    if (dtype_ == DType::kFloat32) {
+      stats_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.chunk_sums);
+    } else {
+      stats_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.chunk_sums);
+    }
   }
   layer_sums_kernel<<<sizes_.size(), kThreads, 0, d.stream>>>(d.chunk_sums, d.first_chunk, d.layer_sums);
+  check(cudaGetLastError(), "update launch");
+}
+
+void CudaOptimizer::update_finish(const ScalarArg& loss, const ScalarArg& loss_sq, double lr) {
+  DeviceGuard guard(device_);
+  Device& d = *dev_;
+  const double wd = config_.weight_decay;
   decide_kernel<<<1, 1, 0, d.stream>>>(config_, dtype_, d.scalars, static_cast<std::uint32_t>(sizes_.size()), d.layer_sums, d.gains,
                                        d.skip_mask, loss, loss_sq, lr);
-  if (dtype_ == DType::kFloat32) {
-    update_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
-                                                                  lazy_predict_, wd, config_.kappa, d.chunk_diff);
-  } else {
-    update_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
-                                                                   lazy_predict_, wd, config_.kappa, d.chunk_diff);
+  if (d.num_chunks > 0) {
+    if (dtype_ == DType::kFloat32) {
+      update_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
+                                                                    lazy_predict_, wd, config_.kappa, d.chunk_diff);
+    } else {
+      update_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
+                                                                     lazy_predict_, wd, config_.kappa, d.chunk_diff);
+    }
   }
   if (lazy_predict_) lazy_finish_kernel<<<1, kThreads, 0, d.stream>>>(d.scalars, d.chunk_diff, d.num_chunks);
   check(cudaGetLastError(), "update launch");
   if (lazy_predict_) pending_ = Pending::kUnknown;
+}
+
+DeviceSums CudaOptimizer::device_sums() const {
+  static_assert(sizeof(LayerSums) == 3 * sizeof(double), "LayerSums is three doubles");
+  return {reinterpret_cast<std::uintptr_t>(dev_->predict_sum), reinterpret_cast<std::uintptr_t>(dev_->layer_sums)};
 }
 
 StepReport CudaOptimizer::last_step(std::uint8_t* skip_mask_out) {

@@ -45,10 +45,24 @@ struct LayerPointers {
 // What predict() did to the parameters, as far as the host knows without a synchronization.
 enum class Moved : int { kNo = 0, kYes = 1, kUnknown = 2 };
 
+// Note [sharded device step]
+// The halves of a sharded step (Note [sharded step], cpu/optimizer.h) on the device: the partial
+// sums stay in device memory, in two buffers of this optimizer (device_sums(): 1 double for
+// predict, 3 per layer, |h|^2 |x|^2 |g|^2, for update). predict_partial() and update_partial()
+// launch the element pass and leave the slice's sums there; the caller reduces them in place on
+// the same stream (ncclAllReduce(buf, buf, count, ncclFloat64, ncclSum, comm, stream)); the
+// finish halves' kernels read the reduced sums from there. No host synchronization anywhere.
+struct DeviceSums {
+  std::uintptr_t predict;  // 1 double
+  std::uintptr_t update;   // 3 doubles per layer
+};
+
 class CudaOptimizer {
  public:
+  // model_elems: the n of q_x, the whole model's elements (0: these layers' own total).
   CudaOptimizer(int device, DType dtype, std::vector<std::size_t> sizes, std::vector<LayerPointers> layers,
-                const FilterConfig& config, const FilterState& initial, bool lazy_predict, std::uintptr_t stream);
+                const FilterConfig& config, const FilterState& initial, bool lazy_predict, std::uintptr_t stream,
+                double model_elems = 0);
   ~CudaOptimizer();
   CudaOptimizer(const CudaOptimizer&) = delete;
   CudaOptimizer& operator=(const CudaOptimizer&) = delete;
@@ -57,6 +71,13 @@ class CudaOptimizer {
   // the host knows only once it was read (last_step) or set (restore).
   Moved predict();
   void update(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
+  // The halves of predict() and update() (Note [sharded device step]); predict_partial() says
+  // what predict() would.
+  Moved predict_partial();
+  void predict_finish();
+  void update_partial();
+  void update_finish(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
+  DeviceSums device_sums() const;
 
   // Reads (each synchronizes with the stream).
   StepReport last_step(std::uint8_t* skip_mask_out);
@@ -70,6 +91,7 @@ class CudaOptimizer {
   std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
 
  private:
+  Moved launch_predict(bool finish);  // finish: the scalar predict too, in the same launch
   struct Device;  // device allocations, defined in optimizer.cu
   int device_;
   DType dtype_;
