@@ -460,7 +460,10 @@ abstract class KoalaBase {
   // applied. The host backends know the outcome when update() returns. CUDA does not without a
   // synchronization, so its phase stays unsettled (null) until something needs it: the `phase`
   // getter, stateDict() and the next update() read the outcome then (a wait for the step), while
-  // predict() needs no outcome (it is allowed in either phase) and settles the phase itself.
+  // predict() needs no outcome (it is allowed in either phase) and settles the phase itself. The
+  // split calls of a sharded step follow the same rule: finishPredict() settles the phase as
+  // predict() does, updatePartial() needs it settled at 'predicted' as update() does, and
+  // finishUpdate() leaves it as update() does (a refused step is retried from updatePartial()).
   private settledPhase(): Phase {
     this.currentPhase ??= this.readOutcome().status === STEP_STATUS.applied ? 'updated' : 'predicted';
     return this.currentPhase;

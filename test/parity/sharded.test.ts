@@ -186,6 +186,10 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
           expect(after.phase).toBe('predicted');
         });
         ranks.grads[poisoned] = 0;
+        // The phase rule holds for the split calls: the refused step is retried from updatePartial().
+        allReduce(ranks.opts.map((o) => o.updatePartial() as Float64Array));
+        expect(ranks.opts.map((o) => o.finishUpdate(loss, lossSq).applied)).toEqual(ranks.opts.map(() => true));
+        expect(ranks.opts.map((o) => o.phase)).toEqual(ranks.opts.map(() => 'updated'));
         // The step goes on: every rank applies the next one alike.
         const again = shardedStep(ranks, 8, 0.5);
         expect(again.every((i) => i.applied)).toBe(true);
@@ -226,9 +230,10 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
     });
     for (let step = 0; step < 10; step++) {
       const [whole, split] = runs;
-      whole.opt.predict();
+      const moved = whole.opt.predict();
       split.opt.predictPartial(); // one rank: its partial sum is the reduced one
-      split.opt.finishPredict();
+      expect(split.opt.finishPredict()).toBe(moved); // whether the parameters moved, as predict() says
+      expect(moved).toBe(kind === 'koala-m' || (kind === 'koala-m lazy' && step === 0));
       const [loss, lossSq] = gradients(step, whole.p.flat, whole.g.flat);
       gradients(step, split.p.flat, split.g.flat);
       expect(whole.opt.update(loss, lossSq).applied).toBe(true);
