@@ -244,6 +244,28 @@ describe.each(['native', 'js'] as const)('%s backend', (backend) => {
     }
   });
 
+  test('a state loads only into an optimizer with the same slices, through JSON too (lib/state.ts)', () => {
+    const p = model(init);
+    const g = model(() => 0);
+    const whole = p.layers.map((param, l) => ({ param, grad: g.layers[l] }));
+    const all = shardLayers(whole, 0, TOTAL); // one rank holding everything: the unsharded layer lengths
+    const rank = new KoalaM(all.layers, { backend, shard: all.shard });
+    const plain = new KoalaM(whole, { backend });
+    const sharded = JSON.parse(JSON.stringify(rank.stateDict())) as KoalaStateDict;
+    const unsharded = JSON.parse(JSON.stringify(plain.stateDict())) as KoalaStateDict;
+    expect(sharded.shard).toEqual(all.shard);
+    expect(unsharded.shard).toBeNull();
+    rank.loadStateDict(sharded);
+    plain.loadStateDict(unsharded);
+    expect(errorCode(() => plain.loadStateDict(sharded))).toBe('ERR_KOALA_INVALID_STATE');
+    expect(errorCode(() => rank.loadStateDict(unsharded))).toBe('ERR_KOALA_INVALID_STATE');
+    const moved = { layerLengths: all.shard.layerLengths, offsets: all.shard.offsets.map((o, l) => (l === 1 ? o + 1 : o)) };
+    expect(errorCode(() => rank.loadStateDict({ ...sharded, shard: moved }))).toBe('ERR_KOALA_INVALID_STATE');
+    expect(errorCode(() => rank.loadStateDict({ ...sharded, shard: { layerLengths: all.shard.layerLengths } as never }))).toBe('ERR_KOALA_INVALID_STATE');
+    const { shard: _none, ...older } = unsharded; // a state saved before sharding has no shard field
+    plain.loadStateDict(older);
+  });
+
   test('the sharded calls: empty slices accepted, order enforced, predict()/update() refused', () => {
     const p = model(init);
     const g = model(() => 0);
