@@ -5,7 +5,7 @@
 import { cuda, KoalaM, KoalaV, type DeviceTensor, type DType, type FloatArray } from '../../lib';
 import { errorCode, flatP, goldenFiles, loadGolden, makeArray, optionsOf, relMax, relNorm, rng } from '../helpers';
 
-import { describeGpu, reportGpuSkip } from './gpu';
+import { describeGpu, gpuStatus as status, reportGpuSkip } from './gpu';
 
 reportGpuSkip('CUDA tests');
 
