@@ -43,6 +43,21 @@ interface CommonOptions {
   onNonFinite?: NonFinitePolicy;
   /** The target loss: 'relative' (1 - lr) L (default, the official code) or 'absolute' L - lr (paper eq. 27). */
   target?: TargetLoss;
+  /**
+   * Makes this optimizer one rank of a sharded optimizer (README, "Data-parallel and sharded
+   * training"): each layer's param and grad are this rank's slice of the layer (possibly empty), and
+   * the step runs through predictPartial() / finishPredict() / updatePartial() / finishUpdate().
+   */
+  shard?: ShardSpec;
+}
+
+/**
+ * Where a rank's slices lie: for each layer, the whole layer's length and the offset of this rank's
+ * slice in it (the slice's length is its param's). shardLayers() builds it from a flat range.
+ */
+export interface ShardSpec {
+  layerLengths: number[];
+  offsets: number[];
 }
 
 export interface KoalaMOptions extends CommonOptions {
@@ -95,6 +110,8 @@ export interface BackendConfig extends FilterState {
   absoluteTarget?: boolean;
   paperStateNoise?: boolean;
   vanillaAlongH?: boolean;
+  /** Elements of the whole model, the n of q_x (a sharded rank holds fewer). Absent: the layers' own total. */
+  modelElems?: number;
 }
 
 export interface Normalized {
@@ -103,7 +120,9 @@ export interface Normalized {
   stream: bigint | null;
   backend: BackendChoice;
   onNonFinite: NonFinitePolicy;
-  config: Omit<BackendConfig, 'dtype'>;
+  config: Omit<BackendConfig, 'dtype' | 'modelElems'>;
+  /** The option shard as given (lib/shard.ts checks it against the layers). */
+  shard: unknown;
 }
 
 /*
@@ -146,7 +165,7 @@ const MOMENTUM: Record<string, [Range, number]> = {
   qP: ['nonNegative', 0.01],
 };
 const VANILLA: Record<string, [Range, number]> = { ...COMMON, sigma0: ['nonNegative', 0.1], q: ['nonNegative', 1] };
-const NON_NUMERIC = ['r', 'threads', 'backend', 'onNonFinite', 'stream', 'target'];
+const NON_NUMERIC = ['r', 'threads', 'backend', 'onNonFinite', 'stream', 'target', 'shard'];
 /** Options of one variant only. */
 const MOMENTUM_ONLY = ['lazyPredict', 'stateNoise'];
 const VANILLA_ONLY = ['direction'];
@@ -257,6 +276,7 @@ export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
     stream,
     backend,
     onNonFinite,
+    shard: given.shard,
     config: {
       variant,
       threads,
