@@ -1,11 +1,11 @@
-export { KoalaM, KoalaV } from './koala';
-export type { BackendName, KoalaMState, KoalaStateDict, KoalaVState, Phase, SkipReason, UpdateInfo } from './koala';
+export { KoalaM, KoalaPP, KoalaV } from './koala';
+export type { BackendName, KoalaMState, KoalaPPLayers, KoalaPPState, KoalaStateDict, KoalaVState, Phase, SkipReason, UpdateInfo } from './koala';
 export { cuda } from './cuda';
 export type { CudaStatus } from './cuda';
 export { KoalaError } from './errors';
 export type { KoalaErrorCode } from './errors';
 export type { DeviceScalar, DeviceTensor, DType, FloatArray, Layer } from './layers';
-export type { BackendChoice, KoalaMOptions, KoalaVOptions, NonFinitePolicy } from './options';
+export type { BackendChoice, KoalaMOptions, KoalaPPOptions, KoalaVOptions, NonFinitePolicy } from './options';
 export { nativeStatus } from './native';
 export type { NativeStatus } from './native';
 export { cosineLr, LrScheduler, multiStepLr, stepLr } from './schedules';

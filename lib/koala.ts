@@ -20,6 +20,7 @@ import {
   type BackendChoice,
   type BackendConfig,
   type KoalaMOptions,
+  type KoalaPPOptions,
   type KoalaVOptions,
   type NonFinitePolicy,
 } from './options';
@@ -27,6 +28,7 @@ import {
   DTYPE,
   LAYER_STATE,
   NO_PENDING_PREDICT,
+  PP_LAYER_SCALARS,
   STEP_STATUS,
   VARIANT,
   type BackendStep,
@@ -36,6 +38,7 @@ import {
   type Variant,
 } from './protocol';
 import { ReferenceBackend } from './reference';
+import { ReferencePPBackend } from './reference-pp';
 
 /**
  * Where a step stands. update() needs a predict() since the last applied update: calling it twice
@@ -60,7 +63,10 @@ export interface UpdateInfo {
   step: number;
   /** Indices of the layers left untouched because |g_l| < eps. */
   skippedLayers: number[];
-  /** max_l |h_l|^2 / S_l over the updated layers (0 when none was). */
+  /**
+   * max_l |h_l|^2 / S_l over the updated layers (0 when none was); KOALA++: max_l lambda_l, the
+   * largest shrink of a layer's product v_l along its previous direction.
+   */
   maxGain: number;
   /** The measurement noise R after this update. */
   r: number;
@@ -81,27 +87,56 @@ export interface KoalaVState {
   R: number;
 }
 
+export interface KoalaPPState {
+  step: number;
+  phase: Phase;
+  R: number;
+  /** Per layer S_l, or null while the layer has never been updated. */
+  S: (number | null)[];
+}
+
+/**
+ * KOALA++'s per-layer state in a state dict: v_l and Hp_l, S_l and the dots carried to the next
+ * step (|H_l|^2 and v_l . H_l of the layer's last update), and whether the layer was ever updated
+ * (before its first update, v, Hp, S and the dots are zeros and unused).
+ */
+export interface KoalaPPLayers {
+  products: FloatArray[];
+  directions: FloatArray[];
+  S: number[];
+  hh: number[];
+  vh: number[];
+  updated: boolean[];
+}
+
 /** Plain, versioned, structured-clone-able optimizer state (parameters are the caller's). */
 export interface KoalaStateDict {
   format: 'koala-optim';
   version: 1;
-  optimizer: 'koala-m' | 'koala-v';
+  optimizer: 'koala-m' | 'koala-v' | 'koala-pp';
   dtype: DType;
   layers: { name: string; length: number }[];
   step: number;
   phase: Phase;
   lr: number;
-  /** [P00, P01, P11, qX, sigma, R]; KOALA-V has zeros where KOALA-M's P and qX stand. */
+  /**
+   * [P00, P01, P11, qX, sigma, R]; KOALA-V has zeros where KOALA-M's P and qX stand, KOALA++ too,
+   * and its sigma is the option sigma0 (a constant: loading leaves the optimizer's own).
+   */
   filter: number[];
   /**
    * With lazy predict, after an update: the sum |a - x|^2 that the next predict() will use, its
    * element-wise part being done already. null otherwise.
    */
   pendingPredict: number | null;
-  /** KOALA-M: per-layer velocities and parameter averages; empty for KOALA-V. */
+  /** KOALA-M: per-layer velocities and parameter averages; empty for KOALA-V and KOALA++. */
   velocities: FloatArray[];
   averages: FloatArray[];
+  /** KOALA++ only (absent or null for the others). */
+  plusPlus?: KoalaPPLayers | null;
 }
+
+const OPTIMIZER_NAMES = ['koala-m', 'koala-v', 'koala-pp'] as const;
 
 const STATE_VERSION = 1;
 let warnedFallback = false;
@@ -118,6 +153,7 @@ function createBackend(
 ): [Backend, BackendName] {
   if (table.memory === 'cuda') {
     if (choice !== 'auto') fail('ERR_KOALA_INVALID_OPTION', `option backend '${choice}' runs on host arrays; device tensors run on the CUDA backend (leave backend out)`);
+    if (config.variant === VARIANT.plusPlus) fail('ERR_KOALA_INVALID_LAYERS', 'KoalaPP runs on host arrays in this build (no CUDA passes yet)');
     return [new CudaBackend(config, table, skipMask, stream ?? 0n), 'cuda'];
   }
   if (stream !== null) fail('ERR_KOALA_INVALID_OPTION', 'option stream is for layers in CUDA device memory');
@@ -130,7 +166,8 @@ function createBackend(
       process.emitWarning(`koala-optim: native addon unavailable, using the js backend (${nativeStatus().reason})`);
     }
   }
-  return [new ReferenceBackend(config, table.params, table.grads, skipMask), 'js'];
+  const Reference = config.variant === VARIANT.plusPlus ? ReferencePPBackend : ReferenceBackend;
+  return [new Reference(config, table.params, table.grads, skipMask), 'js'];
 }
 
 const REASONS: Record<Exclude<StepStatus, 0>, SkipReason> = {
@@ -240,7 +277,7 @@ abstract class KoalaBase {
     return {
       format: 'koala-optim',
       version: STATE_VERSION,
-      optimizer: momentum ? 'koala-m' : 'koala-v',
+      optimizer: OPTIMIZER_NAMES[this.variant],
       dtype: this.dtype,
       layers: this.table.names.map((name, i) => ({ name, length: this.table.lengths[i] })),
       step: f.steps,
@@ -250,6 +287,23 @@ abstract class KoalaBase {
       pendingPredict: f.pending === NO_PENDING_PREDICT ? null : f.pending,
       velocities: momentum ? this.layerStates(LAYER_STATE.velocity) : [],
       averages: momentum ? this.layerStates(LAYER_STATE.average) : [],
+      plusPlus: this.variant === VARIANT.plusPlus ? this.ppLayers() : null,
+    };
+  }
+
+  /** KOALA++'s per-layer state (KoalaPPLayers). */
+  protected ppLayers(): KoalaPPLayers {
+    const n = this.table.lengths.length;
+    const scalars = new Float64Array(n * PP_LAYER_SCALARS);
+    nativeCall(() => this.impl.readLayerScalars!(scalars));
+    const field = (k: number) => Array.from({ length: n }, (_, l) => scalars[l * PP_LAYER_SCALARS + k]);
+    return {
+      products: this.layerStates(LAYER_STATE.product),
+      directions: this.layerStates(LAYER_STATE.direction),
+      S: field(0),
+      hh: field(1),
+      vh: field(2),
+      updated: field(3).map((u) => u !== 0),
     };
   }
 
@@ -260,7 +314,8 @@ abstract class KoalaBase {
     if (typeof sd !== 'object' || sd === null || sd.format !== 'koala-optim') bad('not a koala-optim state dict');
     if (sd.version !== STATE_VERSION) bad(`version ${String(sd.version)} is not supported (this build reads ${STATE_VERSION})`);
     const momentum = this.variant === VARIANT.momentum;
-    if (sd.optimizer !== (momentum ? 'koala-m' : 'koala-v')) bad(`it holds a ${String(sd.optimizer)} state`);
+    const plusPlus = this.variant === VARIANT.plusPlus;
+    if (sd.optimizer !== OPTIMIZER_NAMES[this.variant]) bad(`it holds a ${String(sd.optimizer)} state`);
     if (sd.dtype !== this.dtype) bad(`its dtype is ${String(sd.dtype)}, this optimizer's is ${this.dtype}`);
     const lengths = this.table.lengths;
     if (!Array.isArray(sd.layers) || sd.layers.length !== lengths.length || sd.layers.some((l, i) => l?.length !== lengths[i])) {
@@ -284,14 +339,46 @@ abstract class KoalaBase {
         bad(`${key} must hold one ${this.dtype} array per layer, of the layer's length`);
       }
     }
+    const pp = sd.plusPlus ?? null;
+    if (!plusPlus && pp !== null) bad('plusPlus is for a KOALA++ state');
+    if (plusPlus) this.checkPPLayers(pp, bad);
     nativeCall(() => {
       const [p00, p01, p11, qX, sigma, r] = sd.filter;
       this.impl.setFilter({ p00, p01, p11, qX, sigma, r, pending: pending ?? NO_PENDING_PREDICT, steps: sd.step });
       sd.velocities.forEach((v, i) => this.impl.writeLayerState(LAYER_STATE.velocity, i, v));
       sd.averages.forEach((a, i) => this.impl.writeLayerState(LAYER_STATE.average, i, a));
+      if (pp) {
+        pp.products.forEach((v, i) => this.impl.writeLayerState(LAYER_STATE.product, i, v));
+        pp.directions.forEach((h, i) => this.impl.writeLayerState(LAYER_STATE.direction, i, h));
+        const scalars = new Float64Array(lengths.length * PP_LAYER_SCALARS);
+        lengths.forEach((_, l) => scalars.set([pp.S[l], pp.hh[l], pp.vh[l], pp.updated[l] ? 1 : 0], l * PP_LAYER_SCALARS));
+        this.impl.writeLayerScalars!(scalars);
+      }
     });
     this.currentPhase = sd.phase;
     this.learningRate = sd.lr;
+  }
+
+  /** Checks a state dict's KoalaPPLayers against this optimizer's layers (before anything is changed). */
+  private checkPPLayers(pp: KoalaPPLayers | null, bad: (why: string) => never): asserts pp is KoalaPPLayers {
+    const lengths = this.table.lengths;
+    const n = lengths.length;
+    if (typeof pp !== 'object' || pp === null) bad('plusPlus must hold the KOALA++ layer state');
+    for (const key of ['products', 'directions'] as const) {
+      const arrays = pp[key];
+      if (!Array.isArray(arrays) || arrays.length !== n || arrays.some((a, i) => dtypeOf(a) !== this.dtype || a.length !== lengths[i])) {
+        bad(`plusPlus.${key} must hold one ${this.dtype} array per layer, of the layer's length`);
+      }
+    }
+    for (const key of ['S', 'hh', 'vh'] as const) {
+      const values = pp[key];
+      if (!Array.isArray(values) || values.length !== n || !values.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+        bad(`plusPlus.${key} must hold one finite number per layer`);
+      }
+    }
+    if (!Array.isArray(pp.updated) || pp.updated.length !== n || !pp.updated.every((u) => typeof u === 'boolean')) {
+      bad('plusPlus.updated must hold one boolean per layer');
+    }
   }
 
   /** Frees the native state; any later call throws ERR_KOALA_DISPOSED. Calling it twice is harmless. */
@@ -388,5 +475,32 @@ export class KoalaV extends KoalaBase {
   get state(): KoalaVState {
     const f = this.filter();
     return { step: f.steps, phase: this.phase, sigma: f.sigma, R: f.r };
+  }
+}
+
+/**
+ * KOALA++ (Xia, Davtyan, Favaro, NeurIPS 2025): per layer, an estimate v_l of the product of the
+ * parameter covariance with the gradient direction instead of a scalar variance. predict() does
+ * nothing (it is kept so that one training loop serves every variant).
+ */
+export class KoalaPP extends KoalaBase {
+  constructor(layers: readonly Layer[], options: KoalaPPOptions = {}) {
+    super(VARIANT.plusPlus, layers, options);
+  }
+
+  get state(): KoalaPPState {
+    const f = this.filter();
+    const pp = this.ppLayers();
+    return { step: f.steps, phase: this.phase, R: f.r, S: pp.S.map((s, l) => (pp.updated[l] ? s : null)) };
+  }
+
+  /** Copies of the per-layer products v_l (zeros before a layer's first update). */
+  products(): FloatArray[] {
+    return this.layerStates(LAYER_STATE.product);
+  }
+
+  /** Copies of the per-layer previous directions Hp_l = g_l + wd x_l of the last update (zeros before the first). */
+  directions(): FloatArray[] {
+    return this.layerStates(LAYER_STATE.direction);
   }
 }

@@ -58,9 +58,22 @@ export interface KoalaVOptions extends CommonOptions {
   q?: number;
 }
 
+/**
+ * KOALA++ (the authors' follow-up). sigma0 defaults to 1, the reference class's default (its CIFAR
+ * script passes 0.2); KOALA-V's 0.1 is its training script's value, which KOALA++ does not share.
+ */
+export interface KoalaPPOptions extends CommonOptions {
+  /** Initial scale of the covariance product, used on a layer's first update (reference `sigma`). Default 1. */
+  sigma0?: number;
+  /** Fixed state noise Q (reference `q`). Default 1. */
+  q?: number;
+  /** The symmetric least-squares estimate, which adds the r_k term (reference `is_symmetric`). Default true. */
+  symmetric?: boolean;
+}
+
 /** The plain configuration handed to a backend (native or js); all numbers already checked. */
 export interface BackendConfig {
-  variant: 0 | 1; // 0 KOALA-M, 1 KOALA-V
+  variant: 0 | 1 | 2; // 0 KOALA-M, 1 KOALA-V, 2 KOALA++
   dtype: 0 | 1; // 0 float32, 1 float64
   threads: number;
   weightDecay: number;
@@ -71,6 +84,8 @@ export interface BackendConfig {
   betaR: number;
   adaptiveR: boolean;
   lazyPredict: boolean;
+  /** KOALA++ only (false otherwise). */
+  symmetric: boolean;
   p00: number;
   p01: number;
   p11: number;
@@ -106,6 +121,9 @@ const MOMENTUM: Record<string, [Range, number]> = {
   qP: ['nonNegative', 0.01],
 };
 const VANILLA: Record<string, [Range, number]> = { ...COMMON, sigma0: ['nonNegative', 0.1], q: ['nonNegative', 1] };
+const PLUS_PLUS: Record<string, [Range, number]> = { ...COMMON, sigma0: ['nonNegative', 1], q: ['nonNegative', 1] };
+/** The boolean options, per variant. */
+const FLAGS: Record<0 | 1 | 2, string[]> = { 0: ['lazyPredict'], 1: [], 2: ['symmetric'] };
 const NON_NUMERIC = ['r', 'threads', 'backend', 'onNonFinite', 'stream'];
 
 /** The reference's option names, to point a user porting from it at ours. */
@@ -119,6 +137,7 @@ const REFERENCE_NAMES: Record<string, string> = {
   qv: 'qP',
   alpha_r: 'betaR',
   sigma: 'sigma0',
+  is_symmetric: 'symmetric',
 };
 
 export function checkNumber(name: string, value: unknown, range: Range): number {
@@ -135,17 +154,17 @@ export function checkNumber(name: string, value: unknown, range: Range): number 
   return value as number;
 }
 
-export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
+export function normalizeOptions(variant: 0 | 1 | 2, options: unknown): Normalized {
   if (options === undefined) options = {};
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     fail('ERR_KOALA_INVALID_OPTION', 'options must be a plain object');
   }
-  const table = variant === 0 ? MOMENTUM : VANILLA;
+  const table = [MOMENTUM, VANILLA, PLUS_PLUS][variant];
   const given = options as Record<string, unknown>;
   for (const key of Object.keys(given)) {
-    if (!(key in table) && !NON_NUMERIC.includes(key) && !(variant === 0 && key === 'lazyPredict')) {
+    if (!(key in table) && !NON_NUMERIC.includes(key) && !FLAGS[variant].includes(key)) {
       const ours = REFERENCE_NAMES[key];
-      const hint = ours && ours in table ? ` (the reference's \`${key}\` is \`${ours}\` here)` : '';
+      const hint = ours && (ours in table || FLAGS[variant].includes(ours)) ? ` (the reference's \`${key}\` is \`${ours}\` here)` : '';
       fail('ERR_KOALA_INVALID_OPTION', `unknown option ${key}${hint}`);
     }
   }
@@ -170,8 +189,13 @@ export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
   if (stream !== null && (typeof stream !== 'bigint' || stream < 0n || stream >= 2n ** 64n)) {
     fail('ERR_KOALA_INVALID_OPTION', `option stream must be a cudaStream_t as a BigInt (0n: the default stream), got ${String(stream)}`);
   }
-  const lazyPredict = given.lazyPredict ?? false;
-  if (typeof lazyPredict !== 'boolean') fail('ERR_KOALA_INVALID_OPTION', `option lazyPredict must be a boolean, got ${String(lazyPredict)}`);
+  const flag = (name: string, fallback: boolean): boolean => {
+    const value = given[name] ?? fallback;
+    if (typeof value !== 'boolean') fail('ERR_KOALA_INVALID_OPTION', `option ${name} must be a boolean, got ${String(value)}`);
+    return value as boolean;
+  };
+  const lazyPredict = flag('lazyPredict', false);
+  const symmetric = flag('symmetric', true) && variant === 2;
   const momentum = variant === 0;
   return {
     lr: num('lr'),
@@ -186,6 +210,7 @@ export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
       betaR: num('betaR'),
       adaptiveR: r === null,
       lazyPredict,
+      symmetric,
       r: r ?? 1,
       // The reference's F, Q and initial P are float32 tensors (Note [reference float32 rounding]
       // in native/include/koala/filter.h).

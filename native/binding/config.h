@@ -62,7 +62,10 @@ inline DType dtype_field(const Napi::Object& cfg) {
 
 inline FilterConfig filter_config(const Napi::Object& cfg) {
   FilterConfig config{};
-  config.variant = number_field(cfg, "variant") == static_cast<int>(Variant::kMomentum) ? Variant::kMomentum : Variant::kVanilla;
+  const double variant = number_field(cfg, "variant");
+  config.variant = variant == static_cast<int>(Variant::kMomentum)  ? Variant::kMomentum
+                   : variant == static_cast<int>(Variant::kPlusPlus) ? Variant::kPlusPlus
+                                                                     : Variant::kVanilla;
   config.weight_decay = number_field(cfg, "weightDecay");
   config.eps = number_field(cfg, "eps");
   config.kappa = number_field(cfg, "kappa");
@@ -70,6 +73,7 @@ inline FilterConfig filter_config(const Napi::Object& cfg) {
   config.q = number_field(cfg, "q");
   config.beta_r = number_field(cfg, "betaR");
   config.adaptive_r = cfg.Get("adaptiveR").ToBoolean().Value();
+  config.symmetric = cfg.Get("symmetric").ToBoolean().Value();
   return config;
 }
 
@@ -93,11 +97,17 @@ inline Napi::Object protocol_object(Napi::Env env) {
                            {"nonFiniteParameter", static_cast<int>(StepStatus::kNonFiniteParameter)},
                            {"nonFiniteLoss", static_cast<int>(StepStatus::kNonFiniteLoss)},
                            {"nonFiniteStep", static_cast<int>(StepStatus::kNonFiniteStep)}}));
-  out.Set("variant", table({{"momentum", static_cast<int>(Variant::kMomentum)}, {"vanilla", static_cast<int>(Variant::kVanilla)}}));
+  out.Set("variant", table({{"momentum", static_cast<int>(Variant::kMomentum)},
+                            {"vanilla", static_cast<int>(Variant::kVanilla)},
+                            {"plusPlus", static_cast<int>(Variant::kPlusPlus)}}));
   out.Set("dtype", table({{"float32", static_cast<int>(DType::kFloat32)}, {"float64", static_cast<int>(DType::kFloat64)}}));
   out.Set("layerState",
-          table({{"velocity", static_cast<int>(LayerStateKind::kVelocity)}, {"average", static_cast<int>(LayerStateKind::kAverage)}}));
+          table({{"velocity", static_cast<int>(LayerStateKind::kVelocity)},
+                 {"average", static_cast<int>(LayerStateKind::kAverage)},
+                 {"product", static_cast<int>(LayerStateKind::kProduct)},
+                 {"direction", static_cast<int>(LayerStateKind::kDirection)}}));
   out.Set("noPendingPredict", kNoPendingPredict);
+  out.Set("ppLayerScalars", kPPLayerScalars);
   return out;
 }
 

@@ -27,9 +27,10 @@ struct FilterConfig {
   double eps;           // layers with |g_l| < eps are skipped
   double kappa;         // KOALA-M velocity decay (reference `a`)
   double q_p;           // KOALA-M fixed velocity noise (reference `qv`)
-  double q;             // KOALA-V fixed state noise (reference `q`)
+  double q;             // KOALA-V and KOALA++ fixed state noise (reference `q`)
   double beta_r;        // smoothing of the adaptive R (reference `alpha_r`)
   bool adaptive_r;      // false: R stays at its initial (fixed) value
+  bool symmetric;       // KOALA++: the symmetric least-squares estimate (reference `is_symmetric`)
 };
 
 // Per-layer coefficients of one update: x -= k1 h (or k1 g for KOALA-V), v -= k2 h.
