@@ -343,7 +343,8 @@ abstract class KoalaBase {
     if (!plusPlus && pp !== null) bad('plusPlus is for a KOALA++ state');
     if (plusPlus) this.checkPPLayers(pp, bad);
     nativeCall(() => {
-      const [p00, p01, p11, qX, sigma, r] = sd.filter;
+      const [p00, p01, p11, qX, saved, r] = sd.filter;
+      const sigma = plusPlus ? this.impl.getFilter().sigma : saved; // KOALA++'s sigma is its option sigma0
       this.impl.setFilter({ p00, p01, p11, qX, sigma, r, pending: pending ?? NO_PENDING_PREDICT, steps: sd.step });
       sd.velocities.forEach((v, i) => this.impl.writeLayerState(LAYER_STATE.velocity, i, v));
       sd.averages.forEach((a, i) => this.impl.writeLayerState(LAYER_STATE.average, i, a));

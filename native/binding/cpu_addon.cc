@@ -36,6 +36,8 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
                         InstanceMethod<&NativeOptimizer::SetFilter>("setFilter"),
                         InstanceMethod<&NativeOptimizer::ReadLayerState>("readLayerState"),
                         InstanceMethod<&NativeOptimizer::WriteLayerState>("writeLayerState"),
+                        InstanceMethod<&NativeOptimizer::ReadLayerScalars>("readLayerScalars"),
+                        InstanceMethod<&NativeOptimizer::WriteLayerScalars>("writeLayerScalars"),
                         InstanceMethod<&NativeOptimizer::ThreadsInUse>("threadsInUse"),
                         InstanceMethod<&NativeOptimizer::Dispose>("dispose")});
   }
@@ -160,7 +162,8 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     }
     const int kind = info[0].As<Napi::Number>().Int32Value();
     const int64_t layer = info[1].As<Napi::Number>().Int64Value();
-    if (kind < 0 || kind > 1 || layer < 0 || static_cast<std::size_t>(layer) >= opt.num_layers()) {
+    if (kind < 0 || kind > 3 || layer < 0 || static_cast<std::size_t>(layer) >= opt.num_layers() ||
+        opt.layer_state(static_cast<LayerStateKind>(kind), static_cast<std::size_t>(layer)) == nullptr) {
       throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "no such layer state");
     }
     const TypedView arr = typed_view(env, info[2]);
@@ -182,6 +185,41 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     const auto [state, array] = layer_state_args(info);
     const std::size_t layer = info[1].As<Napi::Number>().Int64Value();
     std::copy_n(static_cast<const char*>(array), sizes_[layer] * opt_->elem_bytes(), static_cast<char*>(state));
+    return info.Env().Undefined();
+  }
+
+  // KOALA++'s layer scalars as a Float64Array of kPPLayerScalars per layer (koala/protocol.h).
+  std::pair<std::vector<koala::PPLayerState>*, double*> layer_scalar_args(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<koala::PPLayerState>& layers = live(env).pp_layers();
+    if (info.Length() != 1 || !info[0].IsTypedArray()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "(Float64Array)");
+    const TypedView arr = typed_view(env, info[0]);
+    if (layers.empty() || arr.type != napi_float64_array || arr.data == nullptr ||
+        arr.length != layers.size() * koala::kPPLayerScalars) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer scalars: a KOALA++ optimizer and a Float64Array of 4 per layer");
+    }
+    return {&layers, static_cast<double*>(arr.data)};
+  }
+
+  Napi::Value ReadLayerScalars(const Napi::CallbackInfo& info) {
+    const auto [layers, out] = layer_scalar_args(info);
+    for (std::size_t l = 0; l < layers->size(); ++l) {
+      const koala::PPLayerState& p = (*layers)[l];
+      double* at = out + l * koala::kPPLayerScalars;
+      at[0] = p.s;
+      at[1] = p.hh;
+      at[2] = p.vh;
+      at[3] = p.updated ? 1.0 : 0.0;
+    }
+    return info.Env().Undefined();
+  }
+
+  Napi::Value WriteLayerScalars(const Napi::CallbackInfo& info) {
+    const auto [layers, in] = layer_scalar_args(info);
+    for (std::size_t l = 0; l < layers->size(); ++l) {
+      const double* at = in + l * koala::kPPLayerScalars;
+      (*layers)[l] = {at[0], at[1], at[2], at[3] != 0.0};
+    }
     return info.Env().Undefined();
   }
 

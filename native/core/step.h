@@ -45,6 +45,19 @@ KOALA_HD bool gain_is_safe(const FilterConfig& c, const LayerSums& s, const Laye
   return sqrt(s.xx) + step <= max_value;  // false for NaN or Inf too
 }
 
+// Guards 1 to 3 of Note [step sequence] (the loss, then every |x|^2, then every |g|^2 and |h|^2),
+// over any per-layer sums with the members xx, gg and hh (LayerSums, PPLayerSums of core/step_pp.h).
+template <class Sums>
+KOALA_HD StepStatus check_inputs(const Sums* sums, std::size_t num_layers, double loss, double loss_sq) {
+  if (!isfinite(loss) || !isfinite(loss_sq)) return StepStatus::kNonFiniteLoss;
+  bool bad_grad = false;
+  for (std::size_t l = 0; l < num_layers; ++l) {
+    if (!isfinite(sums[l].xx)) return StepStatus::kNonFiniteParameter;
+    if (!isfinite(sums[l].gg) || !isfinite(sums[l].hh)) bad_grad = true;
+  }
+  return bad_grad ? StepStatus::kNonFiniteGradient : StepStatus::kApplied;
+}
+
 // Decides one update from the layer sums: fills gains[l] (scratch), and when the step is applied,
 // skip_mask[l] (1: skipped by |g_l| < eps) and the new snapshot (filter, steps). The caller runs
 // the update pass only for kApplied.
@@ -52,13 +65,8 @@ KOALA_HD StepReport decide_step(const FilterConfig& c, FilterSnapshot& snap, con
                                 double loss, double loss_sq, double lr, DType dtype, LayerGain* gains,
                                 std::uint8_t* skip_mask) {
   StepReport report{StepStatus::kApplied, 0, 0.0};
-  if (!isfinite(loss) || !isfinite(loss_sq)) return {StepStatus::kNonFiniteLoss, 0, 0.0};
-  bool bad_grad = false;
-  for (std::size_t l = 0; l < num_layers; ++l) {
-    if (!isfinite(sums[l].xx)) return {StepStatus::kNonFiniteParameter, 0, 0.0};
-    if (!isfinite(sums[l].gg) || !isfinite(sums[l].hh)) bad_grad = true;
-  }
-  if (bad_grad) return {StepStatus::kNonFiniteGradient, 0, 0.0};
+  const StepStatus inputs = check_inputs(sums, num_layers, loss, loss_sq);
+  if (inputs != StepStatus::kApplied) return {inputs, 0, 0.0};
 
   FilterState next = snap.filter;
   filter_update_r(c, next, loss_sq);

@@ -45,7 +45,13 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
     pool_ = std::make_unique<ThreadPool>(n);
   }
   bounds_ = plan_.partition(pool_ ? pool_->size() : 1);
-  if (config_.variant == Variant::kMomentum) {
+  if (config_.variant == Variant::kPlusPlus) {
+    pp_layers_.assign(sizes_.size(), PPLayerState{0.0, 0.0, 0.0, false});
+    chunk_pp_sums_.resize(plan_.chunks().size());
+    layer_pp_sums_.resize(sizes_.size());
+    pp_gains_.resize(sizes_.size());
+  }
+  if (config_.variant != Variant::kVanilla) {  // KOALA-M's velocity and average, KOALA++'s v and Hp
     const StateLayout layout(sizes_, elem_bytes(), kStateAlign);
     state_offsets_ = layout.offsets;
     velocity_ = alloc_zeroed(layout.total * elem_bytes());
@@ -59,8 +65,11 @@ CpuOptimizer::~CpuOptimizer() {
 }
 
 void* CpuOptimizer::layer_state(LayerStateKind kind, std::size_t l) {
-  char* base = static_cast<char*>(kind == LayerStateKind::kVelocity ? velocity_ : average_);
-  return base + state_offsets_[l] * elem_bytes();
+  const bool plus_plus = config_.variant == Variant::kPlusPlus;
+  void* buffer = nullptr;
+  if (kind == (plus_plus ? LayerStateKind::kProduct : LayerStateKind::kVelocity)) buffer = velocity_;
+  if (kind == (plus_plus ? LayerStateKind::kDirection : LayerStateKind::kAverage)) buffer = average_;
+  return buffer == nullptr ? nullptr : static_cast<char*>(buffer) + state_offsets_[l] * elem_bytes();
 }
 
 template <class Fn>
@@ -85,6 +94,7 @@ void CpuOptimizer::predict(const LayerBuffers* layers) {
 
 template <class T>
 void CpuOptimizer::predict_impl(const LayerBuffers* layers) {
+  if (config_.variant == Variant::kPlusPlus) return;  // KOALA++ predicts nothing
   const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
   double sum_sq_diff = 0.0;
   if (scalars_.pending != kNoPendingPredict) {
@@ -117,6 +127,7 @@ StepReport CpuOptimizer::update(const LayerBuffers* layers, double loss, double 
 template <class T>
 StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, double loss_sq,
                                      double lr, std::uint8_t* skip_mask) {
+  if (config_.variant == Variant::kPlusPlus) return update_pp<T>(layers, loss, loss_sq, lr, skip_mask);
   const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
   const double wd = config_.weight_decay;
   for_chunks([&](std::size_t c, const Chunk& ch) {
@@ -158,6 +169,45 @@ StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, do
     }
   });
   if (lazy_predict_) scalars_.pending = sum_chunk_diffs();
+  return report;
+}
+
+// KOALA++: the dots pass, decide_step_pp, the update pass (Note [KOALA++ passes], core/step_pp.h).
+template <class T>
+StepReport CpuOptimizer::update_pp(const LayerBuffers* layers, double loss, double loss_sq, double lr,
+                                   std::uint8_t* skip_mask) {
+  const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
+  const double wd = config_.weight_decay;
+  const auto state = [&](LayerStateKind kind, const Chunk& ch) {
+    return static_cast<T*>(layer_state(kind, ch.layer)) + ch.begin;
+  };
+  for_chunks([&](std::size_t c, const Chunk& ch) {
+    const T* g = static_cast<const T*>(layers[ch.layer].grad) + ch.begin;
+    const T* x = static_cast<const T*>(layers[ch.layer].param) + ch.begin;
+    chunk_pp_sums_[c] =
+        kernels.pp_dots(g, x, state(LayerStateKind::kProduct, ch), state(LayerStateKind::kDirection, ch), ch.size, wd);
+  });
+  // Each layer's chunks added up in chunk order (Note [deterministic sums]), then the decision.
+  for (std::size_t l = 0; l < sizes_.size(); ++l) {
+    PPLayerSums total{0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    for (std::size_t c = plan_.first_chunk(l); c < plan_.first_chunk(l + 1); ++c) {
+      const PPLayerSums& p = chunk_pp_sums_[c];
+      total = {total.gg + p.gg, total.xx + p.xx, total.hh + p.hh, total.a + p.a, total.b + p.b, total.vv + p.vv};
+    }
+    layer_pp_sums_[l] = total;
+  }
+  const StepReport report = decide_step_pp(config_, scalars_, layer_pp_sums_.data(), pp_layers_.data(), sizes_.size(), loss,
+                                           loss_sq, lr, dtype_, pp_gains_.data(), skip_mask);
+  if (report.status != StepStatus::kApplied) return report;
+
+  const double sigma = scalars_.filter.sigma;
+  for_chunks([&](std::size_t, const Chunk& ch) {
+    const PPLayerGain& k = pp_gains_[ch.layer];
+    if (k.skip) return;
+    kernels.pp_update(static_cast<const T*>(layers[ch.layer].grad) + ch.begin, static_cast<T*>(layers[ch.layer].param) + ch.begin,
+                      state(LayerStateKind::kProduct, ch), state(LayerStateKind::kDirection, ch), ch.size, wd, k.first, sigma,
+                      config_.q, k.cv, k.lambda, k.rk, k.k);
+  });
   return report;
 }
 

@@ -1,4 +1,5 @@
-// The CPU backend: owns the per-layer state (velocities, averages), the chunk plan, the partial
+// The CPU backend: owns the per-layer state (KOALA-M's velocities and averages, KOALA++'s products,
+// directions and layer scalars), the chunk plan, the partial
 // sums and the threads; works in place on the caller's parameter and gradient buffers.
 #pragma once
 
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "core/plan.h"
+#include "core/step_pp.h"
 #include "cpu/pool.h"
 #include "koala/filter.h"
 #include "koala/protocol.h"
@@ -52,13 +54,18 @@ class CpuOptimizer {
   std::size_t num_layers() const { return sizes_.size(); }
   std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
   std::size_t elem_bytes() const { return dtype_ == DType::kFloat32 ? 4 : 8; }
-  // Start of layer l's velocity or average (KOALA-M), layer_size(l) elements of the dtype.
+  // Start of layer l's state of that kind, layer_size(l) elements of the dtype; null for a kind
+  // this variant does not keep (KOALA-M: velocity, average; KOALA++: product, direction).
   void* layer_state(LayerStateKind kind, std::size_t l);
+  // KOALA++'s per-layer scalars (empty for the other variants).
+  std::vector<PPLayerState>& pp_layers() { return pp_layers_; }
 
  private:
   template <class T> void predict_impl(const LayerBuffers* layers);
   template <class T> StepReport update_impl(const LayerBuffers* layers, double loss, double loss_sq,
                                             double lr, std::uint8_t* skip_mask);
+  template <class T> StepReport update_pp(const LayerBuffers* layers, double loss, double loss_sq, double lr,
+                                          std::uint8_t* skip_mask);
   template <class Fn> void for_chunks(Fn&& fn);
   double sum_chunk_diffs() const;  // chunk_diff_ added up in chunk order
 
@@ -71,12 +78,16 @@ class CpuOptimizer {
   std::unique_ptr<ThreadPool> pool_;  // null when one thread is asked for or the model is small
   std::vector<std::size_t> bounds_;   // plan_.partition(threads)
   std::vector<std::size_t> state_offsets_;  // element offset of each layer in velocity_/average_
-  void* velocity_ = nullptr;                // 64-byte aligned, zero-initialized
-  void* average_ = nullptr;
+  void* velocity_ = nullptr;                // 64-byte aligned, zero-initialized; KOALA++: the products v
+  void* average_ = nullptr;                 // KOALA++: the directions Hp
   std::vector<LayerSums> chunk_sums_;
   std::vector<double> chunk_diff_;
   std::vector<LayerSums> layer_sums_;
   std::vector<LayerGain> gains_;
+  std::vector<PPLayerState> pp_layers_;    // KOALA++ (Note [KOALA++ passes], core/step_pp.h)
+  std::vector<PPLayerSums> chunk_pp_sums_;
+  std::vector<PPLayerSums> layer_pp_sums_;
+  std::vector<PPLayerGain> pp_gains_;
 };
 
 }  // namespace koala

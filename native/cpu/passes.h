@@ -91,6 +91,43 @@ void vanilla_update_chunk(const T* __restrict__ g, T* __restrict__ x, std::size_
   for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(math::vanilla_update(g[i], x[i], k));
 }
 
+// KOALA++'s first pass over one chunk (Note [KOALA++ passes], core/step_pp.h): |g|^2, |x|^2, and
+// with H = g + wd x rounded to T, |H|^2, H . Hp, H . v and |v|^2.
+template <class T>
+PPLayerSums pp_dots_chunk(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ v,
+                          const T* __restrict__ hp, std::size_t n, double wd) {
+  double gg[kLanes] = {}, xx[kLanes] = {}, hh[kLanes] = {}, a[kLanes] = {}, b[kLanes] = {}, vv[kLanes] = {};
+  for_each_lane(n, [&](std::size_t i, int j) {
+    const double h = static_cast<T>(math::decayed_grad(g[i], x[i], wd));
+    const double vi = v[i];
+    gg[j] += static_cast<double>(g[i]) * g[i];
+    xx[j] += static_cast<double>(x[i]) * x[i];
+    hh[j] += h * h;
+    a[j] += h * hp[i];
+    b[j] += h * vi;
+    vv[j] += vi * vi;
+  });
+  return {sum_lanes(gg), sum_lanes(xx), sum_lanes(hh), sum_lanes(a), sum_lanes(b), sum_lanes(vv)};
+}
+
+// KOALA++'s second pass over one chunk of an updated layer: v <- v', Hp <- H, x <- x - k (v' + Q H),
+// with v' and H as stored. On the layer's first update (first) the previous direction is H and the
+// previous product sigma H.
+template <class T>
+void pp_update_chunk(const T* __restrict__ g, T* __restrict__ x, T* __restrict__ v, T* __restrict__ hp,
+                     std::size_t n, double wd, bool first, double sigma, double q, double cv, double lambda, double rk,
+                     double k) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const double h = static_cast<T>(math::decayed_grad(g[i], x[i], wd));
+    const double v_prev = first ? static_cast<double>(static_cast<T>(sigma * h)) : static_cast<double>(v[i]);
+    const double h_prev = first ? h : static_cast<double>(hp[i]);
+    const double v_next = static_cast<T>(math::pp_product(h, v_prev, h_prev, cv, q, lambda, rk));
+    x[i] = static_cast<T>(x[i] - k * (v_next + q * h));
+    v[i] = static_cast<T>(v_next);
+    hp[i] = static_cast<T>(h);
+  }
+}
+
 }  // namespace KOALA_CPU_ISA
 }  // namespace cpu
 }  // namespace koala

@@ -24,7 +24,7 @@ function relNormSet(ours: FloatArray[], recorded: (number[] | null)[]): number {
 describe.each(goldenPPFiles())('golden KOALA++ %s', (file) => {
   const g = loadGoldenPP(file);
 
-  test.each(['js'] as const)('free-running on the %s backend', (backend) => {
+  test.each(['native', 'js'] as const)('free-running on the %s backend', (backend) => {
     const { params, grads, opt } = setup(g, backend);
     expect(opt.backend).toBe(backend);
     let worst = 0;

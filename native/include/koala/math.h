@@ -48,5 +48,11 @@ KOALA_HD void momentum_update(double g, double& x, double& v, double& a, double 
 // KOALA-V update, one element: the official code steps along the raw gradient g, not h.
 KOALA_HD double vanilla_update(double g, double x, double k) { return x - k * g; }
 
+// KOALA++ (Note [KOALA++ passes], core/step_pp.h), one element: the new product v' from the
+// direction h, the previous product and direction, and the layer's coefficients.
+KOALA_HD double pp_product(double h, double v_prev, double h_prev, double cv, double q, double lambda, double rk) {
+  return cv * v_prev + q * (h - lambda * h_prev) + rk * h_prev;
+}
+
 }  // namespace math
 }  // namespace koala
