@@ -5,19 +5,19 @@ import { execFileSync } from 'node:child_process';
 
 import { nativeStatus } from '../../lib';
 
-// Drives the addon's NativeOptimizer directly (both variants, both dtypes, a standard and a lazy
+// Drives the addon's NativeOptimizer directly (the three variants, both dtypes, a standard and a lazy
 // KOALA-M) and prints the ISA and a hash of every parameter and the filter state.
 const SCRIPT = `
 const { createHash } = require('node:crypto');
 const addon = require(process.argv[1]);
 const hash = createHash('sha256');
-for (const [variant, dtype, lazyPredict] of [[0, 0, false], [0, 1, false], [0, 0, true], [1, 0, false], [1, 1, false]]) {
+for (const [variant, dtype, lazyPredict] of [[0, 0, false], [0, 1, false], [0, 0, true], [1, 0, false], [1, 1, false], [2, 0, false], [2, 1, false]]) {
   const Arr = dtype === 0 ? Float32Array : Float64Array;
   const sizes = [70001, 3, 16385, 90000];
   const params = sizes.map((n, l) => Arr.from({ length: n }, (_, i) => Math.sin(l * 7 + i)));
   const grads = sizes.map((n) => new Arr(n));
   const config = { variant, dtype, threads: 2, weightDecay: 5e-4, eps: 1e-9, kappa: Math.fround(0.9), qP: Math.fround(0.01), q: 1, betaR: 0.9,
-    adaptiveR: true, lazyPredict, p00: Math.fround(0.1), p01: 0, p11: Math.fround(0.1), qX: 0.01, sigma: 0.1, r: 1 };
+    adaptiveR: true, lazyPredict, symmetric: true, p00: Math.fround(0.1), p01: 0, p11: Math.fround(0.1), qX: 0.01, sigma: 0.1, r: 1 };
   const opt = new addon.NativeOptimizer(config, params, grads, new Uint8Array(sizes.length));
   for (let k = 0; k < 30; k++) {
     opt.predict();
@@ -26,6 +26,11 @@ for (const [variant, dtype, lazyPredict] of [[0, 0, false], [0, 1, false], [0, 0
   }
   params.forEach((p) => hash.update(new Uint8Array(p.buffer)));
   hash.update(new Uint8Array(Float64Array.from(Object.values(opt.getFilter())).buffer));
+  if (variant === 2) {
+    const scalars = new Float64Array(4 * sizes.length);
+    opt.readLayerScalars(scalars);
+    hash.update(new Uint8Array(scalars.buffer));
+  }
   opt.dispose();
 }
 console.log(JSON.stringify({ isa: addon.isa, hash: hash.digest('hex') }));
