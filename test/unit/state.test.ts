@@ -1,17 +1,17 @@
 // State as plain data, resuming bitwise, and working in place on memory the caller owns.
-import { KoalaM, KoalaV, type FloatArray } from '../../lib';
+import { KoalaM, KoalaPP, KoalaV, type FloatArray } from '../../lib';
 import { bitwiseEqual, makeArray, rng, snapshot } from '../helpers';
 
-type Opt = KoalaM | KoalaV;
+type Opt = KoalaM | KoalaV | KoalaPP;
 const BACKENDS = ['native', 'js'] as const;
 
-function drive(opts: Opt[], grads: FloatArray[][], steps: number, seed: number) {
+function drive(opts: Opt[], grads: FloatArray[][], steps: number, seed: number, frozen: number[] = []) {
   const r = rng(seed);
   for (let k = 0; k < steps; k++) {
     const lr = 0.2 + r();
     const loss = 0.1 + r();
     const lossSq = loss * loss * (1 + r());
-    const g = grads[0].map((a) => Float64Array.from(a, () => r() - 0.5));
+    const g = grads[0].map((a, l) => Float64Array.from(a, () => (frozen.includes(l) ? 0 : r() - 0.5)));
     opts.forEach((opt, j) => {
       opt.lr = lr;
       opt.predict();
@@ -22,13 +22,14 @@ function drive(opts: Opt[], grads: FloatArray[][], steps: number, seed: number) 
 }
 
 describe.each(BACKENDS)('%s backend', (backend) => {
-  describe.each(['m', 'v'] as const)('KOALA-%s', (variant) => {
+  describe.each(['m', 'v', 'pp'] as const)('KOALA-%s', (variant) => {
     describe.each(['float32', 'float64'] as const)('%s', (dtype) => {
       const Ctor = dtype === 'float32' ? Float32Array : Float64Array;
       const sizes = [40, 7, 1, 300];
       const create = (params: FloatArray[], grads: FloatArray[], extra: object = {}) => {
         const layers = params.map((param, i) => ({ param, grad: grads[i] }));
-        return variant === 'm' ? new KoalaM(layers, { backend, weightDecay: 1e-3, ...extra }) : new KoalaV(layers, { backend, weightDecay: 1e-3, ...extra });
+        const opts = { backend, weightDecay: 1e-3, ...extra };
+        return variant === 'm' ? new KoalaM(layers, opts) : variant === 'v' ? new KoalaV(layers, opts) : new KoalaPP(layers, opts);
       };
 
       test('stateDict() survives structuredClone, and loading it resumes on a bitwise-identical trajectory', () => {
@@ -36,7 +37,8 @@ describe.each(BACKENDS)('%s backend', (backend) => {
         const pa = sizes.map((n) => makeArray(dtype, n, () => r() - 0.5));
         const ga = sizes.map((n) => new Ctor(n));
         const a = create(pa, ga);
-        drive([a], [ga], 10, 1);
+        // Layer 2 gets no gradient before the save: KOALA++ must carry that it was never updated.
+        drive([a], [ga], 10, 1, [2]);
         a.predict(); // save mid-step, between predict() and update()
         const sd = structuredClone(a.stateDict());
         expect(sd).toMatchObject({ format: 'koala-optim', version: 1, optimizer: `koala-${variant}`, dtype, step: 10, phase: 'predicted' });
@@ -61,6 +63,14 @@ describe.each(BACKENDS)('%s backend', (backend) => {
           expect(bitwiseEqual(b.velocities(), a.velocities())).toBe(true);
           expect(bitwiseEqual(b.paramAverages(), a.paramAverages())).toBe(true);
         }
+        if (a instanceof KoalaPP && b instanceof KoalaPP) {
+          expect(sd.plusPlus!.updated).toEqual([true, true, false, true]);
+          expect(sd.plusPlus!.S[2]).toBe(0);
+          expect(bitwiseEqual(b.products(), a.products())).toBe(true);
+          expect(bitwiseEqual(b.directions(), a.directions())).toBe(true);
+          expect(b.stateDict().plusPlus).toEqual(a.stateDict().plusPlus);
+          expect(b.state.S.every((v) => v !== null)).toBe(true);
+        }
         a.dispose();
         b.dispose();
       });
@@ -81,6 +91,17 @@ describe.each(BACKENDS)('%s backend', (backend) => {
           v[0].fill(7);
           expect(opt.velocities()[0][0]).not.toBe(7);
           expect(opt.paramAverages()[0][0]).not.toBe(0);
+        }
+        if (opt instanceof KoalaPP) {
+          sd.plusPlus!.products.forEach((v) => v.fill(9));
+          sd.plusPlus!.S[0] = 123;
+          expect(opt.products()[0][0]).not.toBe(9);
+          expect(opt.state.S[0]).not.toBe(123);
+          const v = opt.directions();
+          expect(v.map((a) => a.length)).toEqual(sizes);
+          expect(v.every((a) => a instanceof Ctor)).toBe(true);
+          v[0].fill(7);
+          expect(opt.directions()[0][0]).not.toBe(7);
         }
       });
 
