@@ -153,7 +153,6 @@ function createBackend(
 ): [Backend, BackendName] {
   if (table.memory === 'cuda') {
     if (choice !== 'auto') fail('ERR_KOALA_INVALID_OPTION', `option backend '${choice}' runs on host arrays; device tensors run on the CUDA backend (leave backend out)`);
-    if (config.variant === VARIANT.plusPlus) fail('ERR_KOALA_INVALID_LAYERS', 'KoalaPP runs on host arrays in this build (no CUDA passes yet)');
     return [new CudaBackend(config, table, skipMask, stream ?? 0n), 'cuda'];
   }
   if (stream !== null) fail('ERR_KOALA_INVALID_OPTION', 'option stream is for layers in CUDA device memory');

@@ -139,6 +139,30 @@ inline FilterSnapshot snapshot_arg(Napi::Env env, const Napi::Value& v) {
           static_cast<std::uint64_t>(steps)};
 }
 
+// KOALA++'s layer scalars (koala/protocol.h PPLayerState) to and from kPPLayerScalars doubles per
+// layer, the layout of lib/protocol.ts PP_LAYER_SCALARS.
+inline void pp_scalars_out(const PPLayerState* layers, std::size_t n, double* out) {
+  for (std::size_t l = 0; l < n; ++l, out += kPPLayerScalars) {
+    out[0] = layers[l].s;
+    out[1] = layers[l].hh;
+    out[2] = layers[l].vh;
+    out[3] = layers[l].updated ? 1.0 : 0.0;
+  }
+}
+
+inline void pp_scalars_in(const double* in, std::size_t n, PPLayerState* layers) {
+  for (std::size_t l = 0; l < n; ++l, in += kPPLayerScalars) layers[l] = {in[0], in[1], in[2], in[3] != 0.0};
+}
+
+// Checks that `v` is a Float64Array of kPPLayerScalars per layer for `num_layers` layers; its data.
+inline double* pp_scalars_arg(Napi::Env env, const Napi::Value& v, std::size_t num_layers) {
+  const TypedView arr = v.IsTypedArray() ? typed_view(env, v) : TypedView{nullptr, napi_uint8_array, 0, 0};
+  if (arr.type != napi_float64_array || arr.data == nullptr || arr.length != num_layers * kPPLayerScalars) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer scalars: a Float64Array of 4 numbers per layer");
+  }
+  return static_cast<double*>(arr.data);
+}
+
 // A step's outcome as { status, skipped, maxGain }.
 inline Napi::Object step_object(Napi::Env env, const StepReport& r) {
   Napi::Object out = Napi::Object::New(env);

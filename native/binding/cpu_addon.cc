@@ -188,38 +188,22 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     return info.Env().Undefined();
   }
 
-  // KOALA++'s layer scalars as a Float64Array of kPPLayerScalars per layer (koala/protocol.h).
-  std::pair<std::vector<koala::PPLayerState>*, double*> layer_scalar_args(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
+  // KOALA++'s layer scalars, as a Float64Array of kPPLayerScalars per layer (koala/protocol.h).
+  std::vector<koala::PPLayerState>& pp_layers(Napi::Env env) {
     std::vector<koala::PPLayerState>& layers = live(env).pp_layers();
-    if (info.Length() != 1 || !info[0].IsTypedArray()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "(Float64Array)");
-    const TypedView arr = typed_view(env, info[0]);
-    if (layers.empty() || arr.type != napi_float64_array || arr.data == nullptr ||
-        arr.length != layers.size() * koala::kPPLayerScalars) {
-      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer scalars: a KOALA++ optimizer and a Float64Array of 4 per layer");
-    }
-    return {&layers, static_cast<double*>(arr.data)};
+    if (layers.empty()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer scalars are KOALA++'s");
+    return layers;
   }
 
   Napi::Value ReadLayerScalars(const Napi::CallbackInfo& info) {
-    const auto [layers, out] = layer_scalar_args(info);
-    for (std::size_t l = 0; l < layers->size(); ++l) {
-      const koala::PPLayerState& p = (*layers)[l];
-      double* at = out + l * koala::kPPLayerScalars;
-      at[0] = p.s;
-      at[1] = p.hh;
-      at[2] = p.vh;
-      at[3] = p.updated ? 1.0 : 0.0;
-    }
+    std::vector<koala::PPLayerState>& layers = pp_layers(info.Env());
+    koala::binding::pp_scalars_out(layers.data(), layers.size(), koala::binding::pp_scalars_arg(info.Env(), info[0], layers.size()));
     return info.Env().Undefined();
   }
 
   Napi::Value WriteLayerScalars(const Napi::CallbackInfo& info) {
-    const auto [layers, in] = layer_scalar_args(info);
-    for (std::size_t l = 0; l < layers->size(); ++l) {
-      const double* at = in + l * koala::kPPLayerScalars;
-      (*layers)[l] = {at[0], at[1], at[2], at[3] != 0.0};
-    }
+    std::vector<koala::PPLayerState>& layers = pp_layers(info.Env());
+    koala::binding::pp_scalars_in(koala::binding::pp_scalars_arg(info.Env(), info[0], layers.size()), layers.size(), layers.data());
     return info.Env().Undefined();
   }
 

@@ -79,6 +79,8 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
                         InstanceMethod<&NativeCudaOptimizer::SetFilter>("setFilter"),
                         InstanceMethod<&NativeCudaOptimizer::ReadLayerState>("readLayerState"),
                         InstanceMethod<&NativeCudaOptimizer::WriteLayerState>("writeLayerState"),
+                        InstanceMethod<&NativeCudaOptimizer::ReadLayerScalars>("readLayerScalars"),
+                        InstanceMethod<&NativeCudaOptimizer::WriteLayerScalars>("writeLayerScalars"),
                         InstanceMethod<&NativeCudaOptimizer::Dispose>("dispose")});
   }
 
@@ -206,7 +208,9 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     const std::int64_t layer = info[1].As<Napi::Number>().Int64Value();
     view = host_view(info[2]);
     const napi_typedarray_type want = dtype_ == DType::kFloat32 ? napi_float32_array : napi_float64_array;
-    if (kind < 0 || kind > 1 || layer < 0 || static_cast<std::size_t>(layer) >= opt.num_layers() || view.type != want ||
+    const bool plus_plus = opt.variant() == koala::Variant::kPlusPlus;
+    const bool kind_ok = opt.variant() != koala::Variant::kVanilla && kind >= (plus_plus ? 2 : 0) && kind <= (plus_plus ? 3 : 1);
+    if (!kind_ok || layer < 0 || static_cast<std::size_t>(layer) >= opt.num_layers() || view.type != want ||
         view.length != opt.layer_size(static_cast<std::size_t>(layer))) {
       throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "no such layer state, or an array of the wrong dtype or length");
     }
@@ -225,6 +229,28 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     const auto [kind, layer] = layer_state_args(info, view);
     cuda_call(info.Env(), [&] { opt_->write_layer_state(kind, layer, view.data); });
     return info.Env().Undefined();
+  }
+
+  // KOALA++'s layer scalars, as a Float64Array of kPPLayerScalars per layer (koala/protocol.h).
+  Napi::Value ReadLayerScalars(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    kc::CudaOptimizer& opt = live(env);
+    if (opt.variant() != koala::Variant::kPlusPlus) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer scalars are KOALA++'s");
+    double* out = koala::binding::pp_scalars_arg(env, info[0], opt.num_layers());
+    std::vector<koala::PPLayerState> layers(opt.num_layers());
+    cuda_call(env, [&] { opt.read_layer_scalars(layers.data()); });
+    koala::binding::pp_scalars_out(layers.data(), layers.size(), out);
+    return env.Undefined();
+  }
+
+  Napi::Value WriteLayerScalars(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    kc::CudaOptimizer& opt = live(env);
+    if (opt.variant() != koala::Variant::kPlusPlus) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer scalars are KOALA++'s");
+    std::vector<koala::PPLayerState> layers(opt.num_layers());
+    koala::binding::pp_scalars_in(koala::binding::pp_scalars_arg(env, info[0], opt.num_layers()), layers.size(), layers.data());
+    cuda_call(env, [&] { opt.write_layer_scalars(layers.data()); });
+    return env.Undefined();
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

@@ -12,6 +12,7 @@
 
 #include "core/plan.h"
 #include "core/step.h"
+#include "core/step_pp.h"
 #include "koala/filter.h"
 #include "koala/math.h"
 
@@ -220,6 +221,8 @@ __global__ void lazy_finish_kernel(DeviceScalars* sc, const double* chunk_diff, 
   if (threadIdx.x == 0) sc->snap.pending = sum;
 }
 
+#include "cuda/plusplus.cuh"
+
 template <class T>
 T* device_alloc(std::size_t count) {
   void* p = nullptr;
@@ -245,13 +248,19 @@ struct CudaOptimizer::Device {
   LayerGain* gains = nullptr;
   std::uint8_t* skip_mask = nullptr;
   DeviceScalars* scalars = nullptr;
+  // KOALA++ (cuda/plusplus.cuh); velocity and average hold its products and directions.
+  PPLayerSums* pp_chunk_sums = nullptr;
+  PPLayerSums* pp_layer_sums = nullptr;
+  PPLayerState* pp_layers = nullptr;
+  PPLayerGain* pp_gains = nullptr;
 
   // cudaFree waits for the device to finish with the memory; the caller's stream, which may be
   // destroyed by now, is not touched.
   ~Device() {
     for (void* p : {static_cast<void*>(chunks), static_cast<void*>(first_chunk), static_cast<void*>(layers), velocity, average,
                     static_cast<void*>(chunk_sums), static_cast<void*>(layer_sums), static_cast<void*>(chunk_diff), static_cast<void*>(gains),
-                    static_cast<void*>(skip_mask), static_cast<void*>(scalars)}) {
+                    static_cast<void*>(skip_mask), static_cast<void*>(scalars), static_cast<void*>(pp_chunk_sums),
+                    static_cast<void*>(pp_layer_sums), static_cast<void*>(pp_layers), static_cast<void*>(pp_gains)}) {
       if (p != nullptr) cudaFree(p);
     }
   }
@@ -283,7 +292,7 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
   const StateLayout layout(sizes_, elem, kStateAlign);
   d.state_offsets = layout.offsets;
   const std::size_t offset = layout.total;
-  const bool momentum = config_.variant == Variant::kMomentum;
+  const bool momentum = config_.variant != Variant::kVanilla;  // KOALA-M's v and a, KOALA++'s v and Hp
   if (momentum) {
     d.velocity = device_alloc<char>(offset * elem);
     d.average = device_alloc<char>(offset * elem);
@@ -305,6 +314,16 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
   d.gains = device_alloc<LayerGain>(sizes_.size());
   d.skip_mask = device_alloc<std::uint8_t>(sizes_.size());
   d.scalars = device_alloc<DeviceScalars>(1);
+  if (config_.variant == Variant::kPlusPlus) {
+    d.pp_chunk_sums = device_alloc<PPLayerSums>(d.num_chunks);
+    d.pp_layer_sums = device_alloc<PPLayerSums>(sizes_.size());
+    d.pp_layers = device_alloc<PPLayerState>(sizes_.size());
+    d.pp_gains = device_alloc<PPLayerGain>(sizes_.size());
+    const std::vector<PPLayerState> never(sizes_.size(), PPLayerState{0.0, 0.0, 0.0, false});
+    check(cudaMemcpyAsync(d.pp_layers, never.data(), never.size() * sizeof(PPLayerState), cudaMemcpyHostToDevice, d.stream),
+          "upload layer state");
+    check(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");  // `never` goes out of scope
+  }
   const DeviceScalars scalars{{initial, kNoPendingPredict, 0}, 0, 0, 0.0};
   check(cudaMemcpyAsync(d.chunks, chunks.data(), chunks.size() * sizeof(DeviceChunk), cudaMemcpyHostToDevice, d.stream), "upload plan");
   check(cudaMemcpyAsync(d.first_chunk, first.data(), first.size() * sizeof(std::uint64_t), cudaMemcpyHostToDevice, d.stream), "upload plan");
@@ -319,6 +338,7 @@ CudaOptimizer::~CudaOptimizer() {
 }
 
 void CudaOptimizer::predict() {
+  if (config_.variant == Variant::kPlusPlus) return;  // KOALA++ predicts nothing
   DeviceGuard guard(device_);
   Device& d = *dev_;
   if (config_.variant == Variant::kMomentum) {
@@ -336,6 +356,10 @@ void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, doub
   DeviceGuard guard(device_);
   Device& d = *dev_;
   const double wd = config_.weight_decay;
+  if (config_.variant == Variant::kPlusPlus) {
+    update_pp(loss, loss_sq, lr);
+    return;
+  }
   if (dtype_ == DType::kFloat32) {
     stats_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.chunk_sums);
   } else {
@@ -353,6 +377,39 @@ void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, doub
   }
   if (lazy_predict_) lazy_finish_kernel<<<1, kThreads, 0, d.stream>>>(d.scalars, d.chunk_diff, d.num_chunks);
   check(cudaGetLastError(), "update launch");
+}
+
+void CudaOptimizer::update_pp(const ScalarArg& loss, const ScalarArg& loss_sq, double lr) {
+  Device& d = *dev_;
+  const double wd = config_.weight_decay;
+  if (dtype_ == DType::kFloat32) {
+    pp_dots_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.pp_chunk_sums);
+  } else {
+    pp_dots_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.pp_chunk_sums);
+  }
+  pp_layer_sums_kernel<<<sizes_.size(), kThreads, 0, d.stream>>>(d.pp_chunk_sums, d.first_chunk, d.pp_layer_sums);
+  pp_decide_kernel<<<1, 1, 0, d.stream>>>(config_, dtype_, d.scalars, static_cast<std::uint32_t>(sizes_.size()), d.pp_layer_sums,
+                                          d.pp_layers, d.pp_gains, d.skip_mask, loss, loss_sq, lr);
+  if (dtype_ == DType::kFloat32) {
+    pp_update_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.pp_gains, d.scalars, wd, config_.q);
+  } else {
+    pp_update_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.pp_gains, d.scalars, wd, config_.q);
+  }
+  check(cudaGetLastError(), "update launch");
+}
+
+void CudaOptimizer::read_layer_scalars(PPLayerState* out) {
+  DeviceGuard guard(device_);
+  check(cudaMemcpyAsync(out, dev_->pp_layers, sizes_.size() * sizeof(PPLayerState), cudaMemcpyDeviceToHost, dev_->stream),
+        "read layer state");
+  check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
+}
+
+void CudaOptimizer::write_layer_scalars(const PPLayerState* in) {
+  DeviceGuard guard(device_);
+  check(cudaMemcpyAsync(dev_->pp_layers, in, sizes_.size() * sizeof(PPLayerState), cudaMemcpyHostToDevice, dev_->stream),
+        "write layer state");
+  check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
 }
 
 StepOutcome CudaOptimizer::last_step(std::uint8_t* skip_mask_out) {
@@ -380,10 +437,11 @@ void CudaOptimizer::restore(const FilterSnapshot& snap) {
   check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
 }
 
+// KOALA++'s products (kind 2) live where KOALA-M's velocities (0) do, its directions (3) where the averages (1) do.
 void CudaOptimizer::read_layer_state(int kind, std::size_t layer, void* host_out) {
   DeviceGuard guard(device_);
   const std::size_t elem = dtype_ == DType::kFloat32 ? 4 : 8;
-  const char* base = static_cast<const char*>(kind == 0 ? dev_->velocity : dev_->average) + dev_->state_offsets[layer] * elem;
+  const char* base = static_cast<const char*>(kind % 2 == 0 ? dev_->velocity : dev_->average) + dev_->state_offsets[layer] * elem;
   check(cudaMemcpyAsync(host_out, base, sizes_[layer] * elem, cudaMemcpyDeviceToHost, dev_->stream), "read layer state");
   check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
 }
@@ -391,7 +449,7 @@ void CudaOptimizer::read_layer_state(int kind, std::size_t layer, void* host_out
 void CudaOptimizer::write_layer_state(int kind, std::size_t layer, const void* host_in) {
   DeviceGuard guard(device_);
   const std::size_t elem = dtype_ == DType::kFloat32 ? 4 : 8;
-  char* base = static_cast<char*>(kind == 0 ? dev_->velocity : dev_->average) + dev_->state_offsets[layer] * elem;
+  char* base = static_cast<char*>(kind % 2 == 0 ? dev_->velocity : dev_->average) + dev_->state_offsets[layer] * elem;
   check(cudaMemcpyAsync(base, host_in, sizes_[layer] * elem, cudaMemcpyHostToDevice, dev_->stream), "write layer state");
   check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
 }

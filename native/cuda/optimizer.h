@@ -64,14 +64,20 @@ class CudaOptimizer {
   StepOutcome last_step(std::uint8_t* skip_mask_out);
   FilterSnapshot snapshot();
   void restore(const FilterSnapshot& snap);
-  // KOALA-M per-layer state: kind 0 velocity, 1 average; host buffers of the layer's size.
+  // Per-layer state (LayerStateKind): KOALA-M's velocity 0 and average 1, KOALA++'s product 2 and
+  // direction 3 (the binding checks the kind against the variant); host buffers of the layer's size.
   void read_layer_state(int kind, std::size_t layer, void* host_out);
   void write_layer_state(int kind, std::size_t layer, const void* host_in);
+  // KOALA++'s per-layer scalars, num_layers() records.
+  void read_layer_scalars(PPLayerState* out);
+  void write_layer_scalars(const PPLayerState* in);
+  Variant variant() const { return config_.variant; }
 
   std::size_t num_layers() const { return sizes_.size(); }
   std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
 
  private:
+  void update_pp(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);  // cuda/plusplus.cuh
   struct Device;  // device allocations, defined in optimizer.cu
   int device_;
   DType dtype_;
