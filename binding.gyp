@@ -8,7 +8,7 @@
     "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
     "cflags!": ["-fno-exceptions", "-O2"],
     "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++1y", "-std=gnu++17"],
-    "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-Wall", "-Wextra"]
+    "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-Wall", "-Wextra", "-Wno-psabi"]
   },
   "targets": [
     {
@@ -25,8 +25,8 @@
       "libraries": ["-lpthread"],
       "conditions": [
         ["target_arch=='x64'", {
-          "dependencies": ["koala_kernels_avx2"],
-          "defines": ["KOALA_HAVE_AVX2"]
+          "dependencies": ["koala_kernels_avx2", "koala_kernels_avx512"],
+          "defines": ["KOALA_HAVE_AVX2", "KOALA_HAVE_AVX512"]
         }]
       ]
     },
@@ -35,6 +35,12 @@
       "type": "static_library",
       "sources": ["native/cpu/kernels_avx2.cpp"],
       "cflags_cc": ["-mavx2"]
+    },
+    {
+      "target_name": "koala_kernels_avx512",
+      "type": "static_library",
+      "sources": ["native/cpu/kernels_avx512.cpp"],
+      "cflags_cc": ["-mavx512f", "-mprefer-vector-width=512"]
     }
   ]
 }

@@ -21,16 +21,29 @@ export interface DevAddon {
   isa: string;
   streamCopy(a: Float32Array, b: Float32Array, threads: number): void;
   streamTriad(a: Float32Array, b: Float32Array, c: Float32Array, s: number, threads: number): void;
+  /**
+   * The calling thread's MXCSR (SSE floating-point control) before the call, set to `value` if
+   * given; -1 where there is none (not x86-64). For the floating-point mode tests.
+   */
+  mxcsr(value?: number): number;
   /** One fused Adam step; hyper = [lr, beta1, beta2, eps, step]. */
   adamStep(x: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, hyper: Float64Array, threads: number): void;
+  /** The calling thread's MXCSR before the call, after setting it to `value` if given (-1 off x86-64): for the FPU-mode tests. */
+  mxcsr(value?: number): number;
 }
 
 let loaded: LoadedAddon<DevAddon> | null = null;
 
-/** The development addon, or throws saying why it does not load. */
-export function devKernels(): DevAddon {
+/** The development addon's file (path), or why it does not load (reason). */
+export function devAddonStatus(): LoadedAddon<DevAddon> {
   const paths = addonPaths('koala_optim_dev');
   loaded ??= loadAddon<DevAddon>(paths, `no development addon at ${paths.join(' or ')} (${REBUILD_HINT})`);
-  if (!loaded.module) throw new Error(`the benchmark needs the development addon: ${loaded.reason}`);
-  return loaded.module;
+  return loaded;
+}
+
+/** The development addon, or throws saying why it does not load. */
+export function devKernels(): DevAddon {
+  const status = devAddonStatus();
+  if (!status.module) throw new Error(`the benchmark needs the development addon: ${status.reason}`);
+  return status.module;
 }

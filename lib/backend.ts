@@ -1,22 +1,27 @@
 import type { DeviceScalar, FloatArray } from './layers';
-import type { BackendStep, FilterSnapshot, LayerStateKind } from './protocol';
+import type { BackendStep, FilterSnapshot, LayerStateKind, PredictMoved } from './protocol';
 
 /**
  * The contract that the CPU addon, the js reference and the CUDA addon fulfil, in the terms of
  * lib/protocol.ts. The facade (koala.ts) has validated every argument before calling in; a backend
- * only computes.
+ * only computes. Every backend follows one sequence (Note [step sequence], native/core/step.h):
+ * a refused update changes nothing.
  */
 export interface Backend {
-  predict(): void;
   /**
-   * Host backends return what the step did, having filled skipMask[l] with 1 for each layer
-   * skipped by |g_l| < eps; nothing changes unless status is applied. The CUDA backend returns null: the
-   * outcome stays on the device until lastStep() reads it. Losses on the device (DeviceScalar)
-   * reach the CUDA backend only.
+   * Whether lastStep() waits for the device (CUDA: update() only queues the step, its outcome stays
+   * on the device until read). Host backends know the outcome when update() returns.
    */
-  update(loss: number | DeviceScalar, lossSq: number | DeviceScalar, lr: number): BackendStep | null;
-  /** CUDA backend: reads the last update's outcome and skip mask back (a synchronization). */
-  lastStep?(): BackendStep;
+  readonly deferred: boolean;
+  /** Whether this predict moved the parameters (exact on host backends; see PredictMoved). */
+  predict(): PredictMoved;
+  /** One update. Losses on the device (DeviceScalar) reach the CUDA backend only. */
+  update(loss: number | DeviceScalar, lossSq: number | DeviceScalar, lr: number): void;
+  /**
+   * What the last update did, having filled the skip mask (one byte per layer, 1 for each layer
+   * skipped by |g_l| < eps; left as it was when the step was refused).
+   */
+  lastStep(): BackendStep;
   getFilter(): FilterSnapshot;
   setFilter(s: FilterSnapshot): void;
   readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void;

@@ -10,14 +10,14 @@ import { fail, nativeCall as call } from './errors';
 import { checkDeviceDescriptor, dtypeOf, type DeviceLayerTable, type DeviceScalar, type DeviceTensor, type DType, type FloatArray } from './layers';
 import { addonPaths, loadAddon, type LoadedAddon } from './native';
 import type { BackendConfig } from './options';
-import { DTYPE, type BackendStep, type FilterSnapshot, LayerStateKind, ProtocolConstants } from './protocol';
+import { DTYPE, type BackendStep, type FilterSnapshot, type LayerStateKind, type PredictMoved, type ProtocolConstants } from './protocol';
 
 type NativeScalar = number | [bigint, number];
 
 interface NativeCudaOptimizer {
-  predict(): void;
-  update(loss: NativeScalar, lossSq: NativeScalar, lr: number): null;
-  lastStep(skipMask: Uint8Array): BackendStep;
+  predict(): PredictMoved;
+  update(loss: NativeScalar, lossSq: NativeScalar, lr: number): void;
+  lastStep(): BackendStep;
   getFilter(): FilterSnapshot;
   setFilter(s: FilterSnapshot): void;
   readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void;
@@ -33,6 +33,7 @@ interface CudaModule {
     params: bigint[],
     grads: bigint[],
     lengths: number[],
+    skipMask: Uint8Array,
   ) => NativeCudaOptimizer;
   protocol: ProtocolConstants;
   probe(): { devices: number; error: string };
@@ -82,25 +83,26 @@ function nativeScalar(x: number | DeviceScalar): NativeScalar {
 
 /** The Backend over device memory: a step is launched on the stream and read back only when asked. */
 export class CudaBackend implements Backend {
+  readonly deferred = true;
   private readonly native: NativeCudaOptimizer;
-  private readonly skipMask: Uint8Array;
 
   constructor(config: BackendConfig, table: DeviceLayerTable, skipMask: Uint8Array, stream: bigint) {
     const mod = usable();
-    this.skipMask = skipMask;
-    this.native = call(() => new mod.NativeCudaOptimizer({ ...config, deviceId: table.deviceId, stream }, table.params, table.grads, table.lengths));
+    this.native = call(
+      () => new mod.NativeCudaOptimizer({ ...config, deviceId: table.deviceId, stream }, table.params, table.grads, table.lengths, skipMask),
+    );
   }
 
-  predict(): void {
-    this.native.predict();
+  predict(): PredictMoved {
+    return this.native.predict();
   }
 
-  update(loss: number | DeviceScalar, lossSq: number | DeviceScalar, lr: number): null {
-    return this.native.update(nativeScalar(loss), nativeScalar(lossSq), lr);
+  update(loss: number | DeviceScalar, lossSq: number | DeviceScalar, lr: number): void {
+    this.native.update(nativeScalar(loss), nativeScalar(lossSq), lr);
   }
 
   lastStep(): BackendStep {
-    return this.native.lastStep(this.skipMask);
+    return this.native.lastStep();
   }
 
   getFilter(): FilterSnapshot {

@@ -4,7 +4,6 @@ import { fail, KoalaError, nativeCall } from './errors';
 import {
   checkAttached,
   checkDeviceDescriptor,
-  dtypeOf,
   isDeviceDescriptor,
   validateLayers,
   type DeviceScalar,
@@ -27,18 +26,21 @@ import {
 import {
   DTYPE,
   LAYER_STATE,
-  NO_PENDING_PREDICT,
   PP_LAYER_SCALARS,
   STEP_STATUS,
   VARIANT,
   type BackendStep,
   type FilterSnapshot,
   type LayerStateKind,
+  type PredictMoved,
   type StepStatus,
   type Variant,
 } from './protocol';
 import { ReferenceBackend } from './reference';
 import { ReferencePPBackend } from './reference-pp';
+import { parseStateDict, toStateDict, type KoalaPPLayers, type KoalaStateDict, type StateTarget } from './state';
+
+export type { KoalaPPLayers, KoalaStateDict } from './state';
 
 /**
  * Where a step stands. update() needs a predict() since the last applied update: calling it twice
@@ -95,50 +97,6 @@ export interface KoalaPPState {
   S: (number | null)[];
 }
 
-/**
- * KOALA++'s per-layer state in a state dict: v_l and Hp_l, S_l and the dots carried to the next
- * step (|H_l|^2 and v_l . H_l of the layer's last update), and whether the layer was ever updated
- * (before its first update, v, Hp, S and the dots are zeros and unused).
- */
-export interface KoalaPPLayers {
-  products: FloatArray[];
-  directions: FloatArray[];
-  S: number[];
-  hh: number[];
-  vh: number[];
-  updated: boolean[];
-}
-
-/** Plain, versioned, structured-clone-able optimizer state (parameters are the caller's). */
-export interface KoalaStateDict {
-  format: 'koala-optim';
-  version: 1;
-  optimizer: 'koala-m' | 'koala-v' | 'koala-pp';
-  dtype: DType;
-  layers: { name: string; length: number }[];
-  step: number;
-  phase: Phase;
-  lr: number;
-  /**
-   * [P00, P01, P11, qX, sigma, R]; KOALA-V has zeros where KOALA-M's P and qX stand, KOALA++ too,
-   * and its sigma is the option sigma0 (a constant: loading leaves the optimizer's own).
-   */
-  filter: number[];
-  /**
-   * With lazy predict, after an update: the sum |a - x|^2 that the next predict() will use, its
-   * element-wise part being done already. null otherwise.
-   */
-  pendingPredict: number | null;
-  /** KOALA-M: per-layer velocities and parameter averages; empty for KOALA-V and KOALA++. */
-  velocities: FloatArray[];
-  averages: FloatArray[];
-  /** KOALA++ only (absent or null for the others). */
-  plusPlus?: KoalaPPLayers | null;
-}
-
-const OPTIMIZER_NAMES = ['koala-m', 'koala-v', 'koala-pp'] as const;
-
-const STATE_VERSION = 1;
 let warnedFallback = false;
 
 /** Which implementation runs the steps: the CPU addon, the js reference, or the CUDA addon. */
@@ -188,7 +146,9 @@ abstract class KoalaBase {
   private readonly skipMask: Uint8Array;
   private readonly onNonFinite: NonFinitePolicy;
   private learningRate: number;
-  private currentPhase: Phase = 'updated';
+  // null: the last update's outcome is still on the device (Note [one phase rule]).
+  private currentPhase: Phase | null = 'updated';
+  private lastOutcome: BackendStep | null = null; // the last update's outcome, once read
   private updates = 0; // update() calls, to tell a device step's info from a later one's
   private disposed = false;
 
@@ -207,10 +167,12 @@ abstract class KoalaBase {
 
   /** The learning rate of the next update(); schedules set it between steps. */
   get lr(): number {
+    this.live();
     return this.learningRate;
   }
 
   set lr(value: number) {
+    this.live();
     this.learningRate = checkNumber('lr', value, 'nonNegative');
   }
 
@@ -225,15 +187,27 @@ abstract class KoalaBase {
     return this.filter().steps;
   }
 
+  /**
+   * 'predicted' after predict() and after a refused update(), 'updated' after an applied one. On
+   * CUDA, right after update(), reading it reads the step's outcome (a synchronization).
+   */
   get phase(): Phase {
-    return this.currentPhase;
+    this.live();
+    return this.settledPhase();
   }
 
-  /** Before the forward pass: moves the parameters to the filter's prediction. */
-  predict(): void {
+  /**
+   * Before the forward pass: moves the parameters to the filter's prediction. Returns whether it
+   * moved them (for adapters that mirror the parameters elsewhere): KOALA-M's x += v does, KOALA-V's
+   * predict does not, nor a lazy predict whose element-wise part the last applied update did
+   * already (after a refused one it does). Exact on host layers; on CUDA with lazy predict it is
+   * 'unknown' while the last update's outcome has not been read (see PredictMoved).
+   */
+  predict(): PredictMoved {
     this.ready();
-    nativeCall(() => this.impl.predict());
+    const moved = nativeCall(() => this.impl.predict());
     this.currentPhase = 'predicted';
+    return moved;
   }
 
   /**
@@ -245,10 +219,12 @@ abstract class KoalaBase {
    *
    * With CUDA layers the step is launched on the stream and nothing is read back: the returned
    * info reads the outcome from the device when one of its fields is first read (read it before
-   * the next update()), and onNonFinite: 'throw' throws then.
+   * the next update()), and onNonFinite: 'throw' throws then. The phase follows the outcome on
+   * every backend (Note [one phase rule]).
    */
   update(loss: number | DeviceScalar, lossSq?: number | DeviceScalar): UpdateInfo {
     this.ready();
+    if (loss === undefined) fail('ERR_KOALA_INVALID_LOSS', 'update(loss, lossSq?) needs the minibatch mean loss, got none');
     const sq = lossSq === undefined && typeof loss === 'number' ? loss * loss : lossSq;
     for (const [value, name] of [[loss, 'loss'], [sq, 'lossSq']] as const) {
       if (typeof value === 'number') continue;
@@ -259,38 +235,29 @@ abstract class KoalaBase {
       if (d.deviceId !== this.table.deviceId) fail('ERR_KOALA_INVALID_DEVICE_POINTER', `${name} is on cuda:${d.deviceId}, the layers on cuda:${this.table.deviceId}`);
     }
     if (typeof sq === 'number' && sq < 0) fail('ERR_KOALA_INVALID_LOSS', `lossSq is a mean of squares and cannot be negative, got ${sq}`);
-    if (this.currentPhase !== 'predicted') {
+    if (this.settledPhase() !== 'predicted') {
       fail('ERR_KOALA_PREDICT_REQUIRED', 'update() needs a predict() since the last applied update (call predict() before the forward pass)');
     }
     const lossSqArg = sq as number | DeviceScalar;
+    nativeCall(() => this.impl.update(loss, lossSqArg, this.learningRate));
     this.updates++;
-    const step = nativeCall(() => this.impl.update(loss, lossSqArg, this.learningRate));
-    // On CUDA the outcome is on the device (see above): the phase moves on as for an applied step.
-    if (step === null || step.status === STEP_STATUS.applied) this.currentPhase = 'updated';
-    return step === null ? this.deferred() : this.outcome(step);
+    this.lastOutcome = null;
+    this.currentPhase = null;
+    if (this.impl.deferred) return this.deferredInfo();
+    this.settledPhase();
+    return this.outcome(this.readOutcome());
   }
 
+  /** The optimizer's state as plain data (lib/state.ts); the parameters are the caller's to save. */
   stateDict(): KoalaStateDict {
     const momentum = this.variant === VARIANT.momentum;
     const f = this.filter();
-    return {
-      format: 'koala-optim',
-      version: STATE_VERSION,
-      optimizer: OPTIMIZER_NAMES[this.variant],
-      dtype: this.dtype,
-      layers: this.table.names.map((name, i) => ({ name, length: this.table.lengths[i] })),
-      step: f.steps,
-      phase: this.currentPhase,
-      lr: this.learningRate,
-      filter: [f.p00, f.p01, f.p11, f.qX, f.sigma, f.r],
-      pendingPredict: f.pending === NO_PENDING_PREDICT ? null : f.pending,
-      velocities: momentum ? this.layerStates(LAYER_STATE.velocity) : [],
-      averages: momentum ? this.layerStates(LAYER_STATE.average) : [],
-      plusPlus: this.variant === VARIANT.plusPlus ? this.ppLayers() : null,
-    };
+    return toStateDict(this.stateTarget(), this.table.names, f, this.settledPhase(), this.learningRate,
+      momentum ? this.layerStates(LAYER_STATE.velocity) : [], momentum ? this.layerStates(LAYER_STATE.average) : [],
+      this.variant === VARIANT.plusPlus ? this.ppLayers() : null);
   }
 
-  /** KOALA++'s per-layer state (KoalaPPLayers). */
+  /** KOALA++'s per-layer state (KoalaPPLayers, lib/state.ts). */
   protected ppLayers(): KoalaPPLayers {
     const n = this.table.lengths.length;
     const scalars = new Float64Array(n * PP_LAYER_SCALARS);
@@ -306,79 +273,30 @@ abstract class KoalaBase {
     };
   }
 
-  /** Restores a stateDict() taken from an optimizer of the same kind over layers of the same sizes. */
+  /**
+   * Restores a stateDict() taken from an optimizer of the same kind over layers of the same sizes
+   * (also after a trip through JSON). All of it is validated before anything is written.
+   */
   loadStateDict(sd: KoalaStateDict): void {
     this.ready();
-    const bad = (why: string): never => fail('ERR_KOALA_INVALID_STATE', `loadStateDict: ${why}`);
-    if (typeof sd !== 'object' || sd === null || sd.format !== 'koala-optim') bad('not a koala-optim state dict');
-    if (sd.version !== STATE_VERSION) bad(`version ${String(sd.version)} is not supported (this build reads ${STATE_VERSION})`);
-    const momentum = this.variant === VARIANT.momentum;
-    const plusPlus = this.variant === VARIANT.plusPlus;
-    if (sd.optimizer !== OPTIMIZER_NAMES[this.variant]) bad(`it holds a ${String(sd.optimizer)} state`);
-    if (sd.dtype !== this.dtype) bad(`its dtype is ${String(sd.dtype)}, this optimizer's is ${this.dtype}`);
-    const lengths = this.table.lengths;
-    if (!Array.isArray(sd.layers) || sd.layers.length !== lengths.length || sd.layers.some((l, i) => l?.length !== lengths[i])) {
-      bad('its layer sizes differ from this optimizer\'s');
-    }
-    if (!Number.isSafeInteger(sd.step) || sd.step < 0) bad('step must be a non-negative integer');
-    if (sd.phase !== 'predicted' && sd.phase !== 'updated') bad('phase must be "predicted" or "updated"');
-    if (typeof sd.lr !== 'number' || !Number.isFinite(sd.lr) || sd.lr < 0) bad('lr must be a finite number >= 0');
-    if (!Array.isArray(sd.filter) || sd.filter.length !== 6 || !sd.filter.every((v) => typeof v === 'number' && Number.isFinite(v))) {
-      bad('filter must hold 6 finite numbers');
-    }
-    const pending = sd.pendingPredict;
-    if (pending !== null && !(typeof pending === 'number' && Number.isFinite(pending) && pending >= 0)) {
-      bad('pendingPredict must be null or a finite number >= 0');
-    }
-    const perLayer = momentum ? lengths.length : 0;
-    for (const key of ['velocities', 'averages'] as const) {
-      const arrays = sd[key];
-      // dtypeOf, not instanceof: a state cloned through another realm (a vm, a worker) holds its arrays.
-      if (!Array.isArray(arrays) || arrays.length !== perLayer || arrays.some((a, i) => dtypeOf(a) !== this.dtype || a.length !== lengths[i])) {
-        bad(`${key} must hold one ${this.dtype} array per layer, of the layer's length`);
-      }
-    }
-    const pp = sd.plusPlus ?? null;
-    if (!plusPlus && pp !== null) bad('plusPlus is for a KOALA++ state');
-    if (plusPlus) this.checkPPLayers(pp, bad);
+    const s = parseStateDict(sd, this.stateTarget());
+    const pp = s.plusPlus;
     nativeCall(() => {
-      const [p00, p01, p11, qX, saved, r] = sd.filter;
-      const sigma = plusPlus ? this.impl.getFilter().sigma : saved; // KOALA++'s sigma is its option sigma0
-      this.impl.setFilter({ p00, p01, p11, qX, sigma, r, pending: pending ?? NO_PENDING_PREDICT, steps: sd.step });
-      sd.velocities.forEach((v, i) => this.impl.writeLayerState(LAYER_STATE.velocity, i, v));
-      sd.averages.forEach((a, i) => this.impl.writeLayerState(LAYER_STATE.average, i, a));
+      // KOALA++'s sigma is its option sigma0, not state: the optimizer keeps its own.
+      this.impl.setFilter(pp ? { ...s.filter, sigma: this.readFilter().sigma } : s.filter);
+      s.velocities.forEach((v, i) => this.impl.writeLayerState(LAYER_STATE.velocity, i, v));
+      s.averages.forEach((a, i) => this.impl.writeLayerState(LAYER_STATE.average, i, a));
       if (pp) {
         pp.products.forEach((v, i) => this.impl.writeLayerState(LAYER_STATE.product, i, v));
         pp.directions.forEach((h, i) => this.impl.writeLayerState(LAYER_STATE.direction, i, h));
-        const scalars = new Float64Array(lengths.length * PP_LAYER_SCALARS);
-        lengths.forEach((_, l) => scalars.set([pp.S[l], pp.hh[l], pp.vh[l], pp.updated[l] ? 1 : 0], l * PP_LAYER_SCALARS));
+        const scalars = new Float64Array(pp.S.length * PP_LAYER_SCALARS);
+        pp.S.forEach((_, l) => scalars.set([pp.S[l], pp.hh[l], pp.vh[l], pp.updated[l] ? 1 : 0], l * PP_LAYER_SCALARS));
         this.impl.writeLayerScalars!(scalars);
       }
     });
-    this.currentPhase = sd.phase;
-    this.learningRate = sd.lr;
-  }
-
-  /** Checks a state dict's KoalaPPLayers against this optimizer's layers (before anything is changed). */
-  private checkPPLayers(pp: KoalaPPLayers | null, bad: (why: string) => never): asserts pp is KoalaPPLayers {
-    const lengths = this.table.lengths;
-    const n = lengths.length;
-    if (typeof pp !== 'object' || pp === null) bad('plusPlus must hold the KOALA++ layer state');
-    for (const key of ['products', 'directions'] as const) {
-      const arrays = pp[key];
-      if (!Array.isArray(arrays) || arrays.length !== n || arrays.some((a, i) => dtypeOf(a) !== this.dtype || a.length !== lengths[i])) {
-        bad(`plusPlus.${key} must hold one ${this.dtype} array per layer, of the layer's length`);
-      }
-    }
-    for (const key of ['S', 'hh', 'vh'] as const) {
-      const values = pp[key];
-      if (!Array.isArray(values) || values.length !== n || !values.every((v) => typeof v === 'number' && Number.isFinite(v))) {
-        bad(`plusPlus.${key} must hold one finite number per layer`);
-      }
-    }
-    if (!Array.isArray(pp.updated) || pp.updated.length !== n || !pp.updated.every((u) => typeof u === 'boolean')) {
-      bad('plusPlus.updated must hold one boolean per layer');
-    }
+    this.currentPhase = s.phase;
+    this.lastOutcome = null;
+    this.learningRate = s.lr;
   }
 
   /** Frees the native state; any later call throws ERR_KOALA_DISPOSED. Calling it twice is harmless. */
@@ -390,10 +308,34 @@ abstract class KoalaBase {
 
   protected filter(): FilterSnapshot {
     this.ready();
+    return this.readFilter();
+  }
+
+  /** The backend's filter, without the call checks of ready(). */
+  private readFilter(): FilterSnapshot {
     return nativeCall(() => this.impl.getFilter());
   }
 
-  protected layerStates(kind: LayerStateKind): FloatArray[] {
+  private stateTarget(): StateTarget {
+    return { variant: this.variant, dtype: this.dtype, lengths: this.table.lengths };
+  }
+
+  /**
+   * KOALA-M's per-layer state. The variant is checked here, at the edge: velocities() called on a
+   * KoalaV (KoalaM.prototype.velocities.call(v)) must not reach a backend that holds none.
+   */
+  protected static layerStatesOf(o: unknown, kind: LayerStateKind): FloatArray[] {
+    const plusPlus = kind === LAYER_STATE.product || kind === LAYER_STATE.direction;
+    const owner = plusPlus ? VARIANT.plusPlus : VARIANT.momentum;
+    if (!KoalaBase.isOptimizer(o) || o.variant !== owner) {
+      const method = ['velocities', 'paramAverages', 'products', 'directions'][kind];
+      const cls = plusPlus ? 'KoalaPP' : 'KoalaM';
+      fail('ERR_KOALA_INVALID_ARGUMENT', `${method}() is a ${cls} method, called on ${KoalaBase.isOptimizer(o) ? `a ${OPTIMIZER_CLASSES[o.variant]}` : `an object that is not a ${cls}`}`);
+    }
+    return o.layerStates(kind);
+  }
+
+  private layerStates(kind: LayerStateKind): FloatArray[] {
     this.ready();
     const Ctor = this.dtype === 'float32' ? Float32Array : Float64Array;
     return this.table.lengths.map((n, i) => {
@@ -403,9 +345,40 @@ abstract class KoalaBase {
     });
   }
 
-  protected ready(): void {
+  /** Whether `o` was built by this class (a brand check, which a prototype chain cannot fake). */
+  private static isOptimizer(o: unknown): o is KoalaBase {
+    return typeof o === 'object' && o !== null && #brand in o;
+  }
+
+  readonly #brand = true;
+
+  /** Every call but dispose(): not after dispose(). */
+  protected live(): void {
     if (this.disposed) fail('ERR_KOALA_DISPOSED', 'this optimizer was disposed');
+  }
+
+  /** Every call that touches the layers: live, and their buffers attached. */
+  protected ready(): void {
+    this.live();
     checkAttached(this.table);
+  }
+
+  // Note [one phase rule]
+  // Every backend follows one rule: update() leaves the phase at 'predicted' when the step was
+  // refused (nothing changed, the trainer may try again) and moves it to 'updated' when it was
+  // applied. The host backends know the outcome when update() returns. CUDA does not without a
+  // synchronization, so its phase stays unsettled (null) until something needs it: the `phase`
+  // getter, stateDict() and the next update() read the outcome then (a wait for the step), while
+  // predict() needs no outcome (it is allowed in either phase) and settles the phase itself.
+  private settledPhase(): Phase {
+    this.currentPhase ??= this.readOutcome().status === STEP_STATUS.applied ? 'updated' : 'predicted';
+    return this.currentPhase;
+  }
+
+  /** The last update's outcome, read from the backend once. */
+  private readOutcome(): BackendStep {
+    this.lastOutcome ??= nativeCall(() => this.impl.lastStep());
+    return this.lastOutcome;
   }
 
   /**
@@ -413,7 +386,7 @@ abstract class KoalaBase {
    * right after update()'s own checks (or a device read), so it reads the filter without repeating them.
    */
   private outcome(step: BackendStep): UpdateInfo {
-    const f = nativeCall(() => this.impl.getFilter());
+    const f = this.readFilter();
     if (step.status !== STEP_STATUS.applied) {
       const reason = REASONS[step.status];
       if (this.onNonFinite === 'throw') {
@@ -427,13 +400,14 @@ abstract class KoalaBase {
   }
 
   /** A device step's info: read from the device on first access to a field. */
-  private deferred(): UpdateInfo {
+  private deferredInfo(): UpdateInfo {
     const seq = this.updates;
     let info: UpdateInfo | null = null;
     const read = (): UpdateInfo => {
       if (info) return info;
       if (seq !== this.updates) fail('ERR_KOALA_STALE_INFO', 'this info belongs to an earlier update(): read it before the next update()');
-      info = this.outcome(nativeCall(() => this.impl.lastStep!()));
+      this.settledPhase();
+      info = this.outcome(this.readOutcome());
       return info;
     };
     const fields = ['applied', 'reason', 'step', 'skippedLayers', 'maxGain', 'r'] as const;
@@ -443,6 +417,8 @@ abstract class KoalaBase {
     ) as UpdateInfo;
   }
 }
+
+const OPTIMIZER_CLASSES = ['KoalaM', 'KoalaV', 'KoalaPP'] as const;
 
 /** KOALA-M: the Kalman filter over parameters and velocities (momentum). */
 export class KoalaM extends KoalaBase {
@@ -457,12 +433,12 @@ export class KoalaM extends KoalaBase {
 
   /** Copies of the per-layer velocities. */
   velocities(): FloatArray[] {
-    return this.layerStates(LAYER_STATE.velocity);
+    return KoalaBase.layerStatesOf(this, LAYER_STATE.velocity);
   }
 
   /** Copies of the per-layer parameter averages (the EMA that drives q_x). */
   paramAverages(): FloatArray[] {
-    return this.layerStates(LAYER_STATE.average);
+    return KoalaBase.layerStatesOf(this, LAYER_STATE.average);
   }
 }
 
@@ -496,11 +472,11 @@ export class KoalaPP extends KoalaBase {
 
   /** Copies of the per-layer products v_l (zeros before a layer's first update). */
   products(): FloatArray[] {
-    return this.layerStates(LAYER_STATE.product);
+    return KoalaBase.layerStatesOf(this, LAYER_STATE.product);
   }
 
   /** Copies of the per-layer previous directions Hp_l = g_l + wd x_l of the last update (zeros before the first). */
   directions(): FloatArray[] {
-    return this.layerStates(LAYER_STATE.direction);
+    return KoalaBase.layerStatesOf(this, LAYER_STATE.direction);
   }
 }

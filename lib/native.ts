@@ -15,7 +15,7 @@ interface NativeModule {
   NativeOptimizer: new (config: BackendConfig, params: FloatArray[], grads: FloatArray[], skipMask: Uint8Array) => Backend;
   /** Elements per chunk of the plan (native/core/plan.h). */
   chunkElems: number;
-  /** The instruction set of the CPU passes in use: 'avx2' or 'baseline' (Note [instruction sets]). */
+  /** The instruction set of the CPU passes in use: 'avx512', 'avx2' or 'baseline' (Note [instruction sets]). */
   isa: string;
   /** The protocol's constants (native/include/koala/protocol.h), as lib/protocol.ts mirrors them. */
   protocol: ProtocolConstants;
@@ -84,7 +84,11 @@ export interface NativeStatus {
   path: string | null;
   /** Why it is not available (empty when it is). */
   reason: string;
-  /** The instruction set of the CPU passes: 'avx2' or 'baseline' (KOALA_OPTIM_ISA=baseline forces the latter). */
+  /**
+   * The instruction set of the CPU passes: 'avx512', 'avx2' or 'baseline', the widest the processor
+   * supports unless KOALA_OPTIM_ISA names one; when that one is not supported (or unknown), the
+   * widest followed by why, e.g. 'avx2 (KOALA_OPTIM_ISA=avx512: not supported by this processor or build)'.
+   */
   isa: string | null;
 }
 

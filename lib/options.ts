@@ -103,12 +103,34 @@ export interface Normalized {
   config: Omit<BackendConfig, 'dtype'>;
 }
 
-type Range = 'finite' | 'nonNegative' | 'unit';
+/*
+ * Note [option ranges]
+ * The ranges are those under which the filter cannot divide by zero or leave the double range by
+ * its own arithmetic, whatever the data; what data can still do to one step (an enormous loss or
+ * gradient) is the step guard's to refuse.
+ * - R > 0 (r, and betaR > 0 for the adaptive R): the innovation |h|^2 P + R is then > 0 for every
+ *   gradient, P being positive semidefinite. With R = 0 a zero prior (zero variances and zero
+ *   noise, or a layer whose h is 0 with eps: 0) gives 0/0, and betaR = 0 makes R the last batch's
+ *   lossSq alone, 0 after a batch with a zero loss. (Zero variances with zero noise are harmless
+ *   once R > 0: the gain is 0 and the parameters stay where they are, so they are accepted.)
+ * - The initial P of KOALA-M positive semidefinite: sigmaC0^2 <= sigmaX0 sigmaP0 (on the float32
+ *   values the filter holds, with 1e-6 of slack for a sigmaC0 computed as the square root). A P
+ *   that is not can make the predicted P00, the prior, negative, and |h|^2 P + R zero.
+ * - Every number at most MAX_MAGNITUDE = 1e12 in size. The filter multiplies a handful of them
+ *   (lr loss P, P m P, kappa^2 P + Q over many steps): an initial P of 1e300 overflows P m P into
+ *   Inf - Inf = NaN, an lr of 1e300 carries the parameters to Inf. 1e12 leaves every such product
+ *   hundreds of orders of magnitude inside the double range, and is far beyond any useful setting
+ *   (the defaults are 1, 0.1, 0.01).
+ */
+export const MAX_MAGNITUDE = 1e12;
+const PSD_SLACK = 1e-6;
+
+type Range = 'finite' | 'nonNegative' | 'positive' | 'unit' | 'unitPositive';
 
 const COMMON: Record<string, [Range, number]> = {
   lr: ['nonNegative', 1],
   weightDecay: ['nonNegative', 0],
-  betaR: ['unit', 0.9],
+  betaR: ['unitPositive', 0.9],
   eps: ['nonNegative', 1e-9],
 };
 const MOMENTUM: Record<string, [Range, number]> = {
@@ -140,17 +162,26 @@ const REFERENCE_NAMES: Record<string, string> = {
   is_symmetric: 'symmetric',
 };
 
+const WANT: Record<Range, string> = {
+  finite: `a number in [-${MAX_MAGNITUDE}, ${MAX_MAGNITUDE}]`,
+  nonNegative: `a number in [0, ${MAX_MAGNITUDE}]`,
+  positive: `a number in (0, ${MAX_MAGNITUDE}]`,
+  unit: 'a number in [0, 1]',
+  unitPositive: 'a number in (0, 1]',
+};
+
+/** Checks a numeric option (Note [option ranges]). */
 export function checkNumber(name: string, value: unknown, range: Range): number {
   const ok =
     typeof value === 'number' &&
     Number.isFinite(value) &&
+    Math.abs(value) <= MAX_MAGNITUDE &&
     (range === 'finite' ||
       (range === 'nonNegative' && value >= 0) ||
-      (range === 'unit' && value >= 0 && value <= 1));
-  if (!ok) {
-    const want = { finite: 'a finite number', nonNegative: 'a finite number >= 0', unit: 'a number in [0, 1]' }[range];
-    fail('ERR_KOALA_INVALID_OPTION', `option ${name} must be ${want}, got ${String(value)}`);
-  }
+      (range === 'positive' && value > 0) ||
+      (range === 'unit' && value >= 0 && value <= 1) ||
+      (range === 'unitPositive' && value > 0 && value <= 1));
+  if (!ok) fail('ERR_KOALA_INVALID_OPTION', `option ${name} must be ${WANT[range]}, got ${String(value)}`);
   return value as number;
 }
 
@@ -160,19 +191,22 @@ export function normalizeOptions(variant: 0 | 1 | 2, options: unknown): Normaliz
     fail('ERR_KOALA_INVALID_OPTION', 'options must be a plain object');
   }
   const table = [MOMENTUM, VANILLA, PLUS_PLUS][variant];
-  const given = options as Record<string, unknown>;
-  for (const key of Object.keys(given)) {
-    if (!(key in table) && !NON_NUMERIC.includes(key) && !FLAGS[variant].includes(key)) {
-      const ours = REFERENCE_NAMES[key];
-      const hint = ours && (ours in table || FLAGS[variant].includes(ours)) ? ` (the reference's \`${key}\` is \`${ours}\` here)` : '';
+  // Own keys only, each value read once; Object.hasOwn, not `in`: `constructor`, `toString` and
+  // `__proto__` are in every object's prototype chain, and must be unknown options like any other.
+  const given: Record<string, unknown> = Object.create(null);
+  for (const key of Object.keys(options)) {
+    if (!Object.hasOwn(table, key) && !NON_NUMERIC.includes(key) && !FLAGS[variant].includes(key)) {
+      const ours = Object.hasOwn(REFERENCE_NAMES, key) ? REFERENCE_NAMES[key] : undefined;
+      const hint = ours && (Object.hasOwn(table, ours) || FLAGS[variant].includes(ours)) ? ` (the reference's \`${key}\` is \`${ours}\` here)` : '';
       fail('ERR_KOALA_INVALID_OPTION', `unknown option ${key}${hint}`);
     }
+    given[key] = (options as Record<string, unknown>)[key];
   }
   const num = (name: string): number => {
     const [range, fallback] = table[name];
     return given[name] === undefined ? fallback : checkNumber(name, given[name], range);
   };
-  const r = given.r === undefined || given.r === null ? null : checkNumber('r', given.r, 'nonNegative');
+  const r = given.r === undefined || given.r === null ? null : checkNumber('r', given.r, 'positive');
   const threads = given.threads === undefined ? availableParallelism() : given.threads;
   if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > 256) {
     fail('ERR_KOALA_INVALID_OPTION', `option threads must be an integer in [1, 256], got ${String(threads)}`);
@@ -197,6 +231,11 @@ export function normalizeOptions(variant: 0 | 1 | 2, options: unknown): Normaliz
   const lazyPredict = flag('lazyPredict', false);
   const symmetric = flag('symmetric', true) && variant === 2;
   const momentum = variant === 0;
+  // The filter's initial P, as it holds it: float32 values (Note [reference float32 rounding]).
+  const [p00, p01, p11] = momentum ? [num('sigmaX0'), num('sigmaC0'), num('sigmaP0')].map(Math.fround) : [0, 0, 0];
+  if (p01 * p01 > p00 * p11 * (1 + PSD_SLACK)) {
+    fail('ERR_KOALA_INVALID_OPTION', `options sigmaX0, sigmaC0, sigmaP0 must make the initial P positive semidefinite (sigmaC0^2 <= sigmaX0 sigmaP0), got ${p00}, ${p01}, ${p11}`);
+  }
   return {
     lr: num('lr'),
     stream,
@@ -216,9 +255,9 @@ export function normalizeOptions(variant: 0 | 1 | 2, options: unknown): Normaliz
       // in native/include/koala/filter.h).
       kappa: momentum ? Math.fround(num('kappa')) : 0,
       qP: momentum ? Math.fround(num('qP')) : 0,
-      p00: momentum ? Math.fround(num('sigmaX0')) : 0,
-      p01: momentum ? Math.fround(num('sigmaC0')) : 0,
-      p11: momentum ? Math.fround(num('sigmaP0')) : 0,
+      p00,
+      p01,
+      p11,
       qX: momentum ? num('qX0') : 0,
       q: momentum ? 0 : num('q'),
       sigma: momentum ? 0 : num('sigma0'),

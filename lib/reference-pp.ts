@@ -39,6 +39,8 @@ export class ReferencePPBackend implements Backend {
   private readonly sigma: number;
   private r: number;
   private steps = 0; // applied updates
+  private last: BackendStep = { status: STEP_STATUS.applied, skipped: 0, maxGain: 0 };
+  readonly deferred = false;
 
   constructor(cfg: BackendConfig, params: FloatArray[], grads: FloatArray[], skipMask: Uint8Array) {
     this.cfg = cfg;
@@ -60,10 +62,20 @@ export class ReferencePPBackend implements Backend {
   }
 
   /** KOALA++ predicts nothing. */
-  predict(): void {}
+  predict(): boolean {
+    return false;
+  }
+
+  update(loss: number, lossSq: number, lr: number): void {
+    this.last = this.step(loss, lossSq, lr);
+  }
+
+  lastStep(): BackendStep {
+    return this.last;
+  }
 
   /** The step sequence of native/core/step.h (Note [step sequence]): every guard before any change. */
-  update(loss: number, lossSq: number, lr: number): BackendStep {
+  private step(loss: number, lossSq: number, lr: number): BackendStep {
     const c = this.cfg;
     const refused = (status: BackendStep['status']): BackendStep => ({ status, skipped: 0, maxGain: 0 });
     if (!Number.isFinite(loss) || !Number.isFinite(lossSq)) return refused(STEP_STATUS.nonFiniteLoss);

@@ -30,6 +30,8 @@ export class ReferenceBackend implements Backend {
   // Lazy predict: the sum |a - x|^2 of a predict whose element-wise part the last update did.
   private pending = NO_PENDING_PREDICT;
   private steps = 0; // applied updates
+  private last: BackendStep = { status: STEP_STATUS.applied, skipped: 0, maxGain: 0 };
+  readonly deferred = false;
 
   constructor(cfg: BackendConfig, params: FloatArray[], grads: FloatArray[], skipMask: Uint8Array) {
     this.cfg = cfg;
@@ -43,15 +45,16 @@ export class ReferenceBackend implements Backend {
     ({ p00: this.p00, p01: this.p01, p11: this.p11, qX: this.qX, sigma: this.sigma, r: this.r } = cfg);
   }
 
-  predict(): void {
+  predict(): boolean {
     const c = this.cfg;
     if (c.variant === VARIANT.vanilla) {
       this.sigma = this.sigma + c.q;
-      return;
+      return false;
     }
     let sumSq = this.pending;
     this.pending = NO_PENDING_PREDICT;
-    if (sumSq === NO_PENDING_PREDICT) sumSq = this.params.reduce((s, _, l) => s + this.predictLayer(l), 0);
+    const moves = sumSq === NO_PENDING_PREDICT;
+    if (moves) sumSq = this.params.reduce((s, _, l) => s + this.predictLayer(l), 0);
     const d = Math.sqrt(sumSq) / this.total;
     this.qX = QX_DECAY * this.qX + (1 - QX_DECAY) * d;
     // P <- F P F^T + diag(qX, qP), F = [[1, 1], [0, kappa]].
@@ -61,6 +64,7 @@ export class ReferenceBackend implements Backend {
     this.p00 = fp00 + fp01 + Math.fround(this.qX); // Note [reference float32 rounding], filter.h
     this.p01 = c.kappa * fp01;
     this.p11 = c.kappa * fp11 + c.qP;
+    return moves;
   }
 
   /** Element-wise predict of layer l: returns |a - x|^2 on the x before it, then x += v, v *= kappa. */
@@ -79,7 +83,15 @@ export class ReferenceBackend implements Backend {
   }
 
   /** The step sequence of native/core/step.h (Note [step sequence]): every guard before any change. */
-  update(loss: number, lossSq: number, lr: number): BackendStep {
+  update(loss: number, lossSq: number, lr: number): void {
+    this.last = this.step(loss, lossSq, lr);
+  }
+
+  lastStep(): BackendStep {
+    return this.last;
+  }
+
+  private step(loss: number, lossSq: number, lr: number): BackendStep {
     const c = this.cfg;
     const momentum = c.variant === VARIANT.momentum;
     const refused = (status: BackendStep['status']): BackendStep => ({ status, skipped: 0, maxGain: 0 });

@@ -2,18 +2,65 @@
  * KOALA for TensorFlow.js: `koala-optim/tfjs`. KoalaMOptimizer and KoalaVOptimizer are
  * tf.Optimizer subclasses, accepted wherever tfjs takes an optimizer (minimize, computeGradients,
  * applyGradients, getWeights/setWeights, getConfig/fromConfig; both registered for serialization,
- * so a tfjs-layers model compiled with one saves and loads its optimizer config).
+ * so a tfjs-layers model compiled with one saves and loads its optimizer, config and state).
  *
  * Note [tfjs host copies]: the KOALA step runs in this package (native or js backend) on host
  * Float32Arrays, one per variable, kept by the adapter. tfjs's public API is the only way in and
- * out: gradients are read with dataSync(), parameters are written back with Variable.assign() of a
- * new tensor. Never in place: the wasm backend caches packed weights for matMul and conv2d, so an
- * in-place write into a weight's memory would not be seen by them. A variable is read back only when
- * its data changed since the adapter's last write (its dataId differs: something else assigned it).
- * Per step: KOALA-M reads the gradients and writes the parameters twice (after predict, which
- * moves them, and after update); KOALA-V, whose predict leaves the parameters alone, writes once.
- * `stats` accumulates the time these copies take next to the time of the KOALA step itself.
+ * out, and what it costs depends on the backend (per step, at the main job's 235,146 parameters on
+ * the wasm backend, in parentheses):
+ * - gradients: dataSync(), then a copy into the adapter's array (the core optimizer keeps the
+ *   arrays it was built with). wasm's dataSync() is itself a copy out of its heap (0.13-0.18 ms
+ *   with the allocation, then 0.05 ms for ours); cpu's returns the tensor's own array (one copy).
+ * - parameters, written back after every predict() that moves them (KoalaM.predict() says when it did)
+ *   and after every applied update:
+ *   - wasm: a new tensor made straight from the adapter's array, assigned to the variable. wasm
+ *     copies the values into its heap when the tensor is made, so one copy and no copy of ours
+ *     (0.06-0.08 ms; 0.14-0.19 ms with the slice() it used to take). Never in place: its matMul and
+ *     conv2d cache packed weights keyed by the tensor (XNNPACK), which would not see the write.
+ *   - cpu: in place, the adapter's array copied into the variable's own array (no allocation, no
+ *     new tensor), when nothing else shares that data: the variable still holds the data of the
+ *     adapter's last write and the backend counts one reference to it (a clone, a reshape or the
+ *     tensor a variable was made from shares it and keeps its values: those get a new tensor). An
+ *     array that dataSync() returned for a variable is the variable's own storage on this backend,
+ *     so it shows the next step's values (copy it to keep a snapshot).
+ *   - any other backend: a new tensor from a copy of the array (it may keep the values it is
+ *     given, as cpu does, and read them later).
+ * A variable is read back only when its data changed since the adapter's last write (its dataId
+ * differs: something else assigned it). `stats` sums the time these copies take next to the time
+ * of the KOALA step itself. See Note [in-loop time] for where a step's time goes.
+ *
+ * Note [in-loop time]: measured in the main job (MLP 784-256-128-10, 235,146 parameters, batch 64,
+ * wasm backend, this 2-core machine shared with other work), per step, before this note's changes:
+ * forward and backward 3.7-4.9 ms; KOALA predict 0.17-0.28 ms and update 0.67-1.09 ms at 2 threads
+ * (0.23 and 0.24 ms at 1 thread); gradients read 0.13-0.30 ms; two parameter write-backs of
+ * 0.13-0.29 ms each. The same KOALA step run back to back takes 0.31 ms at 2 threads and 0.45 ms
+ * at 1. What made the in-loop step cost 2-4x its back-to-back time:
+ * - The pool's wake-up after the forward and backward pass, not the work: tfjs-wasm runs on the
+ *   main thread alone in Node (it never uses its threaded build there), so nothing of tfjs
+ *   contends with the pool, but the pool's worker sleeps through the 4 ms of tfjs work and each
+ *   pass must wake it. On an idle core that costs little; when the other core is busy (here:
+ *   other processes) the pass waits for the slower thread's time slice. Timed alone with 4 ms of
+ *   main-thread work before each pass, a 235k-parameter KOALA-M step (predict and update) takes
+ *   0.83 ms mean at 1 thread against 1.15 ms at 2 under load, and 0.50 against 0.47 ms when idle;
+ *   at 400k it is 0.84 against 0.61 ms, at 1M 2.05 against 1.50 ms, at 4M 9.0 against 4.8 ms.
+ *   A short spin before sleeping does not reach across a gap of milliseconds. Hence
+ *   Note [adapter threads].
+ * - Cold caches after the backward pass: small at this size. Writing 16 MB before each update
+ *   makes its 1-thread median 0.25 ms against 0.23 ms back to back (under 10%).
+ * - Copies: the slice() before every write-back (see Note [tfjs host copies]), removed.
+ * - The adapter's timers: koalaMs is predict() and update() as the core optimizer runs them
+ *   (its checks, the native call, reading the filter for the returned info); copyMs the gradient
+ *   reads and the parameter writes (tf.tensor, assign, tidy), and the read of a variable changed
+ *   elsewhere. Neither includes the loss reads or the forward and backward pass.
+ * Lazy predict is not used behind the user's back: it would save one write-back (0.07 ms) and
+ * part of the predict pass, but the variables would hold the predicted parameters between steps,
+ * which is what a user evaluates there. bench/training.ts measures the result (bench/RESULTS.md):
+ * with one thread and without the slice(), KOALA-M's in-loop step is 1.1-1.2x its back-to-back
+ * time when the machine is quiet, and KOALA-M's whole step about SGD's (0.97x, side by side),
+ * against 1.5x before.
  */
+import { availableParallelism } from 'node:os';
+
 import './tfjs-peer'; // before tfjs-core: its absence is a coded error
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -31,6 +78,10 @@ export interface AdapterStats {
   steps: number;
   /** Host copies: gradients read, parameters written back (and read, when changed elsewhere). */
   copyMs: number;
+  /** The part of copyMs spent writing parameters back. */
+  writeMs: number;
+  /** Parameter write-backs (of every variable at once). */
+  writes: number;
   /** The KOALA predict and update themselves. */
   koalaMs: number;
 }
@@ -46,13 +97,42 @@ interface Binding {
 
 const STATE_NAME = 'koala/state';
 
+/**
+ * Note [adapter threads]: inside a training loop the core optimizer's pool sleeps through every
+ * forward and backward pass, and each pass of a step pays the workers' wake-up, which on a busy
+ * machine is a scheduler time slice (Note [in-loop time]). A second thread pays for itself from
+ * about 300k parameters; below, it costs more than it saves. So when `threads` is not given, the
+ * adapter asks for one thread per THREAD_PARAMS parameters (at least one, at most the cores), in
+ * place of the core's default of every core (which the core caps at one per 65,536 parameters,
+ * a cap tuned for steps run back to back). Results are bitwise the same for any count.
+ */
+const THREAD_PARAMS = 262_144;
+
+/** The threads the adapter asks for over `total` parameters when the options name none. */
+function inLoopThreads(total: number): number {
+  return Math.max(1, Math.min(availableParallelism(), Math.floor(total / THREAD_PARAMS)));
+}
+
+/**
+ * Writes host values into a variable (Note [tfjs host copies]) and returns the dataId it then
+ * holds. `synced`: the dataId the adapter's last write or read left it with.
+ */
+function writeVariable(v: tf.Variable, values: Float32Array, synced: unknown): unknown {
+  const backend = tf.getBackend();
+  if (backend === 'cpu' && v.dataId === synced && tf.backend().refCount(v.dataId) === 1) {
+    (v.dataSync() as Float32Array).set(values);
+    return v.dataId;
+  }
+  tf.tidy(() => v.assign(tf.tensor(backend === 'wasm' ? values : values.slice(), v.shape, 'float32')));
+  return v.dataId;
+}
+
 abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> extends tf.Optimizer {
   /** The options as given (lr is tracked apart, see `lr`). */
   protected readonly options: O;
   /** Statistics of the adapter's work, for logging its overhead. */
-  readonly stats: AdapterStats = { steps: 0, copyMs: 0, koalaMs: 0 };
+  readonly stats: AdapterStats = { steps: 0, copyMs: 0, writeMs: 0, writes: 0, koalaMs: 0 };
   private readonly variant: 0 | 1;
-  private readonly predictMoves: boolean;
   private learningRate: number;
   private binding: Binding | null = null;
   /** A state from setWeights() before the variables are known; loaded when they are. */
@@ -63,13 +143,21 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
   private perSampleLossSq: number | null = null;
   private lastInfo: UpdateInfo | null = null;
 
-  protected constructor(variant: 0 | 1, options: O, predictMoves: boolean) {
+  protected constructor(variant: 0 | 1, options: O) {
     super();
     normalizeOptions(variant, options); // throws a KoalaError on a bad option, before any step
     this.variant = variant;
     this.options = { ...options };
-    this.predictMoves = predictMoves;
     this.learningRate = options.lr ?? 1;
+  }
+
+  /**
+   * Builds the optimizer from getConfig()'s options. tfjs-layers, loading a model saved with its
+   * optimizer, adds its own `customObjects` key to the config: not an option, left out.
+   */
+  static override fromConfig<T extends tf.serialization.Serializable>(cls: tf.serialization.SerializableConstructor<T>, config: ConfigDict): T {
+    const { customObjects: _tfjsKey, ...options } = config;
+    return new cls(options);
   }
 
   /** The learning rate of the next update; schedules (LrScheduler) set it between steps. */
@@ -102,11 +190,10 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
     const b = this.bind(varList);
     this.readChanged(b);
     const t0 = performance.now();
-    b.koala.predict();
-    const t1 = performance.now();
-    this.stats.koalaMs += t1 - t0;
-    if (this.predictMoves) this.writeBack(b);
-    this.stats.copyMs += performance.now() - t1;
+    // predict() says whether it moved the host arrays (a lazy predict after an applied update does not).
+    const moved = b.koala.predict();
+    this.stats.koalaMs += performance.now() - t0;
+    if (moved) this.writeBack(b);
     this.perSampleLossSq = null;
     this.observation = null;
     const { value, grads } = tf.variableGrads(f, b.variables);
@@ -148,14 +235,13 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
     const t1 = performance.now();
     this.observation = null;
     const info = b.koala.update(obs.loss, obs.lossSq);
-    const t2 = performance.now();
+    this.stats.copyMs += t1 - t0;
+    this.stats.koalaMs += performance.now() - t1;
     if (info.applied) {
       this.writeBack(b);
       this.incrementIterations();
       this.stats.steps++;
     }
-    this.stats.copyMs += t1 - t0 + (performance.now() - t2);
-    this.stats.koalaMs += t2 - t1;
     this.lastInfo = info;
   }
 
@@ -221,7 +307,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
     }
   }
 
-  /** The options, lr as it is now; the inherited fromConfig() builds the optimizer back from them. */
+  /** The options, lr as it is now; fromConfig() builds the optimizer back from them. */
   override getConfig(): ConfigDict {
     return { ...(this.options as unknown as ConfigDict), lr: this.lr };
   }
@@ -249,7 +335,8 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
     const params = variables.map((v) => Float32Array.from(v.dataSync() as Float32Array));
     const grads = variables.map((v) => new Float32Array(v.size));
     const layers = variables.map((v, i) => ({ name: v.name, param: params[i], grad: grads[i] }));
-    const options = { ...this.options, lr: this.learningRate };
+    const total = variables.reduce((n, v) => n + v.size, 0);
+    const options = { ...this.options, threads: this.options.threads ?? inLoopThreads(total), lr: this.learningRate };
     const koala = this.variant === 0 ? new KoalaM(layers, options) : new KoalaV(layers, options as KoalaVOptions);
     if (this.pendingState) {
       try {
@@ -276,14 +363,16 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
     this.stats.copyMs += performance.now() - t0;
   }
 
-  /** Assigns every host parameter array to its variable, through a new tensor (Note [tfjs host copies]). */
+  /** Writes every host parameter array into its variable (Note [tfjs host copies]). */
   private writeBack(b: Binding): void {
-    tf.tidy(() => {
-      b.variables.forEach((v, i) => {
-        v.assign(tf.tensor(b.params[i].slice(), v.shape, 'float32'));
-        b.synced[i] = v.dataId;
-      });
+    const t0 = performance.now();
+    b.variables.forEach((v, i) => {
+      b.synced[i] = writeVariable(v, b.params[i], b.synced[i]);
     });
+    const ms = performance.now() - t0;
+    this.stats.copyMs += ms;
+    this.stats.writeMs += ms;
+    this.stats.writes++;
   }
 }
 
@@ -292,8 +381,7 @@ export class KoalaMOptimizer extends KoalaOptimizerBase<KoalaMOptions> {
   static readonly className = 'KoalaM';
 
   constructor(options: KoalaMOptions = {}) {
-    // With lazy predict the update leaves the parameters predicted already: predict moves nothing.
-    super(0, options, options.lazyPredict !== true);
+    super(0, options);
   }
 }
 
@@ -302,7 +390,7 @@ export class KoalaVOptimizer extends KoalaOptimizerBase<KoalaVOptions> {
   static readonly className = 'KoalaV';
 
   constructor(options: KoalaVOptions = {}) {
-    super(1, options, false);
+    super(1, options);
   }
 }
 

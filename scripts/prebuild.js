@@ -9,7 +9,7 @@ const { execFileSync, spawnSync } = require('node:child_process');
 const { copyFileSync, existsSync, mkdirSync, rmSync } = require('node:fs');
 const { join, relative } = require('node:path');
 
-const GLIBC_FLOOR = '2.36';
+const GLIBC_FLOOR = '2.34';
 
 /** KOALA_OPTIM_SKIP_CUDA (or npm's koala_optim_skip_cuda) set to a true value, as CMakeLists.txt reads it. */
 function skipCuda() {
@@ -61,6 +61,9 @@ for (const { name, required } of ADDONS) {
     execFileSync('strip', ['--strip-unneeded', to]);
     const needed = glibcNeeded(to);
     if (needed && newer(needed, GLIBC_FLOOR) > 0) die(`${name}.node needs GLIBC_${needed}, newer than the stated floor ${GLIBC_FLOOR}`);
+    if (/\bGLIBCXX_|libstdc\+\+\.so/.test(execFileSync('objdump', ['-p', '-T', to], { encoding: 'utf8', maxBuffer: 64 << 20 }))) {
+      die(`${name}.node needs the system's libstdc++: link it with KOALA_LINK_FLAGS (Note [portable addons], CMakeLists.txt)`);
+    }
     console.log(`prebuild: ${relative(root, to)} (needs GLIBC_${needed ?? 'none'}, floor ${GLIBC_FLOOR})`);
   } else {
     console.log(`prebuild: ${relative(root, to)}`);

@@ -48,9 +48,11 @@ function readCost(cost: tf.Scalar | null): number {
   return value;
 }
 
-export function createTrainer(name: OptimizerName): Trainer {
+/** koalaThreads: the KOALA optimizers' `threads` option (null: left to the adapter). */
+export function createTrainer(name: OptimizerName, koalaThreads: number | null = null): Trainer {
   if (name === 'koala-m' || name === 'koala-v') {
-    const opt = name === 'koala-m' ? new KoalaMOptimizer() : new KoalaVOptimizer();
+    const options = koalaThreads === null ? {} : { threads: koalaThreads };
+    const opt = name === 'koala-m' ? new KoalaMOptimizer(options) : new KoalaVOptimizer(options);
     let refused = 0;
     return {
       name,

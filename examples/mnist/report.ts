@@ -74,12 +74,12 @@ export function summaryMarkdown(e: Experiment): string {
   lines.push('', 'Test accuracy and loss after the last epoch: mean ± standard deviation over the seeds (min–max). ms per step: the run\'s whole time (test evaluations included) over its steps.');
   const overhead = [...byOptimizer(e.runs)].filter(([, runs]) => runs[0].adapter);
   if (overhead.length > 0) {
-    lines.push('', 'KOALA through the tfjs adapter, per step: host copies (gradients read, parameters written back) and the KOALA step itself, against the whole step:', '');
+    lines.push('', 'KOALA through the tfjs adapter, per step: host copies (gradients read, parameters written back) and the KOALA step itself, against the whole step (Note [tfjs host copies], lib/tfjs.ts):', '');
     for (const [name, runs] of overhead) {
-      const copy = stats(runs.map((r) => r.adapter?.copyMs ?? 0)).mean;
-      const koala = stats(runs.map((r) => r.adapter?.koalaMs ?? 0)).mean;
+      const mean = (f: (a: NonNullable<RunResult['adapter']>) => number) => stats(runs.map((r) => (r.adapter ? f(r.adapter) : 0))).mean;
+      const copy = mean((a) => a.copyMs);
       const step = stats(runs.map((r) => (1000 * r.seconds) / r.steps)).mean;
-      lines.push(`- ${LABELS[name]}: copies ${copy.toFixed(3)} ms, KOALA ${koala.toFixed(3)} ms, of ${step.toFixed(2)} ms (${((100 * copy) / step).toFixed(1)}% copies)`);
+      lines.push(`- ${LABELS[name]}: copies ${copy.toFixed(3)} ms (${mean((a) => a.writes).toFixed(2)} write-backs, ${mean((a) => a.writeMs).toFixed(3)} ms), KOALA ${mean((a) => a.koalaMs).toFixed(3)} ms, of ${step.toFixed(2)} ms (${((100 * copy) / step).toFixed(1)}% copies)`);
     }
   }
   const refused = e.runs.filter((r) => r.refused > 0);

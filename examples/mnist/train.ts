@@ -9,7 +9,7 @@ import { cosineLr, LrScheduler, multiStepLr, stepLr, type LrSchedule } from '../
 import { initBackend, type BackendInfo, type BackendName } from './backend';
 import { CLASSES, loadSplit, PIXELS, type Split } from './data';
 import { createModel, type Model, type ModelName } from './models';
-import { BASE_LR, createTrainer, LABELS, type OptimizerName } from './optimizers';
+import { BASE_LR, createTrainer, LABELS, type OptimizerName, type Trainer } from './optimizers';
 import { rng, shuffle } from './random';
 
 export const SCHEDULES = ['none', 'step', 'multistep', 'cosine'] as const;
@@ -35,6 +35,8 @@ export interface ExperimentConfig {
   /** Share of the 10,000 digits used (1: all; smaller for quick runs). */
   subset: number;
   backend: BackendName;
+  /** Threads of the KOALA optimizers; null: the adapter's choice (Note [adapter threads], lib/tfjs.ts). */
+  koalaThreads: number | null;
 }
 
 export const DEFAULTS: ExperimentConfig = {
@@ -50,6 +52,7 @@ export const DEFAULTS: ExperimentConfig = {
   splitSeed: 2022,
   subset: 1,
   backend: 'wasm',
+  koalaThreads: null,
 };
 
 export interface EpochPoint {
@@ -74,8 +77,11 @@ export interface RunResult {
   steps: number;
   /** KOALA updates refused (non-finite loss or gradient). */
   refused: number;
-  /** KOALA only: the adapter's host copies and the KOALA step, per step, in ms. */
-  adapter: { copyMs: number; koalaMs: number } | null;
+  /**
+   * KOALA only, per step: the adapter's host copies (of which the parameter write-backs), the
+   * KOALA step (ms), and the write-backs (count).
+   */
+  adapter: { copyMs: number; writeMs: number; koalaMs: number; writes: number } | null;
 }
 
 export interface Experiment {
@@ -144,67 +150,127 @@ function evaluate(model: Model, split: Split, chunk = 1000): { loss: number; acc
   return { loss: lossSum / split.size, accuracy: correct / split.size };
 }
 
-function trainOne(config: ExperimentConfig, optimizer: OptimizerName, seed: number, train: Split, test: Split, reporter: Reporter): RunResult {
-  const model = createModel(config.model, seed);
-  const trainer = createTrainer(optimizer);
-  const stepsPerEpoch = Math.floor(train.size / config.batch); // the last partial batch is dropped
-  if (stepsPerEpoch === 0) throw new RangeError(`batch ${config.batch} is larger than the ${train.size} training samples`);
-  const schedule = trainer.lr ? scheduleFor(config, BASE_LR[optimizer], stepsPerEpoch) : null;
-  const scheduler = trainer.lr && schedule ? new LrScheduler(trainer.lr, schedule) : null;
-  const random = rng(seed * 1_000_003 + 17); // the batches: the same for every optimizer of a seed
-  const order = Array.from({ length: train.size }, (_, i) => i);
-  const window = Math.max(1, Math.floor(stepsPerEpoch / 8));
-  const label = LABELS[optimizer];
-  const started = performance.now();
+/** The training rows of every epoch of a seed, shuffled: the same for every optimizer of the seed. */
+export function epochOrders(seed: number, size: number): () => number[] {
+  const random = rng(seed * 1_000_003 + 17);
+  const order = Array.from({ length: size }, (_, i) => i);
+  return () => shuffle(order, random);
+}
 
-  const result: RunResult = {
-    optimizer,
-    label,
-    seed,
-    model: config.model,
-    batch: config.batch,
-    trainLoss: [],
-    test: [{ epoch: 0, ...evaluate(model, test) }],
-    finalTrainLoss: Number.NaN,
-    seconds: 0,
-    steps: 0,
-    refused: 0,
-    adapter: null,
-  };
-  for (let epoch = 1; epoch <= config.epochs; epoch++) {
-    reporter.runStart(`${label} seed ${seed} epoch ${epoch}/${config.epochs}`, stepsPerEpoch);
-    const epochStart = performance.now();
-    shuffle(order, random);
-    let epochSum = 0;
-    let windowSum = 0;
-    for (let s = 0; s < stepsPerEpoch; s++) {
-      scheduler?.step();
-      const rows = order.slice(s * config.batch, (s + 1) * config.batch);
-      const loss = tf.tidy(() => {
-        const { images, labels } = batchTensors(train, rows);
-        return trainer.step(() => perSampleLoss(model, images, labels), model.variables);
-      });
-      epochSum += loss;
-      windowSum += loss;
-      if ((s + 1) % window === 0) {
-        result.trainLoss.push({ epoch: epoch - 1 + (s + 1) / stepsPerEpoch, loss: windowSum / window });
-        windowSum = 0;
-      }
-      reporter.step(s + 1, loss);
-    }
-    result.steps += stepsPerEpoch;
-    result.finalTrainLoss = epochSum / stepsPerEpoch;
-    const point = { epoch, ...evaluate(model, test) };
-    result.test.push(point);
-    const secs = (performance.now() - epochStart) / 1000;
-    reporter.line(`${label.padEnd(12)} seed ${seed}  epoch ${epoch}/${config.epochs}  train loss ${result.finalTrainLoss.toFixed(4)}  test loss ${point.loss.toFixed(4)}  test acc ${(100 * point.accuracy).toFixed(2)}%  (${secs.toFixed(1)} s)`);
+/** Steps per epoch at this batch size; the last partial batch is dropped. */
+export function stepsPerEpoch(config: ExperimentConfig, train: Split): number {
+  const steps = Math.floor(train.size / config.batch);
+  if (steps === 0) throw new RangeError(`batch ${config.batch} is larger than the ${train.size} training samples`);
+  return steps;
+}
+
+/**
+ * One optimizer training its model (drawn from the seed): steps on the batches it is given, a
+ * test evaluation at its start and after every epoch. The caller owns the batch order and the
+ * timing (the main job runs one at a time; bench/training.ts runs several in lockstep).
+ */
+export class Training {
+  readonly result: RunResult;
+  private readonly model: Model;
+  private readonly trainer: Trainer;
+  private readonly scheduler: LrScheduler | null;
+  private readonly perEpoch: number;
+  private readonly window: number;
+  private stepInEpoch = 0;
+  private epochSum = 0;
+  private windowSum = 0;
+
+  constructor(
+    config: ExperimentConfig,
+    optimizer: OptimizerName,
+    seed: number,
+    private readonly train: Split,
+    private readonly test: Split,
+  ) {
+    this.model = createModel(config.model, seed);
+    this.trainer = createTrainer(optimizer, config.koalaThreads);
+    this.perEpoch = stepsPerEpoch(config, train);
+    const schedule = this.trainer.lr ? scheduleFor(config, BASE_LR[optimizer], this.perEpoch) : null;
+    this.scheduler = this.trainer.lr && schedule ? new LrScheduler(this.trainer.lr, schedule) : null;
+    this.window = Math.max(1, Math.floor(this.perEpoch / 8));
+    this.result = {
+      optimizer,
+      label: LABELS[optimizer],
+      seed,
+      model: config.model,
+      batch: config.batch,
+      trainLoss: [],
+      test: [{ epoch: 0, ...evaluate(this.model, test) }],
+      finalTrainLoss: Number.NaN,
+      seconds: 0,
+      steps: 0,
+      refused: 0,
+      adapter: null,
+    };
   }
-  result.seconds = (performance.now() - started) / 1000;
-  result.refused = trainer.refused;
-  if (trainer.stats) result.adapter = { copyMs: trainer.stats.copyMs / result.steps, koalaMs: trainer.stats.koalaMs / result.steps };
-  trainer.dispose();
-  tf.dispose(model.variables);
-  return result;
+
+  /** One step on the given training rows; returns the batch's mean loss before the step. */
+  step(rows: number[]): number {
+    this.scheduler?.step();
+    const { model, trainer } = this;
+    const loss = tf.tidy(() => {
+      const { images, labels } = batchTensors(this.train, rows);
+      return trainer.step(() => perSampleLoss(model, images, labels), model.variables);
+    });
+    this.stepInEpoch++;
+    this.epochSum += loss;
+    this.windowSum += loss;
+    if (this.stepInEpoch % this.window === 0) {
+      const epoch = this.result.test.length - 1;
+      this.result.trainLoss.push({ epoch: epoch + this.stepInEpoch / this.perEpoch, loss: this.windowSum / this.window });
+      this.windowSum = 0;
+    }
+    return loss;
+  }
+
+  /** Closes an epoch: its mean train loss, and the test evaluation. */
+  endEpoch(): EpochPoint {
+    this.result.steps += this.stepInEpoch;
+    this.result.finalTrainLoss = this.epochSum / this.stepInEpoch;
+    const point = { epoch: this.result.test.length, ...evaluate(this.model, this.test) };
+    this.result.test.push(point);
+    this.stepInEpoch = 0;
+    this.epochSum = 0;
+    this.windowSum = 0;
+    return point;
+  }
+
+  /** Frees the model and the optimizer; the result, with the run's time. */
+  finish(seconds: number): RunResult {
+    const r = this.result;
+    r.seconds = seconds;
+    r.refused = this.trainer.refused;
+    if (this.trainer.stats) {
+      const { copyMs, writeMs, koalaMs, writes } = this.trainer.stats;
+      r.adapter = { copyMs: copyMs / r.steps, writeMs: writeMs / r.steps, koalaMs: koalaMs / r.steps, writes: writes / r.steps };
+    }
+    this.trainer.dispose();
+    tf.dispose(this.model.variables);
+    return r;
+  }
+}
+
+function trainOne(config: ExperimentConfig, optimizer: OptimizerName, seed: number, train: Split, test: Split, reporter: Reporter): RunResult {
+  const started = performance.now();
+  const run = new Training(config, optimizer, seed, train, test);
+  const perEpoch = stepsPerEpoch(config, train);
+  const nextOrder = epochOrders(seed, train.size);
+  const { label } = run.result;
+  for (let epoch = 1; epoch <= config.epochs; epoch++) {
+    reporter.runStart(`${label} seed ${seed} epoch ${epoch}/${config.epochs}`, perEpoch);
+    const epochStart = performance.now();
+    const order = nextOrder();
+    for (let s = 0; s < perEpoch; s++) reporter.step(s + 1, run.step(order.slice(s * config.batch, (s + 1) * config.batch)));
+    const point = run.endEpoch();
+    const secs = (performance.now() - epochStart) / 1000;
+    reporter.line(`${label.padEnd(12)} seed ${seed}  epoch ${epoch}/${config.epochs}  train loss ${run.result.finalTrainLoss.toFixed(4)}  test loss ${point.loss.toFixed(4)}  test acc ${(100 * point.accuracy).toFixed(2)}%  (${secs.toFixed(1)} s)`);
+  }
+  return run.finish((performance.now() - started) / 1000);
 }
 
 export async function runExperiment(config: ExperimentConfig, reporter: Reporter): Promise<Experiment> {

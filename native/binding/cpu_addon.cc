@@ -32,6 +32,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     return DefineClass(env, "NativeOptimizer",
                        {InstanceMethod<&NativeOptimizer::Predict>("predict"),
                         InstanceMethod<&NativeOptimizer::Update>("update"),
+                        InstanceMethod<&NativeOptimizer::LastStep>("lastStep"),
                         InstanceMethod<&NativeOptimizer::GetFilter>("getFilter"),
                         InstanceMethod<&NativeOptimizer::SetFilter>("setFilter"),
                         InstanceMethod<&NativeOptimizer::ReadLayerState>("readLayerState"),
@@ -39,7 +40,8 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
                         InstanceMethod<&NativeOptimizer::ReadLayerScalars>("readLayerScalars"),
                         InstanceMethod<&NativeOptimizer::WriteLayerScalars>("writeLayerScalars"),
                         InstanceMethod<&NativeOptimizer::ThreadsInUse>("threadsInUse"),
-                        InstanceMethod<&NativeOptimizer::Dispose>("dispose")});
+                        InstanceMethod<&NativeOptimizer::Dispose>("dispose"),
+                        InstanceValue("deferred", Napi::Boolean::New(env, false), napi_enumerable)});
   }
 
   // new NativeOptimizer(config, params: TypedArray[], grads: TypedArray[], skipMask: Uint8Array)
@@ -119,11 +121,10 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   Napi::Value Predict(const Napi::CallbackInfo& info) {
     CpuOptimizer& opt = live(info.Env());
     resolve(info.Env());
-    opt.predict(buffers_.data());
-    return info.Env().Undefined();
+    return Napi::Boolean::New(info.Env(), opt.predict(buffers_.data()));
   }
 
-  // update(loss, lossSq, lr) -> { status, skipped, maxGain }; the skip mask is filled in place.
+  // update(loss, lossSq, lr); the skip mask is filled in place, lastStep() tells the outcome.
   Napi::Value Update(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     CpuOptimizer& opt = live(env);
@@ -135,10 +136,15 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     if (mask.length != sizes_.size() || mask.data == nullptr) {
       throw_coded(env, "ERR_KOALA_DETACHED", "the skip mask was detached");
     }
-    const koala::StepReport r =
-        opt.update(buffers_.data(), info[0].As<Napi::Number>().DoubleValue(), info[1].As<Napi::Number>().DoubleValue(),
-                   info[2].As<Napi::Number>().DoubleValue(), static_cast<std::uint8_t*>(mask.data));
-    return koala::binding::step_object(env, r);
+    last_ = opt.update(buffers_.data(), info[0].As<Napi::Number>().DoubleValue(), info[1].As<Napi::Number>().DoubleValue(),
+                       info[2].As<Napi::Number>().DoubleValue(), static_cast<std::uint8_t*>(mask.data));
+    return env.Undefined();
+  }
+
+  // lastStep() -> { status, skipped, maxGain } of the last update
+  Napi::Value LastStep(const Napi::CallbackInfo& info) {
+    live(info.Env());
+    return koala::binding::step_object(info.Env(), last_);
   }
 
   Napi::Value GetFilter(const Napi::CallbackInfo& info) {
@@ -224,13 +230,14 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   std::vector<Napi::ObjectReference> params_, grads_;
   Napi::ObjectReference mask_;
   std::vector<LayerBuffers> buffers_;
+  koala::StepReport last_{koala::StepStatus::kApplied, 0, 0.0};
   std::unique_ptr<CpuOptimizer> opt_;
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeOptimizer", NativeOptimizer::Define(env));
   exports.Set("chunkElems", static_cast<double>(koala::kChunkElems));
-  exports.Set("isa", Napi::String::New(env, koala::cpu::cpu_kernels().isa));
+  exports.Set("isa", Napi::String::New(env, koala::cpu::selected_isa().description));
   exports.Set("protocol", koala::binding::protocol_object(env));
   return exports;
 }

@@ -19,6 +19,8 @@ namespace {
 using koala::DType;
 namespace kc = koala::cuda;
 using koala::binding::throw_coded;
+using koala::binding::TypedView;
+using koala::binding::typed_view;
 
 // Runs a CUDA call, turning a C++ exception (CUDA's errors, allocation failures) into ERR_KOALA_CUDA.
 template <class Fn>
@@ -81,15 +83,17 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
                         InstanceMethod<&NativeCudaOptimizer::WriteLayerState>("writeLayerState"),
                         InstanceMethod<&NativeCudaOptimizer::ReadLayerScalars>("readLayerScalars"),
                         InstanceMethod<&NativeCudaOptimizer::WriteLayerScalars>("writeLayerScalars"),
-                        InstanceMethod<&NativeCudaOptimizer::Dispose>("dispose")});
+                        InstanceMethod<&NativeCudaOptimizer::Dispose>("dispose"),
+                        InstanceValue("deferred", Napi::Boolean::New(env, true), napi_enumerable)});
   }
 
-  // new NativeCudaOptimizer(config, params: BigInt[], grads: BigInt[], lengths: number[])
+  // new NativeCudaOptimizer(config, params: BigInt[], grads: BigInt[], lengths: number[], skipMask: Uint8Array)
   // config: the CPU config plus deviceId and stream (a BigInt, 0n for the legacy default stream).
   explicit NativeCudaOptimizer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCudaOptimizer>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() != 4 || !info[0].IsObject() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray()) {
-      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "NativeCudaOptimizer(config, params[], grads[], lengths[])");
+    if (info.Length() != 5 || !info[0].IsObject() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray() ||
+        !info[4].IsTypedArray()) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "NativeCudaOptimizer(config, params[], grads[], lengths[], skipMask)");
     }
     const Napi::Object cfg = info[0].As<Napi::Object>();
     const Napi::Array params = info[1].As<Napi::Array>(), grads = info[2].As<Napi::Array>(), lengths = info[3].As<Napi::Array>();
@@ -97,6 +101,9 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     if (count == 0 || grads.Length() != count || lengths.Length() != count) {
       throw_coded(env, "ERR_KOALA_INVALID_LAYERS", "params, grads and lengths must be non-empty and of equal count");
     }
+    const TypedView mask = typed_view(env, info[4]);
+    if (mask.type != napi_uint8_array || mask.length != count) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "skipMask must have one byte per layer");
+    mask_ = Napi::Persistent(info[4].As<Napi::Object>());
     const int device = device_arg(cfg.Get("deviceId"));
     device_ = device;
     dtype_ = koala::binding::dtype_field(cfg);
@@ -154,8 +161,9 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
 
   Napi::Value Predict(const Napi::CallbackInfo& info) {
     kc::CudaOptimizer& opt = live(info.Env());
-    cuda_call(info.Env(), [&] { opt.predict(); });
-    return info.Env().Undefined();
+    const kc::Moved moved = cuda_call(info.Env(), [&] { return opt.predict(); });
+    if (moved == kc::Moved::kUnknown) return Napi::String::New(info.Env(), "unknown");
+    return Napi::Boolean::New(info.Env(), moved == kc::Moved::kYes);
   }
 
   // update(loss, lossSq, lr): each loss a number or [ptr, dtype]; nothing is read back.
@@ -168,21 +176,16 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     check_scalar(env, loss_sq, 1);
     const double lr = info[2].As<Napi::Number>().DoubleValue();
     cuda_call(env, [&] { opt.update(loss, loss_sq, lr); });
-    return env.Null();
+    return env.Undefined();
   }
 
-  // lastStep(skipMask: Uint8Array) -> { status, skipped, maxGain } (a synchronization)
+  // lastStep() -> { status, skipped, maxGain }, the skip mask filled (a wait for the step)
   Napi::Value LastStep(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     kc::CudaOptimizer& opt = live(env);
-    const HostView mask = host_view(info[0]);
-    if (mask.type != napi_uint8_array || mask.length != opt.num_layers()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "skip mask: one byte per layer");
-    const kc::StepOutcome s = cuda_call(env, [&] { return opt.last_step(static_cast<std::uint8_t*>(mask.data)); });
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("status", s.status);
-    out.Set("skipped", s.skipped);
-    out.Set("maxGain", s.max_gain);
-    return out;
+    const TypedView mask = typed_view(env, mask_.Value());
+    if (mask.data == nullptr) throw_coded(env, "ERR_KOALA_DETACHED", "the skip mask was detached");
+    return koala::binding::step_object(env, cuda_call(env, [&] { return opt.last_step(static_cast<std::uint8_t*>(mask.data)); }));
   }
 
   Napi::Value GetFilter(const Napi::CallbackInfo& info) {
@@ -255,12 +258,14 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     opt_.reset();
+    mask_.Reset();
     return info.Env().Undefined();
   }
 
   DType dtype_ = DType::kFloat32;
   int device_ = 0;
   std::uintptr_t checked_scalar_[2] = {0, 0};  // the last loss and lossSq addresses that passed
+  Napi::ObjectReference mask_;
   std::unique_ptr<kc::CudaOptimizer> opt_;
 };
 

@@ -1,19 +1,37 @@
 // The CPU passes, compiled once per instruction set and chosen at run time.
 //
 // Note [instruction sets]
-// cpu/passes.h is compiled in kernels_baseline.cpp (the compiler's default target) and, on x86-64,
-// in kernels_avx2.cpp (-mavx2), each inside a namespace of its own. cpu_kernels() picks the AVX2
-// set when the processor has it, unless KOALA_OPTIM_ISA=baseline asks for the other. Both sets do
-// the same double arithmetic in the same order (no fused multiply-add: -ffp-contract=off, and no
-// reassociation), so they give bitwise the same results; only the width of the vectors differs.
+// cpu/passes.h is compiled in kernels_baseline.cpp (the compiler's default target: SSE2 on
+// x86-64) and, on x86-64, in kernels_avx2.cpp (-mavx2) and kernels_avx512.cpp (-mavx512f), each
+// inside a namespace of its own. selected_isa() picks the widest set the processor (and the OS,
+// which must save the 512-bit registers) supports, except AVX-512 on a processor that splits
+// 512-bit operations in two (AMD Zen 4, where AVX2 is faster: kernels.cpp), unless
+// KOALA_OPTIM_ISA=avx512|avx2|baseline asks for one: a set the processor lacks, or an unknown
+// name, falls back to the default and says so in the isa string. Every set does the same double arithmetic in the same order on
+// the same lanes (Note [vector lanes], cpu/passes.h; no fused multiply-add: -ffp-contract=off, and
+// no reassociation), so all give bitwise the same results; only the width of the vectors differs.
+// The development addon's benchmark kernels (native/dev/bench_kernels.h) follow the same choice.
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 #include "koala/types.h"
 
 namespace koala {
 namespace cpu {
+
+enum class Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+
+struct IsaChoice {
+  Isa isa;
+  // "avx512", "avx2" or "baseline"; when KOALA_OPTIM_ISA asked for something else, followed by
+  // why, e.g. "avx2 (KOALA_OPTIM_ISA=avx512: not supported by this processor)".
+  std::string description;
+};
+
+// The instruction set of this process's passes, chosen on first use.
+const IsaChoice& selected_isa();
 
 template <class T>
 struct KernelTable {
@@ -29,7 +47,7 @@ struct KernelTable {
 };
 
 struct KernelSet {
-  const char* isa;  // "avx2" or "baseline"
+  const char* isa;  // "avx512", "avx2" or "baseline"
   KernelTable<float> f32;
   KernelTable<double> f64;
 
@@ -42,7 +60,7 @@ inline const KernelTable<float>& KernelSet::table<float>() const { return f32; }
 template <>
 inline const KernelTable<double>& KernelSet::table<double>() const { return f64; }
 
-// The set for this processor, chosen on first use.
+// The set of selected_isa().
 const KernelSet& cpu_kernels();
 
 }  // namespace cpu

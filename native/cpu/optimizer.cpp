@@ -15,6 +15,8 @@ namespace {
 constexpr std::size_t kStateAlign = 64;
 // Below this many elements per thread, waking the workers costs more than it saves.
 constexpr std::size_t kMinElemsPerThread = std::size_t{1} << 16;
+// Parts of a pass per thread, claimed one at a time (Note [shared pool], cpu/pool.h).
+constexpr int kPartsPerThread = 4;
 
 void* alloc_zeroed(std::size_t bytes) {
   const std::size_t rounded = (bytes + kStateAlign - 1) / kStateAlign * kStateAlign;
@@ -41,10 +43,10 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
       gains_(sizes_.size()) {
   const std::size_t useful = plan_.total_elems() / kMinElemsPerThread;
   if (threads > 1 && useful > 1) {
-    const int n = static_cast<int>(useful < static_cast<std::size_t>(threads) ? useful : threads);
-    pool_ = std::make_unique<ThreadPool>(n);
+    threads_ = static_cast<int>(useful < static_cast<std::size_t>(threads) ? useful : threads);
+    ThreadPool::shared().reserve(threads_ - 1);
   }
-  bounds_ = plan_.partition(pool_ ? pool_->size() : 1);
+  bounds_ = plan_.partition(threads_ == 1 ? 1 : threads_ * kPartsPerThread);
   if (config_.variant == Variant::kPlusPlus) {
     pp_layers_.assign(sizes_.size(), PPLayerState{0.0, 0.0, 0.0, false});
     chunk_pp_sums_.resize(plan_.chunks().size());
@@ -77,26 +79,19 @@ void CpuOptimizer::for_chunks(Fn&& fn) {
   const auto run_part = [&](int t) {
     for (std::size_t c = bounds_[t]; c < bounds_[t + 1]; ++c) fn(c, plan_.chunks()[c]);
   };
-  if (pool_) {
-    pool_->run(run_part);
-  } else {
-    run_part(0);
-  }
+  ThreadPool::shared().run(threads_, static_cast<int>(bounds_.size()) - 1, run_part);
 }
 
-void CpuOptimizer::predict(const LayerBuffers* layers) {
-  if (dtype_ == DType::kFloat32) {
-    predict_impl<float>(layers);
-  } else {
-    predict_impl<double>(layers);
-  }
+bool CpuOptimizer::predict(const LayerBuffers* layers) {
+  return dtype_ == DType::kFloat32 ? predict_impl<float>(layers) : predict_impl<double>(layers);
 }
 
 template <class T>
-void CpuOptimizer::predict_impl(const LayerBuffers* layers) {
-  if (config_.variant == Variant::kPlusPlus) return;  // KOALA++ predicts nothing
+bool CpuOptimizer::predict_impl(const LayerBuffers* layers) {
+  if (config_.variant == Variant::kPlusPlus) return false;  // KOALA++ predicts nothing
   const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
   double sum_sq_diff = 0.0;
+  bool moved = false;
   if (scalars_.pending != kNoPendingPredict) {
     sum_sq_diff = scalars_.pending;  // the element-wise part was done by the last update
     scalars_.pending = kNoPendingPredict;
@@ -108,8 +103,10 @@ void CpuOptimizer::predict_impl(const LayerBuffers* layers) {
       chunk_diff_[c] = kernels.momentum_predict(x, v, a, ch.size, config_.kappa);
     });
     sum_sq_diff = sum_chunk_diffs();
+    moved = true;
   }
   filter_predict(config_, scalars_.filter, sum_sq_diff, static_cast<double>(plan_.total_elems()));
+  return moved;
 }
 
 double CpuOptimizer::sum_chunk_diffs() const {

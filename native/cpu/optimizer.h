@@ -37,8 +37,10 @@ class CpuOptimizer {
                const FilterState& initial, int threads, bool lazy_predict);
   ~CpuOptimizer();
 
-  // Element pass (KOALA-M: x += v, v *= kappa and sum |a - x|^2) and the scalar predict.
-  void predict(const LayerBuffers* layers);
+  // Element pass (KOALA-M: x += v, v *= kappa and sum |a - x|^2) and the scalar predict. Returns
+  // whether the parameters moved: not for KOALA-V, nor when the last update did the element pass
+  // already (Note [lazy predict]).
+  bool predict(const LayerBuffers* layers);
   // Stats pass, the step sequence (Note [step sequence], core/step.h), update pass. skip_mask[l] is
   // set to 1 for each layer skipped by |g_l| < eps, else 0. When the status is not kApplied nothing
   // was modified.
@@ -50,7 +52,7 @@ class CpuOptimizer {
   void restore(const FilterSnapshot& s) { scalars_ = s; }
   DType dtype() const { return dtype_; }
   // Threads a pass runs on: the option, capped so that each gets kMinElemsPerThread elements.
-  int threads() const { return pool_ ? pool_->size() : 1; }
+  int threads() const { return threads_; }
   std::size_t num_layers() const { return sizes_.size(); }
   std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
   std::size_t elem_bytes() const { return dtype_ == DType::kFloat32 ? 4 : 8; }
@@ -61,7 +63,7 @@ class CpuOptimizer {
   std::vector<PPLayerState>& pp_layers() { return pp_layers_; }
 
  private:
-  template <class T> void predict_impl(const LayerBuffers* layers);
+  template <class T> bool predict_impl(const LayerBuffers* layers);
   template <class T> StepReport update_impl(const LayerBuffers* layers, double loss, double loss_sq,
                                             double lr, std::uint8_t* skip_mask);
   template <class T> StepReport update_pp(const LayerBuffers* layers, double loss, double loss_sq, double lr,
@@ -75,8 +77,8 @@ class CpuOptimizer {
   FilterSnapshot scalars_;
   bool lazy_predict_;
   ChunkPlan plan_;
-  std::unique_ptr<ThreadPool> pool_;  // null when one thread is asked for or the model is small
-  std::vector<std::size_t> bounds_;   // plan_.partition(threads)
+  int threads_ = 1;                   // parts of a pass, on the shared pool (Note [shared pool])
+  std::vector<std::size_t> bounds_;   // the parts of a pass: plan_.partition(a few per thread)
   std::vector<std::size_t> state_offsets_;  // element offset of each layer in velocity_/average_
   void* velocity_ = nullptr;                // 64-byte aligned, zero-initialized; KOALA++: the products v
   void* average_ = nullptr;                 // KOALA++: the directions Hp

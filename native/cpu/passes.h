@@ -1,10 +1,29 @@
 // The element-wise passes of a step over one chunk, for float or double storage. Loads widen to
 // double, koala/math.h does the arithmetic, stores round once. The reductions keep kLanes
-// independent partial sums (so the compiler can vectorize) and add them up in a fixed order.
+// independent partial sums and add them up in a fixed order.
 //
 // Included only by cpu/kernels_isa.inc, once per instruction set, inside the namespace that
 // KOALA_CPU_ISA names (Note [instruction sets], cpu/kernels.h).
+//
+// Note [vector lanes]
+// A pass walks its chunk in blocks of kLanes elements held in one `Lanes` value, a vector of
+// kLanes doubles (GCC/Clang vector extensions): element i of the chunk is lane i % kLanes of
+// block i / kLanes, and each sum keeps one partial per lane, added to in block order, then the
+// lanes added up 0, 1, ..., kLanes - 1. The last block may be partial: it is loaded zero-padded,
+// stored only for its real elements, and its padding lanes add nothing to a sum (masked, or +0
+// added to a sum of squares, which is never -0). So the result depends on nothing but the data:
+// the compiler maps a Lanes to one 512-bit register (AVX-512), two 256-bit (AVX2) or four 128-bit
+// (SSE2) ones, each doing the same IEEE operations on the same lanes, and with no fused
+// multiply-add (-ffp-contract=off) the instruction sets give bitwise the same results. The loops
+// are written on whole vectors because the compilers left the per-element form (a loop over
+// i with a lane array) partly scalar, with the partial sums kept in memory.
 #include <cstddef>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #include "koala/math.h"
 #include "koala/types.h"
@@ -17,41 +36,190 @@ namespace koala {
 namespace cpu {
 namespace KOALA_CPU_ISA {
 
-constexpr int kLanes = 8;
+constexpr std::size_t kLanes = 8;
 
-inline double sum_lanes(const double (&lanes)[kLanes]) {
+// kLanes doubles: the value type of the math (Note [vector lanes]), held as kParts vectors of the
+// instruction set's width (KOALA_CPU_VECTOR_BYTES) so that the compiler keeps them in registers.
+typedef double Part __attribute__((vector_size(KOALA_CPU_VECTOR_BYTES)));
+typedef float FloatPart __attribute__((vector_size(KOALA_CPU_VECTOR_BYTES / 2)));
+constexpr std::size_t kPartLanes = sizeof(Part) / sizeof(double);
+constexpr std::size_t kParts = kLanes / kPartLanes;
+static_assert(kParts * kPartLanes == kLanes, "a vector register holds at most kLanes doubles");
+
+struct Lanes {
+  Part part[kParts];
+};
+
+// The operations koala/math.h applies, lane by lane.
+inline Lanes operator+(Lanes a, const Lanes& b) {
+  for (std::size_t k = 0; k < kParts; ++k) a.part[k] += b.part[k];
+  return a;
+}
+inline Lanes operator-(Lanes a, const Lanes& b) {
+  for (std::size_t k = 0; k < kParts; ++k) a.part[k] -= b.part[k];
+  return a;
+}
+inline Lanes operator*(Lanes a, const Lanes& b) {
+  for (std::size_t k = 0; k < kParts; ++k) a.part[k] *= b.part[k];
+  return a;
+}
+inline Lanes operator*(double s, Lanes a) {
+  for (std::size_t k = 0; k < kParts; ++k) a.part[k] = s * a.part[k];
+  return a;
+}
+inline Lanes& operator+=(Lanes& a, const Lanes& b) { return a = a + b; }
+
+// A full block's element count, known at compile time; a partial block passes a std::size_t.
+using Full = std::integral_constant<std::size_t, kLanes>;
+
+inline Lanes load(const double* p, Full) {
+  Lanes v;
+  for (std::size_t k = 0; k < kParts; ++k) std::memcpy(&v.part[k], p + k * kPartLanes, sizeof(Part));
+  return v;
+}
+// kPartLanes floats widened to double, and back. On x86-64 with the instruction set's own
+// conversion, in one instruction: GCC 12 splits __builtin_convertvector of a wide vector into
+// halves that it converts and joins again, which made the float32 passes a third slower.
+inline Part widen(const float* p) {
+#if defined(__AVX512F__) && KOALA_CPU_VECTOR_BYTES == 64
+  return _mm512_maskz_cvtps_pd(0xFF, _mm256_loadu_ps(p));  // maskz: GCC 12 warns on the plain form
+#elif defined(__AVX__) && KOALA_CPU_VECTOR_BYTES == 32
+  return _mm256_cvtps_pd(_mm_loadu_ps(p));
+#elif defined(__SSE2__) && KOALA_CPU_VECTOR_BYTES == 16
+  return _mm_cvtps_pd(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#else
+  FloatPart f;
+  std::memcpy(&f, p, sizeof f);
+  return __builtin_convertvector(f, Part);
+#endif
+}
+inline void narrow(float* p, Part v) {
+#if defined(__AVX512F__) && KOALA_CPU_VECTOR_BYTES == 64
+  _mm256_storeu_ps(p, _mm512_maskz_cvtpd_ps(0xFF, v));
+#elif defined(__AVX__) && KOALA_CPU_VECTOR_BYTES == 32
+  _mm_storeu_ps(p, _mm256_cvtpd_ps(v));
+#elif defined(__SSE2__) && KOALA_CPU_VECTOR_BYTES == 16
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_castps_si128(_mm_cvtpd_ps(v)));
+#else
+  const FloatPart f = __builtin_convertvector(v, FloatPart);
+  std::memcpy(p, &f, sizeof f);
+#endif
+}
+
+inline Lanes load(const float* p, Full) {
+  Lanes v;
+  for (std::size_t k = 0; k < kParts; ++k) v.part[k] = widen(p + k * kPartLanes);
+  return v;
+}
+inline void store(double* p, const Lanes& v, Full) {
+  for (std::size_t k = 0; k < kParts; ++k) std::memcpy(p + k * kPartLanes, &v.part[k], sizeof(Part));
+}
+inline void store(float* p, const Lanes& v, Full) {
+  for (std::size_t k = 0; k < kParts; ++k) narrow(p + k * kPartLanes, v.part[k]);
+}
+
+// A partial block: m < kLanes elements, loaded with zeros after them, stored without them.
+template <class T>
+inline Lanes load(const T* p, std::size_t m) {
+  T block[kLanes] = {};
+  std::memcpy(block, p, m * sizeof(T));
+  return load(block, Full{});
+}
+template <class T>
+inline void store(T* p, const Lanes& v, std::size_t m) {
+  T block[kLanes];
+  store(block, v, Full{});
+  std::memcpy(p, block, m * sizeof(T));
+}
+
+// kLanes floats as they are stored, for Note [float32 predict].
+struct FloatLanes {
+  FloatPart part[kParts];
+};
+inline FloatLanes load_float(const float* p, Full) {
+  FloatLanes v;
+  for (std::size_t k = 0; k < kParts; ++k) std::memcpy(&v.part[k], p + k * kPartLanes, sizeof(FloatPart));
+  return v;
+}
+inline FloatLanes load_float(const float* p, std::size_t m) {
+  float block[kLanes] = {};
+  std::memcpy(block, p, m * sizeof(float));
+  return load_float(block, Full{});
+}
+inline void store_float(float* p, const FloatLanes& v, Full) {
+  for (std::size_t k = 0; k < kParts; ++k) std::memcpy(p + k * kPartLanes, &v.part[k], sizeof(FloatPart));
+}
+inline void store_float(float* p, const FloatLanes& v, std::size_t m) {
+  float block[kLanes];
+  store_float(block, v, Full{});
+  std::memcpy(p, block, m * sizeof(float));
+}
+
+// The lanes of a partial block past its m elements set to zero, so that they add nothing to a sum.
+inline Lanes keep_first(const Lanes& v, Full) { return v; }
+inline Lanes keep_first(const Lanes& v, std::size_t m) {
+  double block[kLanes];
+  store(block, v, Full{});
+  for (std::size_t j = m; j < kLanes; ++j) block[j] = 0.0;
+  return load(block, Full{});
+}
+
+inline double sum_lanes(const Lanes& lanes) {
   double s = 0.0;
-  for (int j = 0; j < kLanes; ++j) s += lanes[j];
+  for (std::size_t j = 0; j < kLanes; ++j) s += lanes.part[j / kPartLanes][j % kPartLanes];
   return s;
 }
 
-// Calls body(i, lane) for every i in [0, n): full blocks of kLanes, then the tail in lanes
-// 0, 1, ... The lane of an element depends only on i, so the sums do not depend on anything else.
+// Calls body(i, m) for each block of the chunk [0, n): i its first element, m its size (Full,
+// or a std::size_t below kLanes for the last, partial block).
 template <class Body>
-inline void for_each_lane(std::size_t n, Body&& body) {
+inline void for_each_block(std::size_t n, Body&& body) {
   std::size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) body(i + j, j);
-  for (int j = 0; i < n; ++i, ++j) body(i, j);
+  for (; i + kLanes <= n; i += kLanes) body(i, Full{});
+  if (i < n) body(i, n - i);
 }
 
 template <class T>
 LayerSums stats_chunk(const T* __restrict__ g, const T* __restrict__ x, std::size_t n, double wd) {
-  double hh[kLanes] = {}, xx[kLanes] = {}, gg[kLanes] = {};
-  for_each_lane(n, [&](std::size_t i, int j) { math::accumulate_stats(g[i], x[i], wd, hh[j], xx[j], gg[j]); });
+  Lanes hh = {}, xx = {}, gg = {};
+  for_each_block(n, [&](std::size_t i, auto m) {
+    math::accumulate_stats<Lanes>(load(g + i, m), load(x + i, m), wd, hh, xx, gg);
+  });
   return {sum_lanes(hh), sum_lanes(xx), sum_lanes(gg)};
 }
+
+// Note [float32 predict]
+// In float32 storage the predict's move x += v, v *= kappa is done in float: for float x, v and a
+// kappa that is a float (lib/options.ts rounds it so, as the reference does), rounding the double
+// result to float gives the float operation's result. The sum is exact in double for kappa * v
+// (48 bits of product); for x + v, double has 53 >= 2 * 24 + 2 bits, enough that rounding twice
+// (to double, then to float) equals rounding once, for every finite or infinite input. The sum of
+// (a - x)^2 stays in double. So the results are bitwise those of the double formula, with two
+// conversions in and two out fewer per element. Another kappa takes the double formula.
+inline bool is_float(double v) { return static_cast<double>(static_cast<float>(v)) == v; }
 
 // KOALA-M predict over one chunk; returns the chunk's sum of (a - x)^2 on the pre-predict x.
 template <class T>
 double momentum_predict_chunk(T* __restrict__ x, T* __restrict__ v, const T* __restrict__ a,
                               std::size_t n, double kappa) {
-  double dd[kLanes] = {};
-  for_each_lane(n, [&](std::size_t i, int j) {
-    double xi = x[i], vi = v[i];
-    dd[j] += math::momentum_predict(xi, vi, a[i], kappa);
-    x[i] = static_cast<T>(xi);
-    v[i] = static_cast<T>(vi);
+  Lanes dd = {};
+  if (std::is_same<T, float>::value && is_float(kappa)) {
+    const float kappa_f = static_cast<float>(kappa);
+    for_each_block(n, [&](std::size_t i, auto m) {
+      dd += math::squared_gap<Lanes>(load(a + i, m), load(x + i, m));
+      FloatLanes xi = load_float(reinterpret_cast<const float*>(x) + i, m);
+      FloatLanes vi = load_float(reinterpret_cast<const float*>(v) + i, m);
+      for (std::size_t k = 0; k < kParts; ++k) math::momentum_advance<FloatPart, float>(xi.part[k], vi.part[k], kappa_f);
+      store_float(reinterpret_cast<float*>(x) + i, xi, m);
+      store_float(reinterpret_cast<float*>(v) + i, vi, m);
+    });
+    return sum_lanes(dd);
+  }
+  for_each_block(n, [&](std::size_t i, auto m) {
+    Lanes xi = load(x + i, m), vi = load(v + i, m);
+    dd += math::momentum_predict<Lanes>(xi, vi, load(a + i, m), kappa);
+    store(x + i, xi, m);
+    store(v + i, vi, m);
   });
   return sum_lanes(dd);
 }
@@ -62,14 +230,15 @@ template <class T>
 double momentum_update_predict_chunk(const T* __restrict__ g, T* __restrict__ x, T* __restrict__ v,
                                      T* __restrict__ a, std::size_t n, double wd, double k1, double k2,
                                      double kappa) {
-  double dd[kLanes] = {};
-  for_each_lane(n, [&](std::size_t i, int j) {
-    double xi = x[i], vi = v[i], ai = a[i];
-    math::momentum_update(g[i], xi, vi, ai, wd, k1, k2);
-    dd[j] += math::momentum_predict(xi, vi, ai, kappa);
-    x[i] = static_cast<T>(xi);
-    v[i] = static_cast<T>(vi);
-    a[i] = static_cast<T>(ai);
+  Lanes dd = {};
+  for_each_block(n, [&](std::size_t i, auto m) {
+    Lanes xi = load(x + i, m), vi = load(v + i, m), ai = load(a + i, m);
+    math::momentum_update<Lanes>(load(g + i, m), xi, vi, ai, wd, k1, k2);
+    // Masked: with a non-finite gain the padding would add NaN where the data adds Inf.
+    dd += keep_first(math::momentum_predict<Lanes>(xi, vi, ai, kappa), m);
+    store(x + i, xi, m);
+    store(v + i, vi, m);
+    store(a + i, ai, m);
   });
   return sum_lanes(dd);
 }
@@ -77,55 +246,67 @@ double momentum_update_predict_chunk(const T* __restrict__ g, T* __restrict__ x,
 template <class T>
 void momentum_update_chunk(const T* __restrict__ g, T* __restrict__ x, T* __restrict__ v,
                            T* __restrict__ a, std::size_t n, double wd, double k1, double k2) {
-  for (std::size_t i = 0; i < n; ++i) {
-    double xi = x[i], vi = v[i], ai = a[i];
-    math::momentum_update(g[i], xi, vi, ai, wd, k1, k2);
-    x[i] = static_cast<T>(xi);
-    v[i] = static_cast<T>(vi);
-    a[i] = static_cast<T>(ai);
-  }
+  for_each_block(n, [&](std::size_t i, auto m) {
+    Lanes xi = load(x + i, m), vi = load(v + i, m), ai = load(a + i, m);
+    math::momentum_update<Lanes>(load(g + i, m), xi, vi, ai, wd, k1, k2);
+    store(x + i, xi, m);
+    store(v + i, vi, m);
+    store(a + i, ai, m);
+  });
 }
 
 template <class T>
 void vanilla_update_chunk(const T* __restrict__ g, T* __restrict__ x, std::size_t n, double k) {
-  for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(math::vanilla_update(g[i], x[i], k));
+  for_each_block(n, [&](std::size_t i, auto m) {
+    store(x + i, math::vanilla_update<Lanes>(load(g + i, m), load(x + i, m), k), m);
+  });
 }
 
-// KOALA++'s first pass over one chunk (Note [KOALA++ passes], core/step_pp.h): |g|^2, |x|^2, and
-// with H = g + wd x rounded to T, |H|^2, H . Hp, H . v and |v|^2.
+// A block rounded to the storage type T (the pointer only picks the overload): KOALA++ takes H
+// and v as stored (Note [KOALA++ passes], core/step_pp.h).
+inline Lanes rounded(const Lanes& v, const double*) { return v; }
+inline Lanes rounded(const Lanes& v, const float*) {
+  float block[kLanes];
+  store(block, v, Full{});
+  return load(block, Full{});
+}
+
+// KOALA++'s first pass over one chunk: |g|^2, |x|^2, and with H = g + wd x rounded to T, |H|^2,
+// H . Hp, H . v and |v|^2 (a partial block's padding is zeros and adds +0 to each).
 template <class T>
 PPLayerSums pp_dots_chunk(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ v,
                           const T* __restrict__ hp, std::size_t n, double wd) {
-  double gg[kLanes] = {}, xx[kLanes] = {}, hh[kLanes] = {}, a[kLanes] = {}, b[kLanes] = {}, vv[kLanes] = {};
-  for_each_lane(n, [&](std::size_t i, int j) {
-    const double h = static_cast<T>(math::decayed_grad(g[i], x[i], wd));
-    const double vi = v[i];
-    gg[j] += static_cast<double>(g[i]) * g[i];
-    xx[j] += static_cast<double>(x[i]) * x[i];
-    hh[j] += h * h;
-    a[j] += h * hp[i];
-    b[j] += h * vi;
-    vv[j] += vi * vi;
+  Lanes gg = {}, xx = {}, hh = {}, a = {}, b = {}, vv = {};
+  for_each_block(n, [&](std::size_t i, auto m) {
+    const Lanes gi = load(g + i, m), xi = load(x + i, m), vi = load(v + i, m);
+    const Lanes h = rounded(math::decayed_grad<Lanes>(gi, xi, wd), x);
+    gg += gi * gi;
+    xx += xi * xi;
+    hh += h * h;
+    a += h * load(hp + i, m);
+    b += h * vi;
+    vv += vi * vi;
   });
   return {sum_lanes(gg), sum_lanes(xx), sum_lanes(hh), sum_lanes(a), sum_lanes(b), sum_lanes(vv)};
 }
 
 // KOALA++'s second pass over one chunk of an updated layer: v <- v', Hp <- H, x <- x - k (v' + Q H),
 // with v' and H as stored. On the layer's first update (first) the previous direction is H and the
-// previous product sigma H.
+// previous product sigma H (as stored).
 template <class T>
 void pp_update_chunk(const T* __restrict__ g, T* __restrict__ x, T* __restrict__ v, T* __restrict__ hp,
                      std::size_t n, double wd, bool first, double sigma, double q, double cv, double lambda, double rk,
                      double k) {
-  for (std::size_t i = 0; i < n; ++i) {
-    const double h = static_cast<T>(math::decayed_grad(g[i], x[i], wd));
-    const double v_prev = first ? static_cast<double>(static_cast<T>(sigma * h)) : static_cast<double>(v[i]);
-    const double h_prev = first ? h : static_cast<double>(hp[i]);
-    const double v_next = static_cast<T>(math::pp_product(h, v_prev, h_prev, cv, q, lambda, rk));
-    x[i] = static_cast<T>(x[i] - k * (v_next + q * h));
-    v[i] = static_cast<T>(v_next);
-    hp[i] = static_cast<T>(h);
-  }
+  for_each_block(n, [&](std::size_t i, auto m) {
+    const Lanes xi = load(x + i, m);
+    const Lanes h = rounded(math::decayed_grad<Lanes>(load(g + i, m), xi, wd), x);
+    const Lanes v_prev = first ? rounded(sigma * h, x) : load(v + i, m);
+    const Lanes h_prev = first ? h : load(hp + i, m);
+    const Lanes v_next = rounded(math::pp_product<Lanes>(h, v_prev, h_prev, cv, q, lambda, rk), x);
+    store(x + i, xi - k * (v_next + q * h), m);
+    store(v + i, v_next, m);
+    store(hp + i, h, m);
+  });
 }
 
 }  // namespace KOALA_CPU_ISA

@@ -67,9 +67,7 @@ struct DeviceLayer {
 // The whole scalar state of a step, kept on the device.
 struct DeviceScalars {
   FilterSnapshot snap;  // pending: Note [lazy predict] (cpu/optimizer.h)
-  int status;           // of the last update: a StepStatus
-  int skipped;
-  double max_gain;
+  StepReport last;      // of the last update
 };
 
 __device__ double read_scalar(const ScalarArg& s) {
@@ -170,18 +168,15 @@ __global__ void layer_sums_kernel(const LayerSums* chunk_sums, const std::uint64
 // One thread: the step sequence (Note [step sequence], core/step.h), as the CPU runs it.
 __global__ void decide_kernel(FilterConfig config, DType dtype, DeviceScalars* sc, std::uint32_t num_layers, const LayerSums* layer_sums,
                               LayerGain* gains, std::uint8_t* skip_mask, ScalarArg loss_arg, ScalarArg loss_sq_arg, double lr) {
-  const StepReport r = decide_step(config, sc->snap, layer_sums, num_layers, read_scalar(loss_arg), read_scalar(loss_sq_arg), lr, dtype,
-                                   gains, skip_mask);
-  sc->status = static_cast<int>(r.status);
-  sc->skipped = static_cast<int>(r.skipped_layers);
-  sc->max_gain = r.max_gain;
+  sc->last = decide_step(config, sc->snap, layer_sums, num_layers, read_scalar(loss_arg), read_scalar(loss_sq_arg), lr, dtype, gains,
+                         skip_mask);
 }
 
 template <class T>
 __global__ void update_kernel(const DeviceChunk* chunks, const DeviceLayer* layers, const LayerGain* gains,
                               const DeviceScalars* sc, Variant variant, bool lazy, double wd, double kappa,
                               double* chunk_diff) {
-  if (sc->status != 0) return;  // the step was refused: nothing changes
+  if (sc->last.status != StepStatus::kApplied) return;  // the step was refused: nothing changes
   __shared__ double shared[kThreads];
   const DeviceChunk ch = chunks[blockIdx.x];
   const DeviceLayer L = layers[ch.layer];
@@ -213,10 +208,10 @@ __global__ void update_kernel(const DeviceChunk* chunks, const DeviceLayer* laye
 
 __global__ void lazy_finish_kernel(DeviceScalars* sc, const double* chunk_diff, std::size_t num_chunks) {
   __shared__ double shared[kThreads];
-  __shared__ int status;
-  if (threadIdx.x == 0) status = sc->status;
+  __shared__ StepStatus status;
+  if (threadIdx.x == 0) status = sc->last.status;
   __syncthreads();
-  if (status != 0) return;
+  if (status != StepStatus::kApplied) return;
   const double sum = ordered_sum(chunk_diff, num_chunks, shared);
   if (threadIdx.x == 0) sc->snap.pending = sum;
 }
@@ -324,7 +319,7 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
           "upload layer state");
     check(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");  // `never` goes out of scope
   }
-  const DeviceScalars scalars{{initial, kNoPendingPredict, 0}, 0, 0, 0.0};
+  const DeviceScalars scalars{{initial, kNoPendingPredict, 0}, {StepStatus::kApplied, 0, 0.0}};
   check(cudaMemcpyAsync(d.chunks, chunks.data(), chunks.size() * sizeof(DeviceChunk), cudaMemcpyHostToDevice, d.stream), "upload plan");
   check(cudaMemcpyAsync(d.first_chunk, first.data(), first.size() * sizeof(std::uint64_t), cudaMemcpyHostToDevice, d.stream), "upload plan");
   check(cudaMemcpyAsync(d.layers, table.data(), table.size() * sizeof(DeviceLayer), cudaMemcpyHostToDevice, d.stream), "upload layers");
@@ -337,8 +332,8 @@ CudaOptimizer::~CudaOptimizer() {
   dev_.reset();
 }
 
-void CudaOptimizer::predict() {
-  if (config_.variant == Variant::kPlusPlus) return;  // KOALA++ predicts nothing
+Moved CudaOptimizer::predict() {
+  if (config_.variant == Variant::kPlusPlus) return Moved::kNo;  // KOALA++ predicts nothing
   DeviceGuard guard(device_);
   Device& d = *dev_;
   if (config_.variant == Variant::kMomentum) {
@@ -350,6 +345,10 @@ void CudaOptimizer::predict() {
   }
   predict_filter_kernel<<<1, kThreads, 0, d.stream>>>(config_, d.scalars, d.chunk_diff, d.num_chunks, static_cast<double>(d.total));
   check(cudaGetLastError(), "predict launch");
+  const Pending before = pending_;
+  pending_ = Pending::kNone;
+  if (config_.variant == Variant::kVanilla) return Moved::kNo;
+  return before == Pending::kNone ? Moved::kYes : before == Pending::kSome ? Moved::kNo : Moved::kUnknown;
 }
 
 void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, double lr) {
@@ -377,6 +376,7 @@ void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, doub
   }
   if (lazy_predict_) lazy_finish_kernel<<<1, kThreads, 0, d.stream>>>(d.scalars, d.chunk_diff, d.num_chunks);
   check(cudaGetLastError(), "update launch");
+  if (lazy_predict_) pending_ = Pending::kUnknown;
 }
 
 void CudaOptimizer::update_pp(const ScalarArg& loss, const ScalarArg& loss_sq, double lr) {
@@ -412,14 +412,15 @@ void CudaOptimizer::write_layer_scalars(const PPLayerState* in) {
   check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
 }
 
-StepOutcome CudaOptimizer::last_step(std::uint8_t* skip_mask_out) {
+StepReport CudaOptimizer::last_step(std::uint8_t* skip_mask_out) {
   DeviceGuard guard(device_);
   Device& d = *dev_;
   DeviceScalars s;
   check(cudaMemcpyAsync(&s, d.scalars, sizeof s, cudaMemcpyDeviceToHost, d.stream), "read scalars");
   check(cudaMemcpyAsync(skip_mask_out, d.skip_mask, sizes_.size(), cudaMemcpyDeviceToHost, d.stream), "read skip mask");
   check(cudaStreamSynchronize(d.stream), "cudaStreamSynchronize");
-  return {s.status, s.skipped, s.max_gain};
+  if (pending_ == Pending::kUnknown) pending_ = s.snap.pending != kNoPendingPredict ? Pending::kSome : Pending::kNone;
+  return s.last;
 }
 
 FilterSnapshot CudaOptimizer::snapshot() {
@@ -432,6 +433,7 @@ FilterSnapshot CudaOptimizer::snapshot() {
 
 void CudaOptimizer::restore(const FilterSnapshot& snap) {
   DeviceGuard guard(device_);
+  pending_ = snap.pending != kNoPendingPredict ? Pending::kSome : Pending::kNone;
   // Only the snapshot's bytes: the last step's outcome stays as it is.
   check(cudaMemcpyAsync(&dev_->scalars->snap, &snap, sizeof snap, cudaMemcpyHostToDevice, dev_->stream), "write scalars");
   check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");

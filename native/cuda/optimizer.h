@@ -42,12 +42,8 @@ struct LayerPointers {
   const void* grad;
 };
 
-// What the last update() did, read back from the device.
-struct StepOutcome {
-  int status;  // 0 applied, 1 non-finite gradient, 2 non-finite parameter, 3 non-finite loss
-  int skipped;
-  double max_gain;
-};
+// What predict() did to the parameters, as far as the host knows without a synchronization.
+enum class Moved : int { kNo = 0, kYes = 1, kUnknown = 2 };
 
 class CudaOptimizer {
  public:
@@ -57,11 +53,13 @@ class CudaOptimizer {
   CudaOptimizer(const CudaOptimizer&) = delete;
   CudaOptimizer& operator=(const CudaOptimizer&) = delete;
 
-  void predict();
+  // With lazy predict, whether the element pass runs depends on the last update's outcome, which
+  // the host knows only once it was read (last_step) or set (restore).
+  Moved predict();
   void update(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
 
   // Reads (each synchronizes with the stream).
-  StepOutcome last_step(std::uint8_t* skip_mask_out);
+  StepReport last_step(std::uint8_t* skip_mask_out);
   FilterSnapshot snapshot();
   void restore(const FilterSnapshot& snap);
   // Per-layer state (LayerStateKind): KOALA-M's velocity 0 and average 1, KOALA++'s product 2 and
@@ -84,6 +82,7 @@ class CudaOptimizer {
   std::vector<std::size_t> sizes_;
   FilterConfig config_;
   bool lazy_predict_;
+  enum class Pending { kNone, kSome, kUnknown } pending_ = Pending::kNone;  // the host's view of snapshot.pending
   std::uintptr_t stream_;
   std::unique_ptr<Device> dev_;
 };

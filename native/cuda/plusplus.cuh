@@ -56,17 +56,14 @@ __global__ void pp_layer_sums_kernel(const PPLayerSums* chunk_sums, const std::u
 __global__ void pp_decide_kernel(FilterConfig config, DType dtype, DeviceScalars* sc, std::uint32_t num_layers,
                                  const PPLayerSums* layer_sums, PPLayerState* carry, PPLayerGain* gains, std::uint8_t* skip_mask,
                                  ScalarArg loss_arg, ScalarArg loss_sq_arg, double lr) {
-  const StepReport r = decide_step_pp(config, sc->snap, layer_sums, carry, num_layers, read_scalar(loss_arg),
-                                      read_scalar(loss_sq_arg), lr, dtype, gains, skip_mask);
-  sc->status = static_cast<int>(r.status);
-  sc->skipped = static_cast<int>(r.skipped_layers);
-  sc->max_gain = r.max_gain;
+  sc->last = decide_step_pp(config, sc->snap, layer_sums, carry, num_layers, read_scalar(loss_arg), read_scalar(loss_sq_arg), lr,
+                            dtype, gains, skip_mask);
 }
 
 template <class T>
 __global__ void pp_update_kernel(const DeviceChunk* chunks, const DeviceLayer* layers, const PPLayerGain* gains,
                                  const DeviceScalars* sc, double wd, double q) {
-  if (sc->status != 0) return;  // the step was refused: nothing changes
+  if (sc->last.status != StepStatus::kApplied) return;  // the step was refused: nothing changes
   const DeviceChunk ch = chunks[blockIdx.x];
   const PPLayerGain k = gains[ch.layer];
   if (k.skip) return;

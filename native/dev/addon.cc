@@ -6,16 +6,16 @@
 
 #include <cmath>
 #include <cstdint>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #include "binding/config.h"
 #include "core/plan.h"
 #include "cpu/kernels.h"
-#include "cpu/pool.h"
 #include "dev/bench_kernels.h"
 
 namespace {
@@ -23,17 +23,6 @@ namespace {
 using koala::binding::throw_coded;
 using koala::binding::TypedView;
 using koala::binding::typed_view;
-
-// Benchmark reference kernels keep one pool per thread count, alive for the process, as an
-// optimizer keeps its own: a measurement then includes no thread start-up.
-koala::ThreadPool& bench_pool(int threads) {
-  static std::mutex mu;
-  static std::map<int, std::unique_ptr<koala::ThreadPool>> pools;
-  std::lock_guard<std::mutex> lock(mu);
-  auto& pool = pools[threads];
-  if (!pool) pool = std::make_unique<koala::ThreadPool>(threads);
-  return *pool;
-}
 
 float* float32_data(Napi::Env env, const Napi::Value& v, std::size_t n) {
   const TypedView view = typed_view(env, v);
@@ -58,7 +47,7 @@ Napi::Value StreamCopy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int threads = bench_threads(info, 3);
   const std::size_t n = typed_view(env, info[0]).length;
-  koala::stream_copy(bench_pool(threads), float32_data(env, info[0], n), float32_data(env, info[1], n), n);
+  koala::stream_copy(threads, float32_data(env, info[0], n), float32_data(env, info[1], n), n);
   return env.Undefined();
 }
 
@@ -66,7 +55,7 @@ Napi::Value StreamTriad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int threads = bench_threads(info, 5);
   const std::size_t n = typed_view(env, info[0]).length;
-  koala::stream_triad(bench_pool(threads), float32_data(env, info[0], n), float32_data(env, info[1], n),
+  koala::stream_triad(threads, float32_data(env, info[0], n), float32_data(env, info[1], n),
                       float32_data(env, info[2], n), info[3].As<Napi::Number>().FloatValue(), n);
   return env.Undefined();
 }
@@ -82,9 +71,26 @@ Napi::Value AdamStep(const Napi::CallbackInfo& info) {
   const double* p = static_cast<const double*>(h.data);
   const koala::AdamStep s{static_cast<float>(p[0]), static_cast<float>(p[1]), static_cast<float>(p[2]), static_cast<float>(p[3]),
                           static_cast<float>(1.0 - std::pow(p[1], p[4])), static_cast<float>(1.0 - std::pow(p[2], p[4]))};
-  koala::adam_step(bench_pool(threads), float32_data(env, info[0], n), float32_data(env, info[1], n),
+  koala::adam_step(threads, float32_data(env, info[0], n), float32_data(env, info[1], n),
                    float32_data(env, info[2], n), float32_data(env, info[3], n), s, n);
   return env.Undefined();
+}
+
+// mxcsr([value]) -> the calling thread's SSE control and status register (MXCSR) before the call,
+// set to `value` when one is given; -1 where there is none (not x86-64). For the tests of Note
+// [pinned floating-point mode] (cpu/pool.h): a caller in flush-to-zero / denormals-are-zero mode.
+Napi::Value Mxcsr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() > 1 || (info.Length() == 1 && !info[0].IsNumber())) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "mxcsr([value])");
+  }
+#if defined(__x86_64__) || defined(_M_X64)
+  const unsigned int before = _mm_getcsr();
+  if (info.Length() == 1) _mm_setcsr(info[0].As<Napi::Number>().Uint32Value());
+  return Napi::Number::New(env, before);
+#else
+  return Napi::Number::New(env, -1);
+#endif
 }
 
 // planChunks(sizes: number[], chunkElems, parts) -> { layer, begin, size, firstChunk, bounds }: the
@@ -127,8 +133,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("streamCopy", Napi::Function::New<StreamCopy>(env, "streamCopy"));
   exports.Set("streamTriad", Napi::Function::New<StreamTriad>(env, "streamTriad"));
   exports.Set("adamStep", Napi::Function::New<AdamStep>(env, "adamStep"));
+  exports.Set("mxcsr", Napi::Function::New<Mxcsr>(env, "mxcsr"));
   exports.Set("chunkElems", static_cast<double>(koala::kChunkElems));
-  exports.Set("isa", Napi::String::New(env, koala::cpu::cpu_kernels().isa));
+  exports.Set("isa", Napi::String::New(env, koala::cpu::selected_isa().description));
   return exports;
 }
 

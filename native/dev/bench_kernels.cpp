@@ -1,46 +1,58 @@
 #include "dev/bench_kernels.h"
 
-#include <cmath>
+#include "cpu/kernels.h"
+#include "cpu/pool.h"
 
 namespace koala {
 
+BenchKernelSet bench_set_baseline();
+#ifdef KOALA_HAVE_AVX2
+BenchKernelSet bench_set_avx2();
+#endif
+#ifdef KOALA_HAVE_AVX512
+BenchKernelSet bench_set_avx512();
+#endif
+
 namespace {
 
-// Runs body(begin, end) on each thread's equal share of [0, n).
+// The set of the instruction set the optimizer's passes run on.
+const BenchKernelSet& bench_kernels() {
+  static const BenchKernelSet set = [] {
+    switch (cpu::selected_isa().isa) {
+#ifdef KOALA_HAVE_AVX512
+      case cpu::Isa::kAvx512: return bench_set_avx512();
+#endif
+#ifdef KOALA_HAVE_AVX2
+      case cpu::Isa::kAvx2: return bench_set_avx2();
+#endif
+      default: return bench_set_baseline();
+    }
+  }();
+  return set;
+}
+
+// Runs body(begin, end) on each of `threads` equal shares of [0, n), on the shared pool.
 template <class Body>
-void split(ThreadPool& pool, std::size_t n, Body&& body) {
-  pool.run([&](int t) {
-    const std::size_t parts = static_cast<std::size_t>(pool.size());
+void split(int threads, std::size_t n, Body&& body) {
+  ThreadPool::shared().reserve(threads - 1);
+  ThreadPool::shared().run(threads, threads, [&](int t) {
+    const std::size_t parts = static_cast<std::size_t>(threads);
     body(n * t / parts, n * (t + 1) / parts);
   });
 }
 
 }  // namespace
 
-void stream_copy(ThreadPool& pool, float* __restrict__ a, const float* __restrict__ b, std::size_t n) {
-  split(pool, n, [&](std::size_t begin, std::size_t end) {
-    for (std::size_t i = begin; i < end; ++i) a[i] = b[i];
-  });
+void stream_copy(int threads, float* a, const float* b, std::size_t n) {
+  split(threads, n, [&](std::size_t begin, std::size_t end) { bench_kernels().copy(a, b, begin, end); });
 }
 
-void stream_triad(ThreadPool& pool, float* __restrict__ a, const float* __restrict__ b,
-                  const float* __restrict__ c, float s, std::size_t n) {
-  split(pool, n, [&](std::size_t begin, std::size_t end) {
-    for (std::size_t i = begin; i < end; ++i) a[i] = b[i] + s * c[i];
-  });
+void stream_triad(int threads, float* a, const float* b, const float* c, float s, std::size_t n) {
+  split(threads, n, [&](std::size_t begin, std::size_t end) { bench_kernels().triad(a, b, c, s, begin, end); });
 }
 
-void adam_step(ThreadPool& pool, float* __restrict__ x, const float* __restrict__ g, float* __restrict__ m,
-               float* __restrict__ v, const AdamStep& s, std::size_t n) {
-  split(pool, n, [&](std::size_t begin, std::size_t end) {
-    for (std::size_t i = begin; i < end; ++i) {
-      const float mi = s.beta1 * m[i] + (1.0f - s.beta1) * g[i];
-      const float vi = s.beta2 * v[i] + (1.0f - s.beta2) * g[i] * g[i];
-      m[i] = mi;
-      v[i] = vi;
-      x[i] -= s.lr * (mi / s.bias1) / (std::sqrt(vi / s.bias2) + s.eps);
-    }
-  });
+void adam_step(int threads, float* x, const float* g, float* m, float* v, const AdamStep& s, std::size_t n) {
+  split(threads, n, [&](std::size_t begin, std::size_t end) { bench_kernels().adam(x, g, m, v, s, begin, end); });
 }
 
 }  // namespace koala

@@ -1,6 +1,6 @@
-// The CPU passes compiled for AVX2 and for the baseline target give bitwise the same results
-// (Note [instruction sets], native/cpu/kernels.h). Each runs in a child process, the ISA being
-// chosen once per process; KOALA_OPTIM_ISA=baseline forces the baseline set.
+// The CPU passes compiled for AVX-512, AVX2 and the baseline target give bitwise the same results,
+// at 1 and 2 threads (Note [instruction sets], native/cpu/kernels.h). Each runs in a child
+// process, the ISA being chosen once per process; KOALA_OPTIM_ISA=avx512|avx2|baseline forces one.
 import { execFileSync } from 'node:child_process';
 
 import { nativeStatus } from '../../lib';
@@ -10,13 +10,14 @@ import { nativeStatus } from '../../lib';
 const SCRIPT = `
 const { createHash } = require('node:crypto');
 const addon = require(process.argv[1]);
+const threads = Number(process.argv[2]);
 const hash = createHash('sha256');
 for (const [variant, dtype, lazyPredict] of [[0, 0, false], [0, 1, false], [0, 0, true], [1, 0, false], [1, 1, false], [2, 0, false], [2, 1, false]]) {
   const Arr = dtype === 0 ? Float32Array : Float64Array;
   const sizes = [70001, 3, 16385, 90000];
   const params = sizes.map((n, l) => Arr.from({ length: n }, (_, i) => Math.sin(l * 7 + i)));
   const grads = sizes.map((n) => new Arr(n));
-  const config = { variant, dtype, threads: 2, weightDecay: 5e-4, eps: 1e-9, kappa: Math.fround(0.9), qP: Math.fround(0.01), q: 1, betaR: 0.9,
+  const config = { variant, dtype, threads, weightDecay: 5e-4, eps: 1e-9, kappa: Math.fround(0.9), qP: Math.fround(0.01), q: 1, betaR: 0.9,
     adaptiveR: true, lazyPredict, symmetric: true, p00: Math.fround(0.1), p01: 0, p11: Math.fround(0.1), qX: 0.01, sigma: 0.1, r: 1 };
   const opt = new addon.NativeOptimizer(config, params, grads, new Uint8Array(sizes.length));
   for (let k = 0; k < 30; k++) {
@@ -36,16 +37,40 @@ for (const [variant, dtype, lazyPredict] of [[0, 0, false], [0, 1, false], [0, 0
 console.log(JSON.stringify({ isa: addon.isa, hash: hash.digest('hex') }));
 `;
 
-function run(env: NodeJS.ProcessEnv): { isa: string; hash: string } {
-  const out = execFileSync(process.execPath, ['-e', SCRIPT, nativeStatus().path!], { env: { ...process.env, ...env }, encoding: 'utf8' });
+function run(isa: string | undefined, threads = 2): { isa: string; hash: string } {
+  const env = { ...process.env };
+  delete env.KOALA_OPTIM_ISA;
+  if (isa !== undefined) env.KOALA_OPTIM_ISA = isa;
+  const out = execFileSync(process.execPath, ['-e', SCRIPT, nativeStatus().path!, String(threads)], { env, encoding: 'utf8' });
   return JSON.parse(out) as { isa: string; hash: string };
 }
 
-test('the AVX2 and the baseline passes agree bitwise', () => {
-  const chosen = run({});
-  const baseline = run({ KOALA_OPTIM_ISA: 'baseline' });
+const ISAS = ['avx512', 'avx2', 'baseline'] as const;
+
+test('the AVX-512, AVX2 and baseline passes agree bitwise, at 1 and 2 threads', () => {
+  const baseline = run('baseline', 1);
   expect(baseline.isa).toBe('baseline');
-  if (chosen.isa === 'baseline') console.log('this processor (or build) has no AVX2 passes: both runs used the baseline set');
-  else expect(chosen.isa).toBe('avx2');
-  expect(chosen.hash).toBe(baseline.hash);
+  const ran: string[] = [];
+  for (const isa of ISAS) {
+    for (const threads of [1, 2]) {
+      const r = run(isa, threads);
+      if (r.isa !== isa) {
+        // Asked for a set this processor or build lacks: the fallback says so, and still agrees.
+        expect(r.isa).toMatch(new RegExp(`^(avx512|avx2|baseline) \\(KOALA_OPTIM_ISA=${isa}: not supported`));
+        console.log(`no ${isa} passes here, skipped: ${r.isa}`);
+      } else {
+        ran.push(`${isa} x${threads}`);
+      }
+      expect(r.hash).toBe(baseline.hash);
+    }
+  }
+  console.log(`bitwise equal: ${ran.join(', ')}`);
+});
+
+test('without KOALA_OPTIM_ISA the default set runs; an unknown name falls back to it and says so', () => {
+  const chosen = run(undefined);
+  expect(ISAS).toContain(chosen.isa);
+  const unknown = run('sse9');
+  expect(unknown.isa).toBe(`${chosen.isa} (KOALA_OPTIM_ISA=sse9: unknown, expected avx512, avx2 or baseline)`);
+  expect(unknown.hash).toBe(chosen.hash);
 });

@@ -43,11 +43,12 @@ describe.each(BACKENDS)('%s backend', (backend) => {
     ['m', 'float64'],
   ] as const)('KOALA-%s %s: a gain that could carry a parameter past its dtype range refuses the step', (variant, dtype) => {
     const { params, opt } = model(backend, variant, dtype);
-    // With lossSq 1 (R stays near 1), |k1| |h| ~ lr loss here: past float32's range for the first, float64's for the second.
-    opt.lr = dtype === 'float32' ? 1e38 : 1e300;
+    // With lossSq 1 (R stays near 1), |k1| |h| ~ lr loss / 6 here: past float32's range for the
+    // first, float64's for the second (lr stays inside the option's range, [0, 1e12]).
+    opt.lr = dtype === 'float32' ? 1 : 1e12;
     opt.predict();
     const before = { params: snapshot(params), state: opt.stateDict() };
-    const loss = dtype === 'float32' ? 1e3 : 1e10;
+    const loss = dtype === 'float32' ? 1e40 : 1e300;
     const info = opt.update(loss, 1);
     expect(info).toMatchObject({ applied: false, reason: 'non-finite-step', step: 0, skippedLayers: [], maxGain: 0 });
     expect(bitwiseEqual(params, before.params)).toBe(true);
@@ -61,9 +62,9 @@ describe.each(BACKENDS)('%s backend', (backend) => {
 
   test('onNonFinite: throw names a refused filter step', () => {
     const params = [new Float32Array(4).fill(3e38)];
-    const opt = new KoalaV([{ param: params[0], grad: new Float32Array(4).fill(1) }], { backend, onNonFinite: 'throw', lr: 1e30 });
+    const opt = new KoalaV([{ param: params[0], grad: new Float32Array(4).fill(1) }], { backend, onNonFinite: 'throw' });
     opt.predict();
-    expect(() => opt.update(1)).toThrow(/non finite step/);
+    expect(() => opt.update(1e30, 1)).toThrow(/non finite step/);
     expect(params[0].every((v) => v === Math.fround(3e38))).toBe(true);
   });
 });
@@ -73,10 +74,10 @@ test('native and js agree on every guard, step by step', () => {
     const { params, grads, opt } = model(backend, 'm', 'float32', 1);
     const reasons: (string | null)[] = [];
     for (let k = 0; k < 12; k++) {
-      opt.lr = k === 5 ? 1e40 : 1;
       opt.predict();
       grads[0][k] = k === 3 ? NaN : Math.cos(k);
-      reasons.push(opt.update(k === 8 ? NaN : 0.5 + k / 10).reason);
+      const loss = k === 5 ? 1e40 : k === 8 ? NaN : 0.5 + k / 10;
+      reasons.push(opt.update(loss, k === 5 ? 1 : undefined).reason);
       grads[0][k] = Math.cos(k);
     }
     return { reasons, params: params.map((p) => Array.from(p)), state: opt.stateDict() };
@@ -85,4 +86,30 @@ test('native and js agree on every guard, step by step', () => {
   expect(runs[1].reasons).toEqual(runs[0].reasons);
   expect(runs[1].state.step).toBe(9);
   expect(runs[0].state.step).toBe(9);
+});
+
+describe.each(BACKENDS)('%s backend: predict() tells whether it moved the parameters', (backend) => {
+  const run = (variant: 'm' | 'v', lazyPredict: boolean) => {
+    const params = [Float64Array.from({ length: 9 }, (_, i) => Math.sin(i))];
+    const grads = [Float64Array.from({ length: 9 }, (_, i) => Math.cos(i))];
+    const layers = [{ param: params[0], grad: grads[0] }];
+    const opt = variant === 'm' ? new KoalaM(layers, { backend, lazyPredict }) : new KoalaV(layers, { backend });
+    const moves: boolean[] = [];
+    const predict = () => {
+      const before = params[0].slice();
+      const moved = opt.predict();
+      expect(typeof moved).toBe('boolean'); // host backends know
+      expect(moved).toBe(!before.every((v, i) => v === params[0][i])); // and say what happened
+      moves.push(moved as boolean);
+    };
+    expect(opt.predict()).toBe(variant === 'm'); // the element pass runs (on zero velocities: no value changes)
+    opt.update(0.5); // applied: the velocities are not zero any more
+    predict();
+    expect(opt.update(NaN).applied).toBe(false); // refused: a lazy update did no element pass
+    predict();
+    return moves;
+  };
+  test('KOALA-M: always', () => expect(run('m', false)).toEqual([true, true]));
+  test('KOALA-M lazy: only when the last update was refused', () => expect(run('m', true)).toEqual([false, true]));
+  test('KOALA-V: never', () => expect(run('v', false)).toEqual([false, false]));
 });

@@ -1,12 +1,14 @@
 // The TensorFlow.js adapter: the same parameters as KoalaM driven by hand with the same gradients,
 // its state and config round trips, tfjs-layers' fit, and its errors.
+import { availableParallelism } from 'node:os';
+
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
 import { initBackend, type BackendName } from '../../examples/mnist/backend';
 import { KoalaError, KoalaM, KoalaV, type KoalaMOptions } from '../../lib';
 import { KoalaMOptimizer, KoalaVOptimizer } from '../../lib/tfjs';
-import { bitwiseEqual, rng } from '../helpers';
+import { bitwiseEqual, relNorm, rng } from '../helpers';
 
 let X: tf.Tensor2D;
 let Y: tf.Tensor2D;
@@ -81,9 +83,37 @@ describe.each<BackendName>(['cpu', 'wasm'])('on the %s backend', (backendName) =
     expect(bitwiseEqual(read(m.vars), expected)).toBe(true);
     expect(opt.iterations).toBe(3);
     expect(opt.stats.steps).toBe(3);
+    // KOALA-M writes the parameters back after predict and after update; KOALA-V after update only.
+    expect(opt.stats.writes).toBe(variant === 'KoalaM' ? 6 : 3);
     expect(opt.lastUpdate?.applied).toBe(true);
     opt.dispose();
     m.dispose();
+  });
+
+  test('with lazyPredict and a refused step in the middle, every forward pass runs at the parameters of a standard run', () => {
+    const values = initialValues(13);
+    const refusedAt = 3;
+    const run = (lazyPredict: boolean) => {
+      const m = model(values);
+      const opt = new KoalaMOptimizer({ lazyPredict, weightDecay: 1e-3 });
+      const seen: Float32Array[][] = [];
+      for (let s = 0; s < 7; s++) {
+        const f = () => {
+          seen.push(read(m.vars));
+          return s === refusedAt ? (tf.mul(m.mean(), NaN) as tf.Scalar) : m.mean();
+        };
+        opt.minimize(f, false, m.vars);
+        expect(opt.lastUpdate?.applied).toBe(s !== refusedAt);
+      }
+      opt.dispose();
+      m.dispose();
+      return seen;
+    };
+    const [standard, lazy] = [run(false), run(true)];
+    expect(lazy).toHaveLength(7);
+    standard.forEach((params, s) => expect(relNorm(lazy[s], params)).toBeLessThanOrEqual(1e-6));
+    // The velocities move the parameters at every predict: a stale forward pass would show.
+    expect(relNorm(standard[refusedAt + 1], standard[refusedAt])).toBeGreaterThan(1e-3);
   });
 
   test('a variable assigned elsewhere between steps is read back before the next predict', () => {
@@ -143,6 +173,81 @@ describe('state, config, tfjs-layers and errors (cpu backend)', () => {
     expect(back.getClassName()).toBe('KoalaM');
     const v = KoalaVOptimizer.fromConfig(KoalaVOptimizer, new KoalaVOptimizer({ sigma0: 0.2, q: 0.5 }).getConfig());
     expect(v.getConfig()).toEqual({ sigma0: 0.2, q: 0.5, lr: 1 });
+  });
+
+  test.each(['KoalaM', 'KoalaV'] as const)('a tfjs-layers model saved with its %s optimizer (includeOptimizer) loads and continues training bitwise', async (variant) => {
+    const make = () =>
+      tfl.sequential({ layers: [tfl.layers.dense({ units: 8, activation: 'tanh', inputShape: [4], kernelInitializer: tfl.initializers.glorotUniform({ seed: 3 }) }), tfl.layers.dense({ units: 3, kernelInitializer: tfl.initializers.glorotUniform({ seed: 4 }) })] });
+    const original = make();
+    const opt = variant === 'KoalaM' ? new KoalaMOptimizer({ weightDecay: 1e-3, kappa: 0.8 }) : new KoalaVOptimizer({ weightDecay: 1e-3, q: 0.05 });
+    original.compile({ optimizer: opt, loss: 'meanSquaredError' });
+    const fit = (m: tfl.LayersModel) => m.fit(X, Y, { epochs: 2, batchSize: 4, shuffle: false, verbose: 0 });
+    await fit(original);
+    let saved: tf.io.ModelArtifacts | null = null;
+    await original.save(
+      tf.io.withSaveHandler(async (artifacts) => {
+        saved = artifacts;
+        return { modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts) };
+      }),
+      { includeOptimizer: true },
+    );
+    const loaded = await tfl.loadLayersModel(tf.io.fromMemory(saved!));
+    expect(loaded.optimizer).toBeInstanceOf(variant === 'KoalaM' ? KoalaMOptimizer : KoalaVOptimizer);
+    const restored = loaded.optimizer as KoalaMOptimizer | KoalaVOptimizer;
+    expect(restored.getConfig()).toEqual(opt.getConfig());
+    expect(restored.iterations).toBe(4);
+    await fit(original);
+    await fit(loaded);
+    const weights = (m: tfl.LayersModel) => m.getWeights().map((w) => Float32Array.from(w.dataSync() as Float32Array));
+    expect(bitwiseEqual(weights(loaded), weights(original))).toBe(true);
+    expect(restored.koala?.stateDict().filter).toEqual(opt.koala?.stateDict().filter);
+    expect(restored.iterations).toBe(8);
+    original.dispose();
+    loaded.dispose();
+    opt.dispose();
+    restored.dispose();
+  });
+
+  test('on the cpu backend the parameters are written in place, unless another tensor shares their data', () => {
+    const values = initialValues(17);
+    const m = model(values);
+    const opt = new KoalaMOptimizer({ backend: 'js' });
+    opt.minimize(m.mean, false, m.vars); // the variables share their data with the tensors they were made from: new tensors
+    const ids = m.vars.map((v) => v.dataId);
+    opt.minimize(m.mean, false, m.vars);
+    expect(m.vars.map((v) => v.dataId)).toEqual(ids);
+    const kept = tf.clone(m.vars[0]);
+    const before = Float32Array.from(kept.dataSync() as Float32Array);
+    opt.minimize(m.mean, false, m.vars);
+    expect(bitwiseEqual([kept.dataSync() as Float32Array], [before])).toBe(true);
+    expect(m.vars[0].dataId).not.toBe(ids[0]);
+    expect(m.vars[1].dataId).toBe(ids[1]);
+    expect(bitwiseEqual(read(m.vars), byHand(KoalaM, { backend: 'js' }, values, 3, false))).toBe(true);
+    kept.dispose();
+    opt.dispose();
+    m.dispose();
+  });
+
+  test('threads: one per 262,144 parameters unless the options name them', () => {
+    const layerOf = (n: number) => [{ param: new Float32Array(n), grad: new Float32Array(n) }];
+    const threadsFor = (n: number, options: KoalaMOptions) => {
+      const v = tf.variable(tf.zeros([n]));
+      const opt = new KoalaMOptimizer(options);
+      opt.minimize(() => tf.sum(tf.square(v)) as tf.Scalar, false, [v]);
+      const threads = opt.koala!.threads;
+      opt.dispose();
+      v.dispose();
+      return threads;
+    };
+    const coreThreads = (n: number, threads: number) => {
+      const k = new KoalaM(layerOf(n), { threads });
+      const t = k.threads;
+      k.dispose();
+      return t;
+    };
+    expect(threadsFor(250_000, {})).toBe(1);
+    expect(threadsFor(250_000, { threads: 2 })).toBe(coreThreads(250_000, 2));
+    expect(threadsFor(600_000, {})).toBe(coreThreads(600_000, Math.min(2, availableParallelism())));
   });
 
   test('a tfjs-layers model compiled with KoalaMOptimizer fits', async () => {

@@ -38,6 +38,7 @@ test('quick mode: KOALA-M and Adam learn the digits from the same start; results
   }
   expect(koala.refused).toBe(0);
   expect(koala.adapter?.copyMs).toBeGreaterThan(0);
+  expect(koala.adapter?.writes).toBe(2); // per step: after predict and after update
 
   const dir = mkdtempSync(join(tmpdir(), 'koala-mnist-'));
   try {

@@ -1,6 +1,9 @@
 // Misuse gets a KoalaError with a stable code before anything is modified; bad numbers (NaN, Inf)
 // are data: the step is refused as a whole and reported, or thrown with onNonFinite: 'throw'.
-import { KoalaM, KoalaPP, KoalaV, type FloatArray, type KoalaStateDict } from '../../lib';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { ERROR_CODES, KoalaError, KoalaM, KoalaPP, KoalaV, type FloatArray, type KoalaStateDict } from '../../lib';
 import { bitwiseEqual, errorCode, rng, snapshot } from '../helpers';
 
 type Opt = KoalaM | KoalaV | KoalaPP;
@@ -368,4 +371,124 @@ test("backend: 'native' where the addon does not load", () => {
     if (saved === undefined) delete process.env.KOALA_OPTIM_ADDON;
     else process.env.KOALA_OPTIM_ADDON = saved;
   }
+});
+
+describe.each(BACKENDS)('%s backend: the edges of the API', (backend) => {
+  const layer = () => ({ param: new Float64Array(4).fill(0.5), grad: new Float64Array(4).fill(0.1) });
+
+  test.each(['constructor', 'toString', 'hasOwnProperty', 'valueOf', 'isPrototypeOf', 'propertyIsEnumerable', 'toLocaleString', '__defineGetter__'])(
+    'an option named like an Object.prototype member, %s, is unknown',
+    (key) => {
+      expectCode(() => new KoalaM([layer()], { backend, [key]: 1 } as never), 'ERR_KOALA_INVALID_OPTION');
+      expectCode(() => new KoalaV([layer()], { backend, [key]: 1 } as never), 'ERR_KOALA_INVALID_OPTION');
+    },
+  );
+
+  test('an own __proto__ option (as JSON.parse makes it) is unknown', () => {
+    expectCode(() => new KoalaM([layer()], { ...JSON.parse('{"__proto__": {"lr": 2}}'), backend }), 'ERR_KOALA_INVALID_OPTION');
+  });
+
+  test('every option is read once (a getter cannot pass the check with one value and build with another)', () => {
+    const reads: Record<string, number> = {};
+    const values: Record<string, number[]> = { r: [0.5, -1], lr: [0.5, NaN], sigmaX0: [0.1, 1e300] };
+    const options = {};
+    for (const [key, seq] of Object.entries(values)) {
+      Object.defineProperty(options, key, { enumerable: true, get: () => seq[Math.min((reads[key] = (reads[key] ?? 0) + 1) - 1, seq.length - 1)] });
+    }
+    const opt = new KoalaM([layer()], { ...{ backend }, ...Object.defineProperties({}, Object.getOwnPropertyDescriptors(options)) });
+    expect(reads).toEqual({ r: 1, lr: 1, sigmaX0: 1 });
+    expect(opt.lr).toBe(0.5);
+    opt.predict();
+    expect(opt.update(0.5, 0.3).applied).toBe(true);
+    expect(opt.state.R).toBe(0.5);
+  });
+
+  // Note [option ranges] in lib/options.ts: each of these made a finite step end in NaN or Inf.
+  test.each([
+    ['r', 0, 'R = 0: 0/0 with a zero prior'],
+    ['betaR', 0, 'R = the last lossSq alone, 0 after a zero loss'],
+    ['lr', 1e13, 'beyond the magnitude bound'],
+    ['lr', 1e300, 'carries the parameters to Inf'],
+    ['sigmaX0', 1e300, 'P m P overflows into Inf - Inf'],
+    ['sigmaP0', 1e13, 'beyond the magnitude bound'],
+    ['qX0', 1e300, 'beyond the magnitude bound'],
+    ['qP', Infinity, 'not finite'],
+    ['weightDecay', 1e300, 'beyond the magnitude bound'],
+    ['sigmaC0', 0.5, 'an initial P that is not positive semidefinite (0.5^2 > 0.1 * 0.1)'],
+    ['sigmaC0', -1e-1 * 1.001, 'just beyond sqrt(sigmaX0 sigmaP0)'],
+  ])('KOALA-M option %s = %p is refused (%s)', (key, value) => {
+    expectCode(() => new KoalaM([layer()], { backend, [key]: value }), 'ERR_KOALA_INVALID_OPTION');
+  });
+
+  test.each([
+    ['sigma0', 1e300],
+    ['q', 1e13],
+    ['r', 0],
+    ['betaR', 0],
+  ])('KOALA-V option %s = %p is refused', (key, value) => {
+    expectCode(() => new KoalaV([layer()], { backend, [key]: value }), 'ERR_KOALA_INVALID_OPTION');
+  });
+
+  test('the edges of the ranges are accepted: sigmaC0 at sqrt(sigmaX0 sigmaP0), magnitudes of 1e12, betaR 1', () => {
+    expect(() => new KoalaM([layer()], { backend, sigmaX0: 0.04, sigmaP0: 0.09, sigmaC0: -Math.sqrt(0.04 * 0.09) })).not.toThrow();
+    expect(() => new KoalaM([layer()], { backend, lr: 1e12, sigmaX0: 1e12, sigmaP0: 1e12, qX0: 1e12, qP: 1e12, r: 1e12, betaR: 1 })).not.toThrow();
+  });
+
+  test('zero variances with zero noise are harmless once R > 0: every step applied and finite', () => {
+    for (const [variant, options] of [['m', { sigmaX0: 0, sigmaC0: 0, sigmaP0: 0, qX0: 0, qP: 0 }], ['v', { sigma0: 0, q: 0 }]] as const) {
+      for (const r of [undefined, 1e-12]) {
+        const l = layer();
+        const opt: Opt = variant === 'm' ? new KoalaM([l], { backend, r, ...options }) : new KoalaV([l], { backend, r, ...options });
+        for (let k = 0; k < 5; k++) {
+          opt.predict();
+          expect(opt.update(k === 0 ? 0 : 0.5, k === 0 ? 0 : 0.25).applied).toBe(true);
+          expect(l.param.every(Number.isFinite)).toBe(true);
+        }
+        expect(Object.values(opt.stateDict().filter).every(Number.isFinite)).toBe(true);
+      }
+    }
+  });
+
+  test('lr (get and set) and phase after dispose()', () => {
+    const opt = new KoalaM([layer()], { backend });
+    opt.dispose();
+    expectCode(() => (opt.lr = 0.5), 'ERR_KOALA_DISPOSED');
+    expectCode(() => opt.lr, 'ERR_KOALA_DISPOSED');
+    expectCode(() => opt.phase, 'ERR_KOALA_DISPOSED');
+    expectCode(() => opt.step, 'ERR_KOALA_DISPOSED');
+    expectCode(() => opt.loadStateDict({} as KoalaStateDict), 'ERR_KOALA_DISPOSED');
+  });
+
+  test('update() with no loss says so (not a word of device losses), nothing changed', () => {
+    const { params, grads, opt } = model(backend);
+    opt.predict();
+    const before = take(opt, params, grads);
+    let message = '';
+    try {
+      (opt.update as () => unknown)();
+    } catch (e) {
+      expect((e as KoalaError).code).toBe('ERR_KOALA_INVALID_LOSS');
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/needs the minibatch mean loss/);
+    expect(message).not.toMatch(/device/);
+    expectSame(take(opt, params, grads), before);
+  });
+
+  test('KoalaM.prototype.velocities / paramAverages called on a KoalaV or a plain object: a coded error, no crash', () => {
+    const v = new KoalaV([layer()], { backend });
+    for (const method of [KoalaM.prototype.velocities, KoalaM.prototype.paramAverages]) {
+      expectCode(() => method.call(v), 'ERR_KOALA_INVALID_ARGUMENT');
+      expectCode(() => method.call({} as KoalaM), 'ERR_KOALA_INVALID_ARGUMENT');
+      expectCode(() => method.call(Object.create(KoalaM.prototype)), 'ERR_KOALA_INVALID_ARGUMENT');
+    }
+    v.predict();
+    expect(v.update(0.5, 0.3).applied).toBe(true);
+  });
+});
+
+test("the README's error table lists every code, and no other", () => {
+  const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8');
+  const table = [...readme.matchAll(/^\| `(ERR_KOALA_[A-Z_]+)` \|/gm)].map((m) => m[1]);
+  expect([...table].sort()).toEqual([...ERROR_CODES].sort());
 });
