@@ -162,12 +162,13 @@ describe.each(BACKENDS)('%s backend', (backend) => {
 describe.each(BACKENDS)('%s backend: loadStateDict is a transaction', (backend) => {
   const sizes = [40, 7, 300];
   type Run = { params: FloatArray[]; grads: FloatArray[]; opt: Opt };
-  const make = (variant: 'm' | 'v', dtype: 'float32' | 'float64', extra: object = {}): Run => {
+  const make = (variant: 'm' | 'v' | 'pp', dtype: 'float32' | 'float64', extra: object = {}): Run => {
     const r = rng(3);
     const params = sizes.map((n) => makeArray(dtype, n, () => r() - 0.5));
     const grads = sizes.map((n) => makeArray(dtype, n, () => 0));
     const layers = params.map((param, i) => ({ param, grad: grads[i] }));
-    const opt = variant === 'm' ? new KoalaM(layers, { backend, weightDecay: 1e-3, ...extra }) : new KoalaV(layers, { backend, weightDecay: 1e-3, ...extra });
+    const opts = { backend, weightDecay: 1e-3, ...extra };
+    const opt = variant === 'm' ? new KoalaM(layers, opts) : variant === 'v' ? new KoalaV(layers, opts) : new KoalaPP(layers, opts);
     return { params, grads, opt };
   };
   const same = (a: Run, sd: KoalaStateDict, params: FloatArray[]) => {
@@ -180,7 +181,7 @@ describe.each(BACKENDS)('%s backend: loadStateDict is a transaction', (backend) 
     expect(bitwiseEqual(a.params, params)).toBe(true);
   };
 
-  describe.each(['m', 'v'] as const)('KOALA-%s', (variant) => {
+  describe.each(['m', 'v', 'pp'] as const)('KOALA-%s', (variant) => {
     test.each(['float32', 'float64'] as const)('%s: a state dict through JSON resumes bitwise, parameters saved beside it', (dtype) => {
       for (const lazyPredict of variant === 'm' ? [false, true] : [false]) {
         const a = make(variant, dtype, variant === 'm' ? { lazyPredict } : {});
@@ -197,6 +198,8 @@ describe.each(BACKENDS)('%s backend: loadStateDict is a transaction', (backend) 
         // Plain number arrays load as well as the index-keyed objects JSON makes of typed arrays.
         const plain = { ...a.opt.stateDict() } as unknown as Record<string, unknown>;
         for (const key of ['velocities', 'averages']) plain[key] = (plain[key] as FloatArray[]).map((x) => Array.from(x));
+        const pp = plain.plusPlus as KoalaStateDict['plusPlus'];
+        if (pp) plain.plusPlus = { ...pp, products: pp.products.map((x) => Array.from(x)), directions: pp.directions.map((x) => Array.from(x)) };
         b.opt.loadStateDict(plain as unknown as KoalaStateDict);
         same(b, a.opt.stateDict(), a.params);
       }
