@@ -30,7 +30,7 @@ namespace koala {
 // bytes per float32 parameter (16 + 28), fewer than the 56 of a separate v-and-S pass and an x
 // pass, and it keeps the contract that a refused step changes nothing: S', the step size and the
 // bounds are all known before the first write. The price is rounding: S' and the carried v' . H
-// are the algebraic form, not a dot over the stored v' (the golden runs agree to 1e-16 relative in
+// are the algebraic form, not a dot over the stored v' (the golden runs agree to 5e-16 relative in
 // float64). H is rounded to the dtype where it is formed, as the reference's float32 tensors are,
 // so the carried |H|^2 is exactly the next step's Hp . Hp. On a layer's first update Hp = H and
 // v = sigma H (rounded to the dtype), so xx = a = |H|^2 and y = b = sigma |H|^2 without any dot.
