@@ -4,7 +4,11 @@
  * kept out of the production koala_optim.node. The library never loads it; the benchmark and the
  * tests do.
  */
+import { resolve } from 'node:path';
+
 import { addonPaths, loadAddon, REBUILD_HINT, type LoadedAddon } from '../lib/native';
+import type { BackendConfig } from '../lib/options';
+import type { BackendStep, FilterSnapshot } from '../lib/protocol';
 
 export interface DevAddon {
   /** The chunk plan (native/core/plan.h) of a layer list, split into `parts` ranges: for its tests. */
@@ -15,6 +19,31 @@ export interface DevAddon {
     firstChunk: Float64Array;
     bounds: Float64Array;
   };
+  /**
+   * The CUDA optimizer's launch sequence (Note [launch errors], native/cuda/launch.h) over a scripted
+   * error state: errors[0] is left by an earlier call, errors[1 + i] is launch i's.
+   */
+  launchSequence(errors: number[], launches: number, broken: boolean): { enqueued: number; error: string; broken: boolean };
+  /**
+   * The CUDA binding's device-scalar check (Note [device scalar check]): each call is
+   * [slot, address, elemBytes, what the device query would answer ('' when good)]; returns
+   * [the check's answer, whether it queried the device] per call.
+   */
+  scalarCheck(calls: [number, number, number, string][]): [string, boolean][];
+  /**
+   * The step sequence (native/core/step.h) over given layer sums ([hh, xx, gg] per layer): lanes 0
+   * is the CPU's fold in layer order, lanes n (a power of two) the CUDA kernel's order (a fold per
+   * lane, then a pairwise tree).
+   */
+  decideStep(
+    config: BackendConfig,
+    snapshot: FilterSnapshot,
+    sums: Float64Array,
+    loss: number,
+    lossSq: number,
+    lr: number,
+    lanes: number,
+  ): BackendStep & { snapshot: FilterSnapshot; skipMask: Uint8Array };
   /** Elements per chunk of the plan, as in the production addon. */
   chunkElems: number;
   /** The instruction set the kernels run on (Note [instruction sets]). */
@@ -34,9 +63,10 @@ export interface DevAddon {
 
 let loaded: LoadedAddon<DevAddon> | null = null;
 
-/** The development addon's file (path), or why it does not load (reason). */
+/** KOALA_OPTIM_DEV_ADDON=path picks the file (the GPU check carries one), else the places addonPaths() names. */
 export function devAddonStatus(): LoadedAddon<DevAddon> {
-  const paths = addonPaths('koala_optim_dev');
+  const explicit = process.env.KOALA_OPTIM_DEV_ADDON;
+  const paths = explicit ? [resolve(explicit)] : addonPaths('koala_optim_dev');
   loaded ??= loadAddon<DevAddon>(paths, `no development addon at ${paths.join(' or ')} (${REBUILD_HINT})`);
   return loaded;
 }

@@ -39,8 +39,8 @@ interface CudaModule {
   probe(): { devices: number; error: string };
   malloc(bytes: number, deviceId: number): bigint;
   free(ptr: bigint, deviceId: number): void;
-  copyToDevice(ptr: bigint, data: FloatArray, deviceId: number): void;
-  copyToHost(out: FloatArray, ptr: bigint, deviceId: number): void;
+  copyToDevice(ptr: bigint, data: FloatArray, deviceId: number, stream?: bigint): void;
+  copyToHost(out: FloatArray, ptr: bigint, deviceId: number, stream?: bigint): void;
   synchronize(deviceId: number): void;
 }
 
@@ -138,6 +138,10 @@ export class CudaBackend implements Backend {
   }
 }
 
+function checkStream(stream: unknown): void {
+  if (typeof stream !== 'bigint' || stream < 0n) fail('ERR_KOALA_INVALID_ARGUMENT', 'a stream is a cudaStream_t as a BigInt (0n: the legacy default stream)');
+}
+
 function elementBytes(dtype: DType): number {
   return dtype === 'float32' ? 4 : 8;
 }
@@ -166,20 +170,27 @@ export const cuda = {
     call(() => usable().free(d.ptr, d.deviceId));
   },
 
-  /** Copies a host array of the tensor's dtype and length into it (synchronous). */
-  upload(t: DeviceTensor, data: FloatArray): void {
+  /**
+   * Copies a host array of the tensor's dtype and length into it, and waits for the copy. The copy
+   * runs on `stream` (a cudaStream_t as a BigInt; default 0n, the legacy default stream), after the
+   * work queued there: pass the optimizer's stream when it is a non-blocking one, which the legacy
+   * default stream does not wait for.
+   */
+  upload(t: DeviceTensor, data: FloatArray, stream: bigint = 0n): void {
     const d = checkDeviceDescriptor(t, 'tensor', true);
     if (dtypeOf(data) !== d.dtype || data.length !== d.length) {
       fail('ERR_KOALA_INVALID_ARGUMENT', `upload: the host array must be ${d.dtype} of length ${d.length}`);
     }
-    call(() => usable().copyToDevice(d.ptr, data, d.deviceId));
+    checkStream(stream);
+    call(() => usable().copyToDevice(d.ptr, data, d.deviceId, stream));
   },
 
-  /** Copies the tensor into a new host array (synchronous). */
-  download(t: DeviceTensor): FloatArray {
+  /** Copies the tensor into a new host array, on `stream` after its queued work (as upload()), and waits for the copy. */
+  download(t: DeviceTensor, stream: bigint = 0n): FloatArray {
     const d = checkDeviceDescriptor(t, 'tensor', true);
+    checkStream(stream);
     const out = d.dtype === 'float32' ? new Float32Array(d.length) : new Float64Array(d.length);
-    call(() => usable().copyToHost(out, d.ptr, d.deviceId));
+    call(() => usable().copyToHost(out, d.ptr, d.deviceId, stream));
     return out;
   },
 

@@ -5,7 +5,7 @@ export type { CudaStatus } from './cuda';
 export { ERROR_CODES, KoalaError } from './errors';
 export type { KoalaErrorCode } from './errors';
 export type { DeviceScalar, DeviceTensor, DType, FloatArray, Layer } from './layers';
-export type { BackendChoice, KoalaMOptions, KoalaPPOptions, KoalaVOptions, NonFinitePolicy } from './options';
+export type { BackendChoice, KoalaMOptions, KoalaPPOptions, KoalaVOptions, NonFinitePolicy, StateNoise, TargetLoss, VanillaDirection } from './options';
 export { nativeStatus } from './native';
 export type { NativeStatus } from './native';
 export type { FilterSnapshot, PredictMoved } from './protocol';

@@ -4,6 +4,7 @@ import { fail, KoalaError, nativeCall } from './errors';
 import {
   checkAttached,
   checkDeviceDescriptor,
+  checkHostOverlap,
   isDeviceDescriptor,
   validateLayers,
   type DeviceScalar,
@@ -102,6 +103,14 @@ let warnedFallback = false;
 /** Which implementation runs the steps: the CPU addon, the js reference, or the CUDA addon. */
 export type BackendName = 'native' | 'js' | 'cuda';
 
+// Note [checks in one place]
+// Each check runs once, where its facts are: the options and the layer descriptors in the facade
+// (lib/options.ts, lib/layers.ts); aliasing where addresses are known, in the native and CUDA
+// bindings (native/core/overlap.h), and in the js backend's own terms (buffers and offsets,
+// checkHostOverlap) for the js backend only; the non-finite guards in the step sequence of each
+// backend (Note [step sequence], native/core/step.h). The detachment check is the facade's
+// (ready(), for every call); the native binding re-reads the data pointers on every call for its
+// own memory safety, and refuses a detached array there too, as it must when called directly.
 function createBackend(
   choice: BackendChoice,
   config: BackendConfig,
@@ -123,6 +132,7 @@ function createBackend(
       process.emitWarning(`koala-optim: native addon unavailable, using the js backend (${nativeStatus().reason})`);
     }
   }
+  checkHostOverlap(table);
   const Reference = config.variant === VARIANT.plusPlus ? ReferencePPBackend : ReferenceBackend;
   return [new Reference(config, table.params, table.grads, skipMask), 'js'];
 }

@@ -153,8 +153,6 @@ export function validateLayers(layers: unknown): LayerTable {
     table.lengths.push(p.length);
     table.total += p.length;
   });
-  if (table.memory === 'host') checkHostOverlap(table);
-  else checkDeviceOverlap(table);
   return table;
 }
 
@@ -179,7 +177,12 @@ function failOnOverlap(spans: Span[]): void {
   }
 }
 
-function checkHostOverlap(table: HostLayerTable): void {
+/**
+ * The js backend's aliasing check: spans that share bytes within one buffer. The native and CUDA
+ * bindings check addresses instead (native/core/overlap.h), which also sees two buffer objects
+ * over one memory (Note [checks in one place], koala.ts).
+ */
+export function checkHostOverlap(table: HostLayerTable): void {
   const byBuffer = new Map<ArrayBufferLike, Span[]>();
   table.params.forEach((p, i) => {
     for (const [a, what] of [[p, 'param'], [table.grads[i], 'grad']] as const) {
@@ -189,20 +192,6 @@ function checkHostOverlap(table: HostLayerTable): void {
     }
   });
   for (const spans of byBuffer.values()) failOnOverlap(spans);
-}
-
-function checkDeviceOverlap(table: DeviceLayerTable): void {
-  const bytes = BigInt(table.dtype === 'float32' ? 4 : 8);
-  failOnOverlap(
-    table.params.flatMap((p, i) => {
-      const n = BigInt(table.lengths[i]) * bytes;
-      const g = table.grads[i];
-      return [
-        { begin: p, end: p + n, what: 'param' as const, layer: i },
-        { begin: g, end: g + n, what: 'grad' as const, layer: i },
-      ];
-    }),
-  );
 }
 
 /** Per call: a detached (or shrunk) host buffer shows as a length other than the registered one. */

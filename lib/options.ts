@@ -1,11 +1,24 @@
 import { availableParallelism } from 'node:os';
 
 import { fail } from './errors';
+import type { DTypeCode, FilterState, Variant } from './protocol';
 
 /** Which implementation runs the step. 'auto': the native addon, else the js one with a warning. */
 export type BackendChoice = 'auto' | 'native' | 'js';
 /** What update() does when the loss, the gradients or the parameters hold NaN or Inf. */
 export type NonFinitePolicy = 'skip' | 'throw';
+/**
+ * The target loss of a step (paper, Theorem 1): 'relative' (1 - lr) L, the official code, moves by
+ * lr L_l P / S along h; 'absolute' L - lr moves by lr P / S, whatever the loss.
+ */
+export type TargetLoss = 'relative' | 'absolute';
+/**
+ * KOALA-M's adaptive state noise q_x: 'official' 0.9 q_x + 0.1 sqrt(sum |x - a|^2) / n (the
+ * official code); 'paper' |x - a|^2 / n (eq. 23-24), no square root and no second average.
+ */
+export type StateNoise = 'official' | 'paper';
+/** KOALA-V's step direction: 'gradient' the raw g (the official code), 'regularized' g + wd x. */
+export type VanillaDirection = 'gradient' | 'regularized';
 
 interface CommonOptions {
   /** Learning rate, the multiplier of the target loss (reference `lr`). Default 1. */
@@ -28,6 +41,8 @@ interface CommonOptions {
   stream?: bigint;
   /** Default 'skip': the step is skipped as a whole and reported in the returned info. */
   onNonFinite?: NonFinitePolicy;
+  /** The target loss: 'relative' (1 - lr) L (default, the official code) or 'absolute' L - lr (paper eq. 27). */
+  target?: TargetLoss;
 }
 
 export interface KoalaMOptions extends CommonOptions {
@@ -49,6 +64,8 @@ export interface KoalaMOptions extends CommonOptions {
    * predicted ones (evaluate after predict(), or not in that gap). Default false.
    */
   lazyPredict?: boolean;
+  /** q_x: 'official' (default) or 'paper' |x - x_avg|^2 / n (eq. 23-24). */
+  stateNoise?: StateNoise;
 }
 
 export interface KoalaVOptions extends CommonOptions {
@@ -56,6 +73,8 @@ export interface KoalaVOptions extends CommonOptions {
   sigma0?: number;
   /** Fixed state noise (reference `q`). Default 1. */
   q?: number;
+  /** Step along the raw gradient ('gradient', default, the official code) or along g + wd x ('regularized'). */
+  direction?: VanillaDirection;
 }
 
 /**
@@ -71,10 +90,10 @@ export interface KoalaPPOptions extends CommonOptions {
   symmetric?: boolean;
 }
 
-/** The plain configuration handed to a backend (native or js); all numbers already checked. */
-export interface BackendConfig {
-  variant: 0 | 1 | 2; // 0 KOALA-M, 1 KOALA-V, 2 KOALA++
-  dtype: 0 | 1; // 0 float32, 1 float64
+/** The plain configuration handed to a backend (native or js), with the initial filter; all numbers already checked. */
+export interface BackendConfig extends FilterState {
+  variant: Variant;
+  dtype: DTypeCode;
   threads: number;
   weightDecay: number;
   eps: number;
@@ -84,14 +103,13 @@ export interface BackendConfig {
   betaR: number;
   adaptiveR: boolean;
   lazyPredict: boolean;
-  /** KOALA++ only (false otherwise). */
-  symmetric: boolean;
-  p00: number;
-  p01: number;
-  p11: number;
-  qX: number;
-  sigma: number;
-  r: number;
+  // The paper's variants (Note [paper variants], native/include/koala/filter.h); absent or false:
+  // the official code (normalizeOptions always sets them).
+  absoluteTarget?: boolean;
+  paperStateNoise?: boolean;
+  vanillaAlongH?: boolean;
+  /** KOALA++: the symmetric least-squares estimate (normalizeOptions sets it; false for the others). */
+  symmetric?: boolean;
 }
 
 export interface Normalized {
@@ -125,7 +143,7 @@ export interface Normalized {
 export const MAX_MAGNITUDE = 1e12;
 const PSD_SLACK = 1e-6;
 
-type Range = 'finite' | 'nonNegative' | 'positive' | 'unit' | 'unitPositive';
+export type Range = 'finite' | 'nonNegative' | 'positive' | 'unit' | 'unitPositive';
 
 const COMMON: Record<string, [Range, number]> = {
   lr: ['nonNegative', 1],
@@ -144,9 +162,9 @@ const MOMENTUM: Record<string, [Range, number]> = {
 };
 const VANILLA: Record<string, [Range, number]> = { ...COMMON, sigma0: ['nonNegative', 0.1], q: ['nonNegative', 1] };
 const PLUS_PLUS: Record<string, [Range, number]> = { ...COMMON, sigma0: ['nonNegative', 1], q: ['nonNegative', 1] };
-/** The boolean options, per variant. */
-const FLAGS: Record<0 | 1 | 2, string[]> = { 0: ['lazyPredict'], 1: [], 2: ['symmetric'] };
 const NON_NUMERIC = ['r', 'threads', 'backend', 'onNonFinite', 'stream'];
+/** Options of some variants only (KOALA++ has none of the paper variants of KOALA-M and KOALA-V). */
+const VARIANT_ONLY: Record<0 | 1 | 2, string[]> = { 0: ['lazyPredict', 'stateNoise', 'target'], 1: ['direction', 'target'], 2: ['symmetric'] };
 
 /** The reference's option names, to point a user porting from it at ours. */
 const REFERENCE_NAMES: Record<string, string> = {
@@ -162,17 +180,18 @@ const REFERENCE_NAMES: Record<string, string> = {
   is_symmetric: 'symmetric',
 };
 
-const WANT: Record<Range, string> = {
-  finite: `a number in [-${MAX_MAGNITUDE}, ${MAX_MAGNITUDE}]`,
-  nonNegative: `a number in [0, ${MAX_MAGNITUDE}]`,
-  positive: `a number in (0, ${MAX_MAGNITUDE}]`,
+const MAX = MAX_MAGNITUDE.toExponential().replace('+', ''); // '1e12'
+export const WANT: Record<Range, string> = {
+  finite: `a number in [-${MAX}, ${MAX}]`,
+  nonNegative: `a number in [0, ${MAX}]`,
+  positive: `a number in (0, ${MAX}]`,
   unit: 'a number in [0, 1]',
   unitPositive: 'a number in (0, 1]',
 };
 
-/** Checks a numeric option (Note [option ranges]). */
-export function checkNumber(name: string, value: unknown, range: Range): number {
-  const ok =
+/** Whether `value` is a number in `range` (Note [option ranges]). */
+export function inRange(value: unknown, range: Range): value is number {
+  return (
     typeof value === 'number' &&
     Number.isFinite(value) &&
     Math.abs(value) <= MAX_MAGNITUDE &&
@@ -180,9 +199,23 @@ export function checkNumber(name: string, value: unknown, range: Range): number 
       (range === 'nonNegative' && value >= 0) ||
       (range === 'positive' && value > 0) ||
       (range === 'unit' && value >= 0 && value <= 1) ||
-      (range === 'unitPositive' && value > 0 && value <= 1));
-  if (!ok) fail('ERR_KOALA_INVALID_OPTION', `option ${name} must be ${WANT[range]}, got ${String(value)}`);
-  return value as number;
+      (range === 'unitPositive' && value > 0 && value <= 1))
+  );
+}
+
+/** Checks a numeric option. */
+export function checkNumber(name: string, value: unknown, range: Range): number {
+  if (!inRange(value, range)) fail('ERR_KOALA_INVALID_OPTION', `option ${name} must be ${WANT[range]}, got ${String(value)}`);
+  return value;
+}
+
+/** given[name], one of `allowed` (the first when absent). */
+function choice<T extends string>(given: Record<string, unknown>, name: string, allowed: readonly T[]): T {
+  const value = given[name] ?? allowed[0];
+  if (!allowed.includes(value as T)) {
+    fail('ERR_KOALA_INVALID_OPTION', `option ${name} must be ${allowed.map((a) => `'${a}'`).join(' or ')}, got ${String(value)}`);
+  }
+  return value as T;
 }
 
 export function normalizeOptions(variant: 0 | 1 | 2, options: unknown): Normalized {
@@ -195,9 +228,9 @@ export function normalizeOptions(variant: 0 | 1 | 2, options: unknown): Normaliz
   // `__proto__` are in every object's prototype chain, and must be unknown options like any other.
   const given: Record<string, unknown> = Object.create(null);
   for (const key of Object.keys(options)) {
-    if (!Object.hasOwn(table, key) && !NON_NUMERIC.includes(key) && !FLAGS[variant].includes(key)) {
+    if (!Object.hasOwn(table, key) && !NON_NUMERIC.includes(key) && !VARIANT_ONLY[variant].includes(key)) {
       const ours = Object.hasOwn(REFERENCE_NAMES, key) ? REFERENCE_NAMES[key] : undefined;
-      const hint = ours && (Object.hasOwn(table, ours) || FLAGS[variant].includes(ours)) ? ` (the reference's \`${key}\` is \`${ours}\` here)` : '';
+      const hint = ours && (Object.hasOwn(table, ours) || VARIANT_ONLY[variant].includes(ours)) ? ` (the reference's \`${key}\` is \`${ours}\` here)` : '';
       fail('ERR_KOALA_INVALID_OPTION', `unknown option ${key}${hint}`);
     }
     given[key] = (options as Record<string, unknown>)[key];
@@ -236,6 +269,10 @@ export function normalizeOptions(variant: 0 | 1 | 2, options: unknown): Normaliz
   if (p01 * p01 > p00 * p11 * (1 + PSD_SLACK)) {
     fail('ERR_KOALA_INVALID_OPTION', `options sigmaX0, sigmaC0, sigmaP0 must make the initial P positive semidefinite (sigmaC0^2 <= sigmaX0 sigmaP0), got ${p00}, ${p01}, ${p11}`);
   }
+  // Only the key of the variant is accepted (the other was refused above as unknown).
+  const target = choice<TargetLoss>(given, 'target', ['relative', 'absolute']);
+  const stateNoise = choice<StateNoise>(given, 'stateNoise', ['official', 'paper']);
+  const direction = choice<VanillaDirection>(given, 'direction', ['gradient', 'regularized']);
   return {
     lr: num('lr'),
     stream,
@@ -249,6 +286,9 @@ export function normalizeOptions(variant: 0 | 1 | 2, options: unknown): Normaliz
       betaR: num('betaR'),
       adaptiveR: r === null,
       lazyPredict,
+      absoluteTarget: target === 'absolute',
+      paperStateNoise: stateNoise === 'paper',
+      vanillaAlongH: direction === 'regularized',
       symmetric,
       r: r ?? 1,
       // The reference's F, Q and initial P are float32 tensors (Note [reference float32 rounding]

@@ -39,19 +39,25 @@ export const PP_LAYER_SCALARS = 4;
 export const NO_PENDING_PREDICT = -1;
 
 /**
- * Everything scalar that a backend carries between steps. P is symmetric (p01 = P[0][1] = P[1][0]);
- * KOALA-V uses sigma instead of P and qX; KOALA++ keeps its constant initial scale in sigma and uses
- * only sigma and r (its other state is per layer). pending is the sum |a - x|^2 of a predict whose
- * element-wise part the last update already did (lazy predict), or NO_PENDING_PREDICT; steps counts
- * the applied updates (an integer).
+ * The scalar filter. P is symmetric (p01 = P[0][1] = P[1][0]); KOALA-V uses sigma instead of P and
+ * qX; KOALA++ keeps its constant initial scale in sigma and uses only sigma and r (its other state
+ * is per layer).
  */
-export interface FilterSnapshot {
+export interface FilterState {
   p00: number;
   p01: number;
   p11: number;
   qX: number;
   sigma: number;
   r: number;
+}
+
+/**
+ * Everything scalar that a backend carries between steps: the filter; pending, the sum |a - x|^2 of
+ * a predict whose element-wise part the last update already did (lazy predict), or
+ * NO_PENDING_PREDICT; steps, the applied updates (an integer).
+ */
+export interface FilterSnapshot extends FilterState {
   pending: number;
   steps: number;
 }

@@ -1,7 +1,7 @@
 /**
  * The pure-TypeScript backend: the readable specification of KOALA as the official code runs it
  * (shared/docs/ALGORITHM.md), and the fallback where the native addon cannot load. Arithmetic is
- * in double; a Float32Array store rounds once, as the native backend does (Note [opmath], README).
+ * in double; a Float32Array store rounds once, as the native backend does (Note [opmath], native/include/koala/math.h).
  */
 import type { Backend } from './backend';
 import type { FloatArray } from './layers';
@@ -55,8 +55,12 @@ export class ReferenceBackend implements Backend {
     this.pending = NO_PENDING_PREDICT;
     const moves = sumSq === NO_PENDING_PREDICT;
     if (moves) sumSq = this.params.reduce((s, _, l) => s + this.predictLayer(l), 0);
-    const d = Math.sqrt(sumSq) / this.total;
-    this.qX = QX_DECAY * this.qX + (1 - QX_DECAY) * d;
+    if (c.paperStateNoise) {
+      this.qX = sumSq / this.total; // the paper's eq. 24 (Note [paper variants], filter.h)
+    } else {
+      const d = Math.sqrt(sumSq) / this.total;
+      this.qX = QX_DECAY * this.qX + (1 - QX_DECAY) * d;
+    }
     // P <- F P F^T + diag(qX, qP), F = [[1, 1], [0, kappa]].
     const fp00 = this.p00 + this.p01;
     const fp01 = this.p01 + this.p11;
@@ -94,6 +98,9 @@ export class ReferenceBackend implements Backend {
   private step(loss: number, lossSq: number, lr: number): BackendStep {
     const c = this.cfg;
     const momentum = c.variant === VARIANT.momentum;
+    // The decay inside the step's direction h = g + wd x: 0 where KOALA-V steps along the raw g (the official code).
+    const alongG = !momentum && !c.vanillaAlongH;
+    const directionDecay = alongG ? 0 : c.weightDecay;
     const refused = (status: BackendStep['status']): BackendStep => ({ status, skipped: 0, maxGain: 0 });
     if (!Number.isFinite(loss) || !Number.isFinite(lossSq)) return refused(STEP_STATUS.nonFiniteLoss);
     const sums = this.params.map((x, l) => {
@@ -123,9 +130,10 @@ export class ReferenceBackend implements Backend {
       if (Math.sqrt(gg) < c.eps) return null;
       const lossL = loss + 0.5 * c.weightDecay * xx;
       const innov = hh * prior + r;
-      const k = { k1: (lr * lossL * prior) / innov, k2: momentum ? (lr * lossL * this.p01) / innov : 0, m: hh / innov };
-      // No gain may carry a parameter past its dtype's range: |x| + |k1| |h| (|k1| |g| for KOALA-V), by norms.
-      const reach = Math.sqrt(xx) + Math.abs(k.k1) * Math.sqrt(momentum ? hh : gg);
+      const gap = c.absoluteTarget ? lr : lr * lossL; // L_l - target: absolute L - lr, relative (1 - lr) L_l
+      const k = { k1: (gap * prior) / innov, k2: momentum ? (gap * this.p01) / innov : 0, m: hh / innov };
+      // No gain may carry a parameter past its dtype's range: |x| + |k1| |h| (|k1| |g| along g), by norms.
+      const reach = Math.sqrt(xx) + Math.abs(k.k1) * Math.sqrt(alongG ? gg : hh);
       safe &&= Number.isFinite(k.k1) && Number.isFinite(k.k2) && Number.isFinite(k.m) && reach <= largest;
       if (!any || k.m > maxGain) maxGain = k.m;
       any = true;
@@ -161,7 +169,7 @@ export class ReferenceBackend implements Backend {
             a[i] = AVERAGE_DECAY * a[i] + (1 - AVERAGE_DECAY) * x[i];
           }
         } else {
-          for (let i = 0; i < x.length; i++) x[i] = x[i] - k.k1 * g[i]; // the raw g, as the reference
+          for (let i = 0; i < x.length; i++) x[i] = x[i] - k.k1 * (g[i] + directionDecay * x[i]); // directionDecay 0: the raw g
         }
       }
       if (lazy) pending += this.predictLayer(l);

@@ -3,9 +3,9 @@
  * a snapshot that holds nothing of the caller's (every field read once, every value copied), and
  * validates all of it before the optimizer writes anything (Note [state as a transaction]).
  */
-import { fail } from './errors';
+import { fail, KoalaError } from './errors';
 import { dtypeOf, type DType, type FloatArray } from './layers';
-import { MAX_MAGNITUDE } from './options';
+import { inRange, WANT } from './options';
 import type { Phase } from './koala';
 import { NO_PENDING_PREDICT, VARIANT, type FilterSnapshot, type Variant } from './protocol';
 
@@ -126,13 +126,14 @@ export function toStateDict(
  * 1.1e-5, so no tolerance relative to P itself accepts it. What the state does hold is qX, and the
  * next predict adds at least 0.9 qX to P00 (q_x <- 0.9 q_x + 0.1 d, d >= 0): the check is on
  * P + diag(0.9 qX, 0), the part of the next prediction that the state decides. That matrix plus
- * delta I must be positive semidefinite, delta = STATE_REL_TOL * its largest entry + STATE_ABS_TOL.
- * Over 120,000 states of long random runs (test/unit/state.test.ts generates them: variances from
- * 1e-6 to 1e3, R down to 1e-12, losses from 1e-8 to 10, both backends) its most negative
- * eigenvalue was 3.6e-8 of its scale (the float32 rounding of m), KOALA-V's sigma never below
- * -7.1e-15 (a few ulp of the sigma before the update), so STATE_REL_TOL = 1e-6 and STATE_ABS_TOL =
- * 1e-12 leave a wide margin, and still refuse any P whose |P01| exceeds sqrt(P00 P11) by more than
- * rounding, and any variance below zero by more than that.
+ * delta I must be positive semidefinite, delta = STATE_REL_TOL * its largest entry + STATE_ABS_TOL;
+ * KOALA-V's sigma must be >= -STATE_ABS_TOL. Over 120,000 states of long random runs
+ * (test/unit/state.test.ts generates them, with KOALA_STATE_RUNS=400: variances from 1e-6 to 1e3,
+ * R down to 1e-12, losses from 1e-8 to 10, both backends) the most negative eigenvalue was 3.6e-8
+ * of the scale (the float32 rounding of m), and sigma never below -7.1e-15 (a few ulp of the sigma
+ * before the update): STATE_REL_TOL = 1e-6 and STATE_ABS_TOL = 1e-12 leave a wide margin, and still
+ * refuse any P whose |P01| exceeds sqrt(P00 P11) by more than rounding, and any variance below zero
+ * by more than that.
  */
 export const STATE_REL_TOL = 1e-6;
 /**
@@ -145,9 +146,22 @@ export const STATE_ABS_TOL = 1e-12;
 
 const typedLength = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Float32Array.prototype), 'length')!.get!;
 
-/** Parses and validates a state dict for `target`; every failure is ERR_KOALA_INVALID_STATE. */
+const bad = (why: string): never => fail('ERR_KOALA_INVALID_STATE', `loadStateDict: ${why}`);
+
+/**
+ * Parses and validates a state dict for `target`; every failure is ERR_KOALA_INVALID_STATE, also
+ * a getter or Proxy of the caller's that throws while it is read (nothing is written yet then).
+ */
 export function parseStateDict(sd: unknown, target: StateTarget): ParsedState {
-  const bad = (why: string): never => fail('ERR_KOALA_INVALID_STATE', `loadStateDict: ${why}`);
+  try {
+    return parse(sd, target);
+  } catch (e) {
+    if (e instanceof KoalaError) throw e;
+    return bad(`reading it threw ${e instanceof Error ? `${e.name}: ${e.message}` : 'a value that is not an Error'}`);
+  }
+}
+
+function parse(sd: unknown, target: StateTarget): ParsedState {
   if (typeof sd !== 'object' || sd === null) bad('not a koala-optim state dict');
   const o = sd as Record<string, unknown>;
   // Each field read once, here (Note [state as a transaction]).
@@ -162,16 +176,16 @@ export function parseStateDict(sd: unknown, target: StateTarget): ParsedState {
   if (optimizer !== OPTIMIZER_NAMES[target.variant]) bad(`it holds a ${String(optimizer)} state`);
   if (dtype !== target.dtype) bad(`its dtype is ${String(dtype)}, this optimizer's is ${target.dtype}`);
   const lengths = target.lengths;
-  const layerList = plainArray(layers, lengths.length, 'layers', bad);
+  const layerList = plainArray(layers, lengths.length, 'layers');
   layerList.forEach((l, i) => {
     const length = typeof l === 'object' && l !== null ? (l as { length?: unknown }).length : undefined;
     if (length !== lengths[i]) bad(`its layer sizes differ from this optimizer's (layer ${i}: ${String(length)}, here ${lengths[i]})`);
   });
   if (typeof step !== 'number' || !Number.isSafeInteger(step) || step < 0) bad('step must be a non-negative integer');
   if (phase !== 'predicted' && phase !== 'updated') bad('phase must be "predicted" or "updated"');
-  if (typeof lr !== 'number' || !Number.isFinite(lr) || lr < 0 || lr > MAX_MAGNITUDE) bad(`lr must be a finite number in [0, ${MAX_MAGNITUDE}]`);
-  const values = plainArray(filter, 6, 'filter', bad);
-  if (!values.every((v) => typeof v === 'number' && Math.abs(v) <= STATE_MAX)) bad(`filter must hold 6 finite numbers, none beyond ${STATE_MAX} in size`);
+  if (!inRange(lr, 'nonNegative')) bad(`lr must be ${WANT.nonNegative}, as the option`);
+  const values = plainArray(filter, 6, 'filter');
+  if (!values.every((v) => typeof v === 'number' && Math.abs(v) <= STATE_MAX)) bad(`filter must hold 6 finite numbers, none beyond ${STATE_MAX.toExponential()} in size`);
   const [p00, p01, p11, qX, sigma, r] = values as number[];
   if (!(r > 0)) bad(`R (filter[5]) must be > 0, got ${r}`);
   if (!(qX >= 0)) bad(`qX (filter[3]) must be >= 0, got ${qX}`);
@@ -185,7 +199,7 @@ export function parseStateDict(sd: unknown, target: StateTarget): ParsedState {
     }
   } else {
     if (p00 !== 0 || p01 !== 0 || p11 !== 0 || qX !== 0) bad(`P and qX (filter[0..3]) are KOALA-M's and must be 0 in a ${String(optimizer)} state`);
-    if (!(sigma >= -(STATE_REL_TOL * Math.abs(sigma) + STATE_ABS_TOL))) bad(`sigma (filter[4]) must be >= 0, got ${sigma}`);
+    if (!(sigma >= -STATE_ABS_TOL)) bad(`sigma (filter[4]) must be >= 0, got ${sigma}`);
   }
   if (pendingPredict !== null) {
     if (typeof pendingPredict !== 'number' || !Number.isFinite(pendingPredict) || pendingPredict < 0) bad('pendingPredict must be null or a finite number >= 0');
@@ -193,31 +207,31 @@ export function parseStateDict(sd: unknown, target: StateTarget): ParsedState {
     if (phase !== 'updated') bad('pendingPredict must be null in phase "predicted" (predict() has used it)');
   }
   const perLayer = (value: unknown, key: string): FloatArray[] =>
-    plainArray(value, momentum ? lengths.length : 0, key, bad).map((a, i) => copyLayer(a, target.dtype, lengths[i], `${key}[${i}]`, bad));
+    plainArray(value, momentum ? lengths.length : 0, key).map((a, i) => copyLayer(a, target.dtype, lengths[i], `${key}[${i}]`));
   return {
     filter: { p00, p01, p11, qX, sigma, r, pending: (pendingPredict as number | null) ?? NO_PENDING_PREDICT, steps: step as number },
     phase: phase as Phase,
     lr: lr as number,
     velocities: perLayer(velocities, 'velocities'),
     averages: perLayer(averages, 'averages'),
-    plusPlus: pp ? parsePPLayers(plusPlus, target, bad) : plusPlus === undefined || plusPlus === null ? null : bad('plusPlus is for a koala-pp state'),
+    plusPlus: pp ? parsePPLayers(plusPlus, target) : plusPlus === undefined || plusPlus === null ? null : bad('plusPlus is for a koala-pp state'),
   };
 }
 
 /** KOALA++'s per-layer state, each field read once and copied (Note [state as a transaction]). */
-function parsePPLayers(value: unknown, target: StateTarget, bad: (why: string) => never): KoalaPPLayers {
+function parsePPLayers(value: unknown, target: StateTarget): KoalaPPLayers {
   if (typeof value !== 'object' || value === null) bad('plusPlus must hold the KOALA++ layer state');
   const o = value as Record<string, unknown>;
   const [products, directions, S, hh, vh, updated] = [o.products, o.directions, o.S, o.hh, o.vh, o.updated];
   const n = target.lengths.length;
   const perLayer = (v: unknown, key: string): FloatArray[] =>
-    plainArray(v, n, `plusPlus.${key}`, bad).map((a, i) => copyLayer(a, target.dtype, target.lengths[i], `plusPlus.${key}[${i}]`, bad));
+    plainArray(v, n, `plusPlus.${key}`).map((a, i) => copyLayer(a, target.dtype, target.lengths[i], `plusPlus.${key}[${i}]`));
   const scalars = (v: unknown, key: string): number[] => {
-    const out = plainArray(v, n, `plusPlus.${key}`, bad);
+    const out = plainArray(v, n, `plusPlus.${key}`);
     if (!out.every((x) => typeof x === 'number' && Math.abs(x) <= STATE_MAX)) bad(`plusPlus.${key} must hold ${n} finite numbers, none beyond ${STATE_MAX} in size`);
     return out as number[];
   };
-  const flags = plainArray(updated, n, 'plusPlus.updated', bad);
+  const flags = plainArray(updated, n, 'plusPlus.updated');
   if (!flags.every((u) => typeof u === 'boolean')) bad('plusPlus.updated must hold one boolean per layer');
   return {
     products: perLayer(products, 'products'),
@@ -230,7 +244,7 @@ function parsePPLayers(value: unknown, target: StateTarget, bad: (why: string) =
 }
 
 /** The elements of a real Array of `length` elements, each read once. */
-function plainArray(value: unknown, length: number, what: string, bad: (why: string) => never): unknown[] {
+function plainArray(value: unknown, length: number, what: string): unknown[] {
   if (!Array.isArray(value) || value.length !== length) bad(`${what} must be an array of ${length}`);
   const out = new Array<unknown>(length);
   for (let i = 0; i < length; i++) out[i] = (value as unknown[])[i];
@@ -242,7 +256,7 @@ function plainArray(value: unknown, length: number, what: string, bad: (why: str
  * the index-keyed object JSON makes of a typed array; every value finite in the dtype (a float32
  * state from JSON holds the same numbers, which round to themselves).
  */
-function copyLayer(a: unknown, dtype: DType, length: number, what: string, bad: (why: string) => never): FloatArray {
+function copyLayer(a: unknown, dtype: DType, length: number, what: string): FloatArray {
   const out = dtype === 'float32' ? new Float32Array(length) : new Float64Array(length);
   const kind = dtypeOf(a);
   if (kind !== null) {
@@ -253,12 +267,12 @@ function copyLayer(a: unknown, dtype: DType, length: number, what: string, bad: 
     bad(`${what} must hold ${dtype} values, not a ${Object.prototype.toString.call(a).slice(8, -1)}`);
   } else if (Array.isArray(a)) {
     if (a.length !== length) bad(`${what} must hold ${length} values, the layer's length`);
-    for (let i = 0; i < length; i++) out[i] = number(a[i], what, i, bad);
+    for (let i = 0; i < length; i++) out[i] = number(a[i], what, i);
   } else if (typeof a === 'object' && a !== null) {
     // JSON.stringify writes a typed array as { "0": .., "1": .., ... }.
     if (Object.keys(a).length !== length) bad(`${what} must hold ${length} values, the layer's length`);
     const rec = a as Record<number, unknown>;
-    for (let i = 0; i < length; i++) out[i] = number(Object.hasOwn(rec, i) ? rec[i] : undefined, what, i, bad);
+    for (let i = 0; i < length; i++) out[i] = number(Object.hasOwn(rec, i) ? rec[i] : undefined, what, i);
   } else {
     bad(`${what} must be a ${dtype} array or an array of numbers`);
   }
@@ -266,7 +280,7 @@ function copyLayer(a: unknown, dtype: DType, length: number, what: string, bad: 
   return out;
 }
 
-function number(v: unknown, what: string, i: number, bad: (why: string) => never): number {
+function number(v: unknown, what: string, i: number): number {
   if (typeof v !== 'number') bad(`${what}[${i}] must be a number, got ${typeof v}`);
   return v as number;
 }

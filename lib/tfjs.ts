@@ -55,9 +55,9 @@
  * Lazy predict is not used behind the user's back: it would save one write-back (0.07 ms) and
  * part of the predict pass, but the variables would hold the predicted parameters between steps,
  * which is what a user evaluates there. bench/training.ts measures the result (bench/RESULTS.md):
- * with one thread and without the slice(), KOALA-M's in-loop step is 1.1-1.2x its back-to-back
- * time when the machine is quiet, and KOALA-M's whole step about SGD's (0.97x, side by side),
- * against 1.5x before.
+ * with one thread and without the slice(), KOALA-M's in-loop step is 1.02-1.2x its back-to-back
+ * time, and KOALA-M's whole step about SGD's (0.91-1.08x side by side, within the noise of this
+ * loaded machine: the same SGD run twice differs by up to 17%), against 1.3-1.5x before.
  */
 import { availableParallelism } from 'node:os';
 
@@ -67,6 +67,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { fail } from './errors';
 import { KoalaM, KoalaPP, KoalaV, type KoalaStateDict, type UpdateInfo } from './koala';
 import { checkNumber, normalizeOptions, type KoalaMOptions, type KoalaPPOptions, type KoalaVOptions } from './options';
+import { VARIANT, type Variant } from './protocol';
 
 type GradientList = Parameters<tf.Optimizer['applyGradients']>[0];
 type NamedTensor = { name: string; tensor: tf.Tensor };
@@ -132,7 +133,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions | Koal
   protected readonly options: O;
   /** Statistics of the adapter's work, for logging its overhead. */
   readonly stats: AdapterStats = { steps: 0, copyMs: 0, writeMs: 0, writes: 0, koalaMs: 0 };
-  private readonly variant: 0 | 1 | 2;
+  private readonly variant: Variant;
   private learningRate: number;
   private binding: Binding | null = null;
   /** A state from setWeights() before the variables are known; loaded when they are. */
@@ -143,7 +144,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions | Koal
   private perSampleLossSq: number | null = null;
   private lastInfo: UpdateInfo | null = null;
 
-  protected constructor(variant: 0 | 1 | 2, options: O) {
+  protected constructor(variant: Variant, options: O) {
     super();
     normalizeOptions(variant, options); // throws a KoalaError on a bad option, before any step
     this.variant = variant;
@@ -342,11 +343,11 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions | Koal
     const layers = variables.map((v, i) => ({ name: v.name, param: params[i], grad: grads[i] }));
     const total = variables.reduce((n, v) => n + v.size, 0);
     const options = { ...this.options, threads: this.options.threads ?? inLoopThreads(total), lr: this.learningRate };
-    const koala = [
-      () => new KoalaM(layers, options),
-      () => new KoalaV(layers, options as KoalaVOptions),
-      () => new KoalaPP(layers, options as KoalaPPOptions),
-    ][this.variant]();
+    const koala = {
+      [VARIANT.momentum]: () => new KoalaM(layers, options),
+      [VARIANT.vanilla]: () => new KoalaV(layers, options as KoalaVOptions),
+      [VARIANT.plusPlus]: () => new KoalaPP(layers, options as KoalaPPOptions),
+    }[this.variant]();
     if (this.pendingState) {
       try {
         koala.loadStateDict(this.pendingState);
@@ -390,7 +391,7 @@ export class KoalaMOptimizer extends KoalaOptimizerBase<KoalaMOptions> {
   static readonly className = 'KoalaM';
 
   constructor(options: KoalaMOptions = {}) {
-    super(0, options);
+    super(VARIANT.momentum, options);
   }
 }
 
@@ -399,7 +400,7 @@ export class KoalaVOptimizer extends KoalaOptimizerBase<KoalaVOptions> {
   static readonly className = 'KoalaV';
 
   constructor(options: KoalaVOptions = {}) {
-    super(1, options);
+    super(VARIANT.vanilla, options);
   }
 }
 
@@ -408,7 +409,7 @@ export class KoalaPPOptimizer extends KoalaOptimizerBase<KoalaPPOptions> {
   static readonly className = 'KoalaPP';
 
   constructor(options: KoalaPPOptions = {}) {
-    super(2, options);
+    super(VARIANT.plusPlus, options);
   }
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Prepares the GPU check where Node is (this project's machines): builds both addons (the CUDA one
-# for sm_80 and sm_90), compiles the library, the CUDA tests and the GPU benchmark to JS, and packs
-# them with a Node binary, jest, the golden runs and the headers for a rebuild into .gpu-carry/
-# (git-ignored). bench/gpu/run.sh then runs on the GPU machine with .gpu-carry carried along.
+# Prepares the GPU check where Node is (this project's machines): builds the addons (the CUDA one
+# for sm_80 and sm_90; the development addon, which the CUDA tests' device-free parts use), compiles
+# the library, the CUDA tests and the GPU benchmark to JS, and packs them with a Node binary, jest,
+# the golden runs and the headers for a rebuild into .gpu-carry/ (git-ignored). bench/gpu/run.sh
+# then runs on the GPU machine with .gpu-carry carried along (and unpacks with python3, not xz).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARRY=.gpu-carry
@@ -12,7 +13,7 @@ rm -rf "$CARRY"
 npm run build:native
 test -f build-cmake/Release/koala_optim_cuda.node || { echo "no CUDA addon was built: is nvcc on the PATH?" >&2; exit 1; }
 npx tsc -p bench/gpu/tsconfig.json
-cp build-cmake/Release/koala_optim.node build-cmake/Release/koala_optim_cuda.node "$CARRY/"
+cp build-cmake/Release/koala_optim.node build-cmake/Release/koala_optim_cuda.node build-cmake/Release/koala_optim_dev.node "$CARRY/"
 tar -C "$(dirname "$GOLDEN")" -cJf "$CARRY/golden.tar.xz" "$(basename "$GOLDEN")"
 xz -9 -T0 -c "$(readlink -f "$(command -v node)")" > "$CARRY/node.xz"
 tar -cJf "$CARRY/headers.tar.xz" node_modules/node-addon-api node_modules/node-api-headers

@@ -7,9 +7,11 @@
  *                [--optimizers koala-m,koala-v,koala-pp,sgd,adam] [--schedule none|step|multistep|cosine]
  *                [--gamma 0.2] [--step-epochs 1] [--warmup-epochs 0] [--subset 1]
  *                [--backend wasm|cpu] [--out results] [--sweep batch]
+ *                [--variant official|absolute-target|paper-noise|regularized|paper] [--weight-decay 0]
  *
  * --sweep batch trains at batch sizes 32, 64, 128 and 256 (same epochs, same learning rates) and
- * writes sweep-batch.md with the accuracy spread across batch sizes. --help lists every flag.
+ * writes sweep-batch.md with the accuracy spread across batch sizes. --variant trains KOALA-M and
+ * KOALA-V with the paper's variants (README, "The paper's variants"), --weight-decay with L2 decay. --help lists every flag.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,7 +19,7 @@ import { join } from 'node:path';
 import { parseFlags, usage, UsageError, type FlagSpec } from '../../bench/args';
 import type { BackendName } from './backend';
 import type { ModelName } from './models';
-import { OPTIMIZERS, type OptimizerName } from './optimizers';
+import { OPTIMIZERS, VARIANTS, type OptimizerName, type VariantName } from './optimizers';
 import { barReporter, lineReporter } from './progress';
 import { summaryMarkdown, sweepMarkdown, writeResults } from './report';
 import { DEFAULTS, runExperiment, SCHEDULES, type Experiment, type ExperimentConfig, type ScheduleName } from './train';
@@ -37,6 +39,8 @@ const FLAGS: FlagSpec[] = [
   { name: 'subset', value: 'X', default: String(DEFAULTS.subset), help: 'a stratified share of the 10,000 digits' },
   { name: 'backend', value: 'wasm|cpu', default: DEFAULTS.backend, help: 'the TensorFlow.js backend' },
   { name: 'out', value: 'DIR', default: 'results', help: 'where the summary, the plot and a JSON file per run go' },
+  { name: 'variant', value: 'NAME', default: DEFAULTS.variant, help: `KOALA-M's and KOALA-V's variant (README, "The paper's variants"): ${VARIANTS.join(', ')}` },
+  { name: 'weight-decay', value: 'X', default: String(DEFAULTS.weightDecay), help: 'L2 weight decay of KOALA-M and KOALA-V (SGD and Adam take none)' },
   { name: 'sweep', value: 'batch', default: 'none', help: `train at batch sizes ${SWEEP_BATCHES.join(', ')} (same epochs and rates) and write sweep-batch.md` },
 ];
 
@@ -99,6 +103,12 @@ export function parseArgs(argv: string[]): { config: ExperimentConfig; out: stri
         break;
       case 'backend':
         config.backend = oneOf<BackendName>(flag, value, ['wasm', 'cpu']);
+        break;
+      case 'variant':
+        config.variant = oneOf<VariantName>(flag, value, VARIANTS);
+        break;
+      case 'weight-decay':
+        config.weightDecay = positive(flag, value, false);
         break;
       case 'out':
         out = value;

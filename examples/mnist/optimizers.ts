@@ -1,6 +1,7 @@
 /**
  * The contenders behind one interface: KOALA-M, KOALA-V and KOALA++ through the tfjs adapter
- * (default options, lr 1), and tfjs's own SGD with momentum 0.9 and Adam.
+ * (default options, lr 1, or for KOALA-M and KOALA-V one of the paper's variants), and tfjs's own
+ * SGD with momentum 0.9 and Adam.
  *
  * KOALA++ runs with its defaults (sigma0 1, q 1, lr 1), not the authors' CIFAR script's settings
  * (sigma 0.2, q 0.2, weight decay 5e-4, lr 2 with its own step schedule): those were chosen with a
@@ -9,7 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 
-import type { HasLr } from '../../lib';
+import type { HasLr, KoalaMOptions, KoalaVOptions } from '../../lib';
 import type { AdapterStats } from '../../lib/tfjs';
 import { KoalaMOptimizer, KoalaPPOptimizer, KoalaVOptimizer } from '../../lib/tfjs';
 
@@ -23,6 +24,23 @@ export const LABELS: Record<OptimizerName, string> = {
   sgd: 'SGD+momentum',
   adam: 'Adam',
 };
+
+/**
+ * KOALA's variant (README, "The paper's variants"): the official code, one of the paper's forms, or
+ * all three ('paper'). 'regularized' changes KOALA-V only, and only with weight decay.
+ */
+export const VARIANTS = ['official', 'absolute-target', 'paper-noise', 'regularized', 'paper'] as const;
+export type VariantName = (typeof VARIANTS)[number];
+
+/** The KoalaM / KoalaV options of a variant. */
+export function variantOptions(variant: VariantName): KoalaMOptions & KoalaVOptions {
+  const all = variant === 'paper';
+  return {
+    ...(all || variant === 'absolute-target' ? { target: 'absolute' as const } : {}),
+    ...(all || variant === 'paper-noise' ? { stateNoise: 'paper' as const } : {}),
+    ...(all || variant === 'regularized' ? { direction: 'regularized' as const } : {}),
+  };
+}
 
 /** Base learning rates: KOALA's default 1, SGD 0.05 with momentum 0.9, Adam 1e-3. */
 export const BASE_LR: Record<OptimizerName, number> = { 'koala-m': 1, 'koala-v': 1, 'koala-pp': 1, sgd: 0.05, adam: 1e-3 };
@@ -54,12 +72,25 @@ function readCost(cost: tf.Scalar | null): number {
   return value;
 }
 
-/** koalaThreads: the KOALA optimizers' `threads` option (null: left to the adapter). */
-export function createTrainer(name: OptimizerName, koalaThreads: number | null = null): Trainer {
+/** The KOALA optimizers' settings (SGD and Adam take none of them). */
+export interface KoalaSettings {
+  /** The paper's variant (README, "The paper's variants"). */
+  variant: VariantName;
+  weightDecay: number;
+  /** The `threads` option; null: left to the adapter (Note [adapter threads], lib/tfjs.ts). */
+  threads: number | null;
+}
+
+export function createTrainer(name: OptimizerName, koala: KoalaSettings = { variant: 'official', weightDecay: 0, threads: null }): Trainer {
   if (name === 'koala-m' || name === 'koala-v' || name === 'koala-pp') {
-    const options = koalaThreads === null ? {} : { threads: koalaThreads };
-    const Opt = { 'koala-m': KoalaMOptimizer, 'koala-v': KoalaVOptimizer, 'koala-pp': KoalaPPOptimizer }[name];
-    const opt = new Opt(options);
+    const { target, stateNoise, direction } = variantOptions(koala.variant);
+    const common = { weightDecay: koala.weightDecay, ...(koala.threads === null ? {} : { threads: koala.threads }) };
+    // The paper's variants are KOALA-M's and KOALA-V's; KOALA++ takes the weight decay and threads.
+    const opt = {
+      'koala-m': () => new KoalaMOptimizer({ target, stateNoise, ...common }),
+      'koala-v': () => new KoalaVOptimizer({ target, direction, ...common }),
+      'koala-pp': () => new KoalaPPOptimizer(common),
+    }[name]();
     let refused = 0;
     return {
       name,

@@ -46,7 +46,7 @@ function machine(): string {
 function setup(e: Experiment): string {
   const c = e.config;
   const model = c.model === 'mlp' ? 'MLP 784-256-128-10' : 'CNN (conv 3x3x8, pool, conv 3x3x16, pool, dense 10)';
-  return `${model}, ${e.parameters.toLocaleString('en-US')} parameters; ${e.trainSize.toLocaleString('en-US')} train / ${e.testSize.toLocaleString('en-US')} test digits (the \`mnist\` package, stratified split, seed ${c.splitSeed}); batch ${c.batch}, ${c.epochs} epochs, schedule ${c.schedule}, seeds ${c.seeds.join(', ')}; tfjs ${e.backend.name} backend; ${machine()}; ${e.seconds.toFixed(0)} s in all.`;
+  return `${model}, ${e.parameters.toLocaleString('en-US')} parameters; ${e.trainSize.toLocaleString('en-US')} train / ${e.testSize.toLocaleString('en-US')} test digits (the \`mnist\` package, stratified split, seed ${c.splitSeed}); batch ${c.batch}, ${c.epochs} epochs, schedule ${c.schedule}, KOALA variant ${c.variant}, weight decay ${c.weightDecay}, seeds ${c.seeds.join(', ')}; tfjs ${e.backend.name} backend; ${machine()}; ${e.seconds.toFixed(0)} s in all.`;
 }
 
 // Two-sided 5% critical values of Student's t for 1 to 30 degrees of freedom; beyond, the normal's.
@@ -72,12 +72,13 @@ export function pairedTTest(a: Map<number, number>, b: Map<number, number>): { n
  * lead (or a lag) is claimed only where a paired t-test over the seeds finds it significant; any
  * other gap is "on par", the seeds' spread covering it.
  */
-function koalaVsBest(runs: RunResult[]): string[] {
-  const groups = byOptimizer(runs);
+function koalaVsBest(e: Experiment): string[] {
+  const groups = byOptimizer(e.runs);
   const baselines = [...groups].filter(([name]) => name === 'sgd' || name === 'adam');
   if (baselines.length === 0) return [];
   const [bestName, bestRuns] = baselines.reduce((a, b) => (accuracyStats(b[1]).mean > accuracyStats(a[1]).mean ? b : a));
   const bySeed = (rs: RunResult[]) => new Map(rs.map((r) => [r.seed, 100 * last(r.test).accuracy]));
+  const { variant, weightDecay } = e.config;
   const out: string[] = [];
   for (const name of ['koala-m', 'koala-v', 'koala-pp'] as const) {
     const koala = groups.get(name);
@@ -88,7 +89,9 @@ function koalaVsBest(runs: RunResult[]): string[] {
       test === null
         ? 'one seed: no lead or lag can be claimed'
         : `${test.significant ? (test.diff > 0 ? 'ahead' : 'behind') : 'on par'} (paired t-test over ${test.n} seeds: t = ${test.t.toFixed(2)}, ${test.significant ? '' : 'not '}significant at p < 0.05)`;
-    out.push(`${LABELS[name]} (default options, lr 1) ends ${Math.abs(diff).toFixed(2)} points ${diff >= 0 ? 'above' : 'below'} the best baseline, ${LABELS[bestName]} (${pct(accuracyStats(koala).mean)}% against ${pct(accuracyStats(bestRuns).mean)}%): ${verdict}.`);
+    // The paper's variants are KOALA-M's and KOALA-V's (KOALA++ runs the authors' own form).
+    const changed = [variant !== 'official' && name !== 'koala-pp' ? `variant ${variant}` : '', weightDecay !== 0 ? `weight decay ${weightDecay}` : ''].filter((s) => s !== '');
+    out.push(`${LABELS[name]} (${changed.length === 0 ? 'default options' : changed.join(', ')}, lr 1) ends ${Math.abs(diff).toFixed(2)} points ${diff >= 0 ? 'above' : 'below'} the best baseline, ${LABELS[bestName]} (${pct(accuracyStats(koala).mean)}% against ${pct(accuracyStats(bestRuns).mean)}%): ${verdict}.`);
   }
   return out;
 }
@@ -116,7 +119,7 @@ export function summaryMarkdown(e: Experiment): string {
   }
   const refused = e.runs.filter((r) => r.refused > 0);
   if (refused.length > 0) lines.push('', `Refused KOALA updates (non-finite loss or gradient): ${refused.map((r) => `${r.label} seed ${r.seed}: ${r.refused}`).join(', ')}.`);
-  const closing = koalaVsBest(e.runs);
+  const closing = koalaVsBest(e);
   if (closing.length > 0) lines.push('', ...closing.flatMap((c) => [c, '']).slice(0, -1));
   return `${lines.join('\n')}\n`;
 }

@@ -9,7 +9,7 @@ import { cosineLr, LrScheduler, multiStepLr, stepLr, type LrSchedule } from '../
 import { initBackend, type BackendInfo, type BackendName } from './backend';
 import { CLASSES, loadSplit, PIXELS, type Split } from './data';
 import { createModel, type Model, type ModelName } from './models';
-import { BASE_LR, createTrainer, LABELS, type OptimizerName, type Trainer } from './optimizers';
+import { BASE_LR, createTrainer, LABELS, type OptimizerName, type Trainer, type VariantName } from './optimizers';
 import { rng, shuffle } from './random';
 
 export const SCHEDULES = ['none', 'step', 'multistep', 'cosine'] as const;
@@ -37,6 +37,9 @@ export interface ExperimentConfig {
   backend: BackendName;
   /** Threads of the KOALA optimizers; null: the adapter's choice (Note [adapter threads], lib/tfjs.ts). */
   koalaThreads: number | null;
+  /** KOALA's variant (the paper's options) and weight decay; SGD and Adam take neither. */
+  variant: VariantName;
+  weightDecay: number;
 }
 
 export const DEFAULTS: ExperimentConfig = {
@@ -53,6 +56,8 @@ export const DEFAULTS: ExperimentConfig = {
   subset: 1,
   backend: 'wasm',
   koalaThreads: null,
+  variant: 'official',
+  weightDecay: 0,
 };
 
 export interface EpochPoint {
@@ -188,7 +193,7 @@ export class Training {
     private readonly test: Split,
   ) {
     this.model = createModel(config.model, seed);
-    this.trainer = createTrainer(optimizer, config.koalaThreads);
+    this.trainer = createTrainer(optimizer, { variant: config.variant, weightDecay: config.weightDecay, threads: config.koalaThreads });
     this.perEpoch = stepsPerEpoch(config, train);
     const schedule = this.trainer.lr ? scheduleFor(config, BASE_LR[optimizer], this.perEpoch) : null;
     this.scheduler = this.trainer.lr && schedule ? new LrScheduler(this.trainer.lr, schedule) : null;

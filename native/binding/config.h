@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "koala/filter.h"
 #include "koala/protocol.h"
@@ -60,12 +61,16 @@ inline DType dtype_field(const Napi::Object& cfg) {
   return number_field(cfg, "dtype") == static_cast<int>(DType::kFloat32) ? DType::kFloat32 : DType::kFloat64;
 }
 
+inline Variant variant_field(const Napi::Object& cfg) {
+  const double variant = number_field(cfg, "variant");
+  return variant == static_cast<int>(Variant::kMomentum)   ? Variant::kMomentum
+         : variant == static_cast<int>(Variant::kPlusPlus) ? Variant::kPlusPlus
+                                                           : Variant::kVanilla;
+}
+
 inline FilterConfig filter_config(const Napi::Object& cfg) {
   FilterConfig config{};
-  const double variant = number_field(cfg, "variant");
-  config.variant = variant == static_cast<int>(Variant::kMomentum)  ? Variant::kMomentum
-                   : variant == static_cast<int>(Variant::kPlusPlus) ? Variant::kPlusPlus
-                                                                     : Variant::kVanilla;
+  config.variant = variant_field(cfg);
   config.weight_decay = number_field(cfg, "weightDecay");
   config.eps = number_field(cfg, "eps");
   config.kappa = number_field(cfg, "kappa");
@@ -73,6 +78,9 @@ inline FilterConfig filter_config(const Napi::Object& cfg) {
   config.q = number_field(cfg, "q");
   config.beta_r = number_field(cfg, "betaR");
   config.adaptive_r = cfg.Get("adaptiveR").ToBoolean().Value();
+  config.absolute_target = cfg.Get("absoluteTarget").ToBoolean().Value();
+  config.paper_state_noise = cfg.Get("paperStateNoise").ToBoolean().Value();
+  config.vanilla_along_h = cfg.Get("vanillaAlongH").ToBoolean().Value();
   config.symmetric = cfg.Get("symmetric").ToBoolean().Value();
   return config;
 }
@@ -137,6 +145,39 @@ inline FilterSnapshot snapshot_arg(Napi::Env env, const Napi::Value& v) {
            number_field(o, "r")},
           number_field(o, "pending"),
           static_cast<std::uint64_t>(steps)};
+}
+
+// The arguments of readLayerState/writeLayerState(kind, layer, array), checked for an optimizer of
+// `variant` and `dtype` over layers of `sizes`: KOALA-M's kinds or KOALA++'s, an existing layer, an attached array
+// of the layer's dtype and length.
+struct LayerStateArgs {
+  LayerStateKind kind;
+  std::size_t layer;
+  void* data;
+  std::size_t bytes;
+};
+
+inline LayerStateArgs layer_state_args(const Napi::CallbackInfo& info, Variant variant, DType dtype, const std::vector<std::size_t>& sizes) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsTypedArray()) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "(kind, layer, array)");
+  }
+  if (variant == Variant::kVanilla) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "KOALA-V keeps no per-layer state");
+  const double kind = info[0].As<Napi::Number>().DoubleValue();
+  const double layer = info[1].As<Napi::Number>().DoubleValue();
+  // KOALA-M keeps velocities and averages, KOALA++ products and directions.
+  const bool plus_plus = variant == Variant::kPlusPlus;
+  const double first_kind = static_cast<int>(plus_plus ? LayerStateKind::kProduct : LayerStateKind::kVelocity);
+  if ((kind != first_kind && kind != first_kind + 1) || !(layer >= 0) ||
+      layer >= static_cast<double>(sizes.size()) || layer != static_cast<double>(static_cast<std::size_t>(layer))) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "no such layer state");
+  }
+  const auto l = static_cast<std::size_t>(layer);
+  const TypedView arr = typed_view(env, info[2]);
+  if (arr.type != array_type(dtype) || arr.length != sizes[l] || arr.data == nullptr) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer state array of the wrong dtype or length, or detached");
+  }
+  return {static_cast<LayerStateKind>(static_cast<int>(kind)), l, arr.data, arr.bytes};
 }
 
 // KOALA++'s layer scalars (koala/protocol.h PPLayerState) to and from kPPLayerScalars doubles per

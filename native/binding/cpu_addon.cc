@@ -20,7 +20,6 @@ namespace {
 using koala::CpuOptimizer;
 using koala::DType;
 using koala::LayerBuffers;
-using koala::LayerStateKind;
 using koala::binding::number_field;
 using koala::binding::throw_coded;
 using koala::binding::TypedView;
@@ -59,6 +58,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
       throw_coded(env, "ERR_KOALA_INVALID_LAYERS", "params and grads must be non-empty and of equal count");
     }
     dtype_ = koala::binding::dtype_field(cfg);
+    variant_ = koala::binding::variant_field(cfg);
     std::vector<std::size_t> sizes;
     for (std::size_t l = 0; l < count; ++l) {
       const TypedView p = typed_view(env, params.Get(l));
@@ -89,7 +89,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   // Fetches every layer's data pointers anew (a buffer may have been detached since the last
   // call) and checks dtype and length against the layer table.
   void resolve(Napi::Env env) {
-    const napi_typedarray_type want = dtype_ == DType::kFloat32 ? napi_float32_array : napi_float64_array;
+    const napi_typedarray_type want = koala::binding::array_type(dtype_);
     for (std::size_t l = 0; l < sizes_.size(); ++l) {
       const TypedView p = typed_view(env, params_[l].Value());
       const TypedView g = typed_view(env, grads_[l].Value());
@@ -107,7 +107,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   // aliasing is checked on addresses here, after lib/ checked buffer identity.
   void check_aliasing(Napi::Env env) {
     std::vector<koala::MemoryRange> ranges;
-    const std::size_t bytes = dtype_ == DType::kFloat32 ? 4 : 8;
+    const std::size_t bytes = koala::binding::elem_bytes(dtype_);
     for (std::size_t l = 0; l < sizes_.size(); ++l) {
       const auto p = reinterpret_cast<std::uintptr_t>(buffers_[l].param);
       const auto g = reinterpret_cast<std::uintptr_t>(buffers_[l].grad);
@@ -159,38 +159,17 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     return info.Env().Undefined();
   }
 
-  // Checks (kind, layer, array) and returns the layer's state and the array's data.
-  std::pair<void*, void*> layer_state_args(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    CpuOptimizer& opt = live(env);
-    if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsTypedArray()) {
-      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "(kind, layer, array)");
-    }
-    const int kind = info[0].As<Napi::Number>().Int32Value();
-    const int64_t layer = info[1].As<Napi::Number>().Int64Value();
-    if (kind < 0 || kind > 3 || layer < 0 || static_cast<std::size_t>(layer) >= opt.num_layers() ||
-        opt.layer_state(static_cast<LayerStateKind>(kind), static_cast<std::size_t>(layer)) == nullptr) {
-      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "no such layer state");
-    }
-    const TypedView arr = typed_view(env, info[2]);
-    const napi_typedarray_type want = dtype_ == DType::kFloat32 ? napi_float32_array : napi_float64_array;
-    if (arr.type != want || arr.length != opt.layer_size(layer) || arr.data == nullptr) {
-      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer state array of the wrong dtype or length");
-    }
-    return {opt.layer_state(static_cast<LayerStateKind>(kind), static_cast<std::size_t>(layer)), arr.data};
-  }
-
   Napi::Value ReadLayerState(const Napi::CallbackInfo& info) {
-    const auto [state, array] = layer_state_args(info);
-    const std::size_t layer = info[1].As<Napi::Number>().Int64Value();
-    std::copy_n(static_cast<const char*>(state), sizes_[layer] * opt_->elem_bytes(), static_cast<char*>(array));
+    CpuOptimizer& opt = live(info.Env());
+    const auto a = koala::binding::layer_state_args(info, variant_, dtype_, sizes_);
+    std::copy_n(static_cast<const char*>(opt.layer_state(a.kind, a.layer)), a.bytes, static_cast<char*>(a.data));
     return info.Env().Undefined();
   }
 
   Napi::Value WriteLayerState(const Napi::CallbackInfo& info) {
-    const auto [state, array] = layer_state_args(info);
-    const std::size_t layer = info[1].As<Napi::Number>().Int64Value();
-    std::copy_n(static_cast<const char*>(array), sizes_[layer] * opt_->elem_bytes(), static_cast<char*>(state));
+    CpuOptimizer& opt = live(info.Env());
+    const auto a = koala::binding::layer_state_args(info, variant_, dtype_, sizes_);
+    std::copy_n(static_cast<const char*>(a.data), a.bytes, static_cast<char*>(opt.layer_state(a.kind, a.layer)));
     return info.Env().Undefined();
   }
 
@@ -226,6 +205,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   }
 
   DType dtype_ = DType::kFloat32;
+  koala::Variant variant_ = koala::Variant::kMomentum;
   std::vector<std::size_t> sizes_;
   std::vector<Napi::ObjectReference> params_, grads_;
   Napi::ObjectReference mask_;

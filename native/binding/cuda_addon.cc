@@ -1,7 +1,7 @@
 // N-API binding of the CUDA backend: koala_optim_cuda.node, a module of its own so that a machine
 // without CUDA never loads it (lib/cuda.ts loads it on first use). Like the CPU binding it only
 // converts arguments, re-checks cheap invariants and maps failures to errors with a stable code;
-// device pointers travel as BigInts.
+// device pointers travel as BigInts. The helpers it shares with the CPU binding are in config.h.
 #include <napi.h>
 
 #include <cstdint>
@@ -11,8 +11,10 @@
 #include <vector>
 
 #include "binding/config.h"
+#include "binding/scalar_check.h"
 #include "core/overlap.h"
 #include "cuda/optimizer.h"
+#include "cuda/runtime.h"
 
 namespace {
 
@@ -22,13 +24,19 @@ using koala::binding::throw_coded;
 using koala::binding::TypedView;
 using koala::binding::typed_view;
 
-// Runs a CUDA call, turning a C++ exception (CUDA's errors, allocation failures) into ERR_KOALA_CUDA.
+// Runs a CUDA call, turning a C++ exception into a coded error: a device that does not exist is
+// ERR_KOALA_INVALID_DEVICE_POINTER, a bad argument ERR_KOALA_INVALID_ARGUMENT, anything else
+// (CUDA's errors, a broken optimizer, allocation failures) ERR_KOALA_CUDA.
 template <class Fn>
 auto cuda_call(Napi::Env env, Fn&& fn) -> decltype(fn()) {
   try {
     return fn();
   } catch (const Napi::Error&) {
     throw;
+  } catch (const kc::InvalidDevice& e) {
+    throw_coded(env, "ERR_KOALA_INVALID_DEVICE_POINTER", e.what());
+  } catch (const std::invalid_argument& e) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", e.what());
   } catch (const std::exception& e) {
     throw_coded(env, "ERR_KOALA_CUDA", e.what());
   }
@@ -42,32 +50,41 @@ std::uintptr_t pointer(const Napi::Value& v) {
   return static_cast<std::uintptr_t>(p);
 }
 
+// A stream handle: a BigInt (0n: the legacy default stream); undefined is 0n.
+std::uintptr_t stream_arg(const Napi::Value& v) {
+  if (v.IsUndefined()) return 0;
+  bool lossless = false;
+  if (!v.IsBigInt()) throw_coded(v.Env(), "ERR_KOALA_INVALID_ARGUMENT", "a stream must be a BigInt (a cudaStream_t)");
+  const std::uint64_t s = v.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) throw_coded(v.Env(), "ERR_KOALA_INVALID_ARGUMENT", "a stream must be a 64-bit handle");
+  return static_cast<std::uintptr_t>(s);
+}
+
 int device_arg(const Napi::Value& v) {
   if (!v.IsNumber() || v.As<Napi::Number>().Int32Value() < 0) throw_coded(v.Env(), "ERR_KOALA_INVALID_ARGUMENT", "deviceId must be an integer >= 0");
   return v.As<Napi::Number>().Int32Value();
 }
 
-// A loss argument: a number, or [ptr (BigInt), dtype (0 float32, 1 float64)] in device memory.
-kc::ScalarArg scalar_arg(const Napi::Value& v) {
-  if (v.IsNumber()) return {nullptr, 1, v.As<Napi::Number>().DoubleValue()};
-  if (v.IsArray() && v.As<Napi::Array>().Length() == 2) {
-    const Napi::Array a = v.As<Napi::Array>();
-    return {reinterpret_cast<const void*>(pointer(a.Get(0u))), a.Get(1u).As<Napi::Number>().Int32Value(), 0.0};
+// A layer length: a positive integer (a zero-length layer would launch a zero-block grid).
+std::size_t length_arg(const Napi::Value& v, std::size_t layer) {
+  const double n = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(n >= 1 && n <= 9007199254740991.0 && n == static_cast<double>(static_cast<std::uint64_t>(n)))) {
+    throw_coded(v.Env(), "ERR_KOALA_INVALID_LAYERS", "layer " + std::to_string(layer) + ": its length must be a positive integer");
   }
-  throw_coded(v.Env(), "ERR_KOALA_INVALID_LOSS", "a loss is a number or a device scalar");
+  return static_cast<std::size_t>(n);
 }
 
-struct HostView {
-  void* data;
-  std::size_t bytes;
-  napi_typedarray_type type;
-  std::size_t length;
-};
-
-HostView host_view(const Napi::Value& v) {
-  if (!v.IsTypedArray()) throw_coded(v.Env(), "ERR_KOALA_INVALID_ARGUMENT", "expected a typed array");
-  const Napi::TypedArray t = v.As<Napi::TypedArray>();
-  return {static_cast<char*>(t.ArrayBuffer().Data()) + t.ByteOffset(), t.ByteLength(), t.TypedArrayType(), t.ElementLength()};
+// A loss argument: a number, or [ptr (BigInt), dtype (protocol dtype)] in device memory.
+kc::ScalarArg scalar_arg(const Napi::Value& v) {
+  if (v.IsNumber()) return {nullptr, DType::kFloat64, v.As<Napi::Number>().DoubleValue()};
+  if (v.IsArray() && v.As<Napi::Array>().Length() == 2 && v.As<Napi::Array>().Get(1u).IsNumber()) {
+    const Napi::Array a = v.As<Napi::Array>();
+    const int dtype = a.Get(1u).As<Napi::Number>().Int32Value();
+    if (dtype == static_cast<int>(DType::kFloat32) || dtype == static_cast<int>(DType::kFloat64)) {
+      return {reinterpret_cast<const void*>(pointer(a.Get(0u))), static_cast<DType>(dtype), 0.0};
+    }
+  }
+  throw_coded(v.Env(), "ERR_KOALA_INVALID_LOSS", "a loss is a number or a device scalar [ptr, dtype]");
 }
 
 class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
@@ -89,6 +106,7 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
 
   // new NativeCudaOptimizer(config, params: BigInt[], grads: BigInt[], lengths: number[], skipMask: Uint8Array)
   // config: the CPU config plus deviceId and stream (a BigInt, 0n for the legacy default stream).
+  // Every argument is checked before any CUDA call.
   explicit NativeCudaOptimizer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCudaOptimizer>(info) {
     Napi::Env env = info.Env();
     if (info.Length() != 5 || !info[0].IsObject() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray() ||
@@ -103,55 +121,47 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     }
     const TypedView mask = typed_view(env, info[4]);
     if (mask.type != napi_uint8_array || mask.length != count) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "skipMask must have one byte per layer");
-    mask_ = Napi::Persistent(info[4].As<Napi::Object>());
-    const int device = device_arg(cfg.Get("deviceId"));
-    device_ = device;
+    device_ = device_arg(cfg.Get("deviceId"));
     dtype_ = koala::binding::dtype_field(cfg);
-    const std::size_t elem = dtype_ == DType::kFloat32 ? 4 : 8;
-    std::vector<std::size_t> sizes;
+    variant_ = koala::binding::variant_field(cfg);
+    const koala::FilterConfig config = koala::binding::filter_config(cfg);
+    const koala::FilterState initial = koala::binding::initial_state(cfg);
+    const bool lazy = koala::binding::lazy_predict(cfg);
+    const std::uintptr_t stream = stream_arg(cfg.Get("stream"));
+    const std::size_t elem = koala::binding::elem_bytes(dtype_);
     std::vector<kc::LayerPointers> layers;
     std::vector<koala::MemoryRange> ranges;
     for (std::size_t l = 0; l < count; ++l) {
-      const std::size_t n = static_cast<std::size_t>(lengths.Get(l).As<Napi::Number>().Int64Value());
+      const std::size_t n = length_arg(lengths.Get(l), l);
       const std::uintptr_t p = pointer(params.Get(l)), g = pointer(grads.Get(l));
-      for (const auto& [ptr, what] : {std::pair{p, "param"}, std::pair{g, "grad"}}) {
-        const std::string why = cuda_call(env, [&] { return kc::check_device_pointer(reinterpret_cast<void*>(ptr), n * elem, elem, device); });
-        if (!why.empty()) throw_coded(env, "ERR_KOALA_INVALID_DEVICE_POINTER", std::string(what) + " of layer " + std::to_string(l) + " " + why);
-      }
-      sizes.push_back(n);
+      sizes_.push_back(n);
       layers.push_back({reinterpret_cast<void*>(p), reinterpret_cast<const void*>(g)});
       ranges.push_back({p, p + n * elem, l, false});
       ranges.push_back({g, g + n * elem, l, true});
     }
-    const std::string overlap = koala::find_overlap(std::move(ranges));
+    const std::string overlap = koala::find_overlap(ranges);
     if (!overlap.empty()) throw_coded(env, "ERR_KOALA_OVERLAP", overlap);
-
-    const koala::FilterConfig config = koala::binding::filter_config(cfg);
-    const koala::FilterState initial = koala::binding::initial_state(cfg);
-    const Napi::Value stream = cfg.Get("stream");
-    std::uint64_t stream_handle = 0;
-    if (stream.IsBigInt()) {
-      bool lossless = false;
-      stream_handle = stream.As<Napi::BigInt>().Uint64Value(&lossless);
+    for (const koala::MemoryRange& r : ranges) {
+      const std::string why = cuda_call(env, [&] { return kc::check_device_pointer(reinterpret_cast<void*>(r.begin), r.end - r.begin, elem, device_); });
+      if (!why.empty()) {
+        throw_coded(env, "ERR_KOALA_INVALID_DEVICE_POINTER", std::string(r.is_grad ? "grad" : "param") + " of layer " + std::to_string(r.layer) + " " + why);
+      }
     }
-    const bool lazy = koala::binding::lazy_predict(cfg);
     opt_ = cuda_call(env, [&] {
-      return std::make_unique<kc::CudaOptimizer>(device, dtype_, std::move(sizes), std::move(layers), config, initial, lazy,
-                                                 static_cast<std::uintptr_t>(stream_handle));
+      return std::make_unique<kc::CudaOptimizer>(device_, dtype_, sizes_, std::move(layers), config, initial, lazy, stream);
     });
+    mask_ = Napi::Persistent(info[4].As<Napi::Object>());
   }
 
  private:
-  // A loss in device memory is read by a kernel: a bad pointer would fault and poison the whole
-  // CUDA context, so it is checked like a layer's (once per address: trainers reuse theirs).
+  // Note [device scalar check] (binding/scalar_check.h).
   void check_scalar(Napi::Env env, const kc::ScalarArg& s, int slot) {
     if (s.device_ptr == nullptr) return;
-    const auto p = reinterpret_cast<std::uintptr_t>(s.device_ptr);
-    if (checked_scalar_[slot] == p) return;
-    const std::size_t elem = s.dtype == 0 ? 4 : 8;
-    const std::string why = cuda_call(env, [&] { return kc::check_device_pointer(s.device_ptr, elem, elem, device_); });
+    const std::size_t elem = koala::binding::elem_bytes(s.dtype);
+    const std::string why = checked_scalars_.check(slot, reinterpret_cast<std::uintptr_t>(s.device_ptr), elem, [&] {
+      return cuda_call(env, [&] { return kc::check_device_pointer(s.device_ptr, elem, elem, device_); });
+    });
     if (!why.empty()) throw_coded(env, "ERR_KOALA_INVALID_DEVICE_POINTER", std::string(slot == 0 ? "loss " : "lossSq ") + why);
-    checked_scalar_[slot] = p;
   }
 
   kc::CudaOptimizer& live(Napi::Env env) {
@@ -159,6 +169,7 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     return *opt_;
   }
 
+  // predict() -> true | false | 'unknown' (PredictMoved, lib/protocol.ts)
   Napi::Value Predict(const Napi::CallbackInfo& info) {
     kc::CudaOptimizer& opt = live(info.Env());
     const kc::Moved moved = cuda_call(info.Env(), [&] { return opt.predict(); });
@@ -179,7 +190,7 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     return env.Undefined();
   }
 
-  // lastStep() -> { status, skipped, maxGain }, the skip mask filled (a wait for the step)
+  // lastStep() -> { status, skipped, maxGain }, the skip mask filled (a wait for that step only)
   Napi::Value LastStep(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     kc::CudaOptimizer& opt = live(env);
@@ -202,35 +213,17 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     return info.Env().Undefined();
   }
 
-  // (kind, layer, host array of the layer's dtype and length)
-  std::pair<int, std::size_t> layer_state_args(const Napi::CallbackInfo& info, HostView& view) {
-    Napi::Env env = info.Env();
-    kc::CudaOptimizer& opt = live(env);
-    if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "(kind, layer, array)");
-    const int kind = info[0].As<Napi::Number>().Int32Value();
-    const std::int64_t layer = info[1].As<Napi::Number>().Int64Value();
-    view = host_view(info[2]);
-    const napi_typedarray_type want = dtype_ == DType::kFloat32 ? napi_float32_array : napi_float64_array;
-    const bool plus_plus = opt.variant() == koala::Variant::kPlusPlus;
-    const bool kind_ok = opt.variant() != koala::Variant::kVanilla && kind >= (plus_plus ? 2 : 0) && kind <= (plus_plus ? 3 : 1);
-    if (!kind_ok || layer < 0 || static_cast<std::size_t>(layer) >= opt.num_layers() || view.type != want ||
-        view.length != opt.layer_size(static_cast<std::size_t>(layer))) {
-      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "no such layer state, or an array of the wrong dtype or length");
-    }
-    return {kind, static_cast<std::size_t>(layer)};
-  }
-
   Napi::Value ReadLayerState(const Napi::CallbackInfo& info) {
-    HostView view{};
-    const auto [kind, layer] = layer_state_args(info, view);
-    cuda_call(info.Env(), [&] { opt_->read_layer_state(kind, layer, view.data); });
+    kc::CudaOptimizer& opt = live(info.Env());
+    const auto a = koala::binding::layer_state_args(info, variant_, dtype_, sizes_);
+    cuda_call(info.Env(), [&] { opt.read_layer_state(a.kind, a.layer, a.data); });
     return info.Env().Undefined();
   }
 
   Napi::Value WriteLayerState(const Napi::CallbackInfo& info) {
-    HostView view{};
-    const auto [kind, layer] = layer_state_args(info, view);
-    cuda_call(info.Env(), [&] { opt_->write_layer_state(kind, layer, view.data); });
+    kc::CudaOptimizer& opt = live(info.Env());
+    const auto a = koala::binding::layer_state_args(info, variant_, dtype_, sizes_);
+    cuda_call(info.Env(), [&] { opt.write_layer_state(a.kind, a.layer, a.data); });
     return info.Env().Undefined();
   }
 
@@ -263,8 +256,10 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
   }
 
   DType dtype_ = DType::kFloat32;
+  koala::Variant variant_ = koala::Variant::kMomentum;
   int device_ = 0;
-  std::uintptr_t checked_scalar_[2] = {0, 0};  // the last loss and lossSq addresses that passed
+  std::vector<std::size_t> sizes_;
+  koala::binding::ScalarCheckCache checked_scalars_;
   Napi::ObjectReference mask_;
   std::unique_ptr<kc::CudaOptimizer> opt_;
 };
@@ -293,21 +288,23 @@ Napi::Value Free(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// copyToDevice(ptr, typedArray, deviceId): the array's bytes to ptr
+// copyToDevice(ptr, typedArray, deviceId, stream?): the array's bytes to ptr, ordered on the stream
 Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
   const std::uintptr_t p = pointer(info[0]);
-  const HostView v = host_view(info[1]);
+  const TypedView v = typed_view(info.Env(), info[1]);
   const int device = device_arg(info[2]);
-  cuda_call(info.Env(), [&] { kc::copy_to_device(p, v.data, v.bytes, device); });
+  const std::uintptr_t stream = stream_arg(info[3]);
+  cuda_call(info.Env(), [&] { kc::copy_to_device(p, v.data, v.bytes, device, stream); });
   return info.Env().Undefined();
 }
 
-// copyToHost(typedArray, ptr, deviceId): the array's length in bytes from ptr
+// copyToHost(typedArray, ptr, deviceId, stream?): the array's length in bytes from ptr, ordered on the stream
 Napi::Value CopyToHost(const Napi::CallbackInfo& info) {
-  const HostView v = host_view(info[0]);
+  const TypedView v = typed_view(info.Env(), info[0]);
   const std::uintptr_t p = pointer(info[1]);
   const int device = device_arg(info[2]);
-  cuda_call(info.Env(), [&] { kc::copy_to_host(v.data, p, v.bytes, device); });
+  const std::uintptr_t stream = stream_arg(info[3]);
+  cuda_call(info.Env(), [&] { kc::copy_to_host(v.data, p, v.bytes, device, stream); });
   return info.Env().Undefined();
 }
 

@@ -84,38 +84,35 @@ KOALA_HD bool pp_gain_is_safe(const FilterConfig& c, double sigma, const PPLayer
   return v_next <= max_value && sqrt(s.xx) + fabs(g.k) * (v_next + c.q * h) <= max_value;  // false for NaN too
 }
 
-// KOALA++'s step sequence (Note [step sequence], core/step.h): guards 1 to 3 on the sums, R, each
-// layer's decision, guard 4; then, only when applied, the new R, step count, skip mask and carried
-// layer state are committed (gains[l] is scratch the second pass reads). max_gain is max_l lambda_l.
+// KOALA++'s step sequence (Note [step sequence], core/step.h), from the pieces of decide_step: each
+// layer's data guard and decision folded in layer order, then finish_step's guards in their order
+// (KOALA++ has no P to finish) and, only when applied, the skip mask and the carried layer state
+// (gains[l] is scratch the update pass reads). max_gain is max_l lambda_l.
 KOALA_HD StepReport decide_step_pp(const FilterConfig& c, FilterSnapshot& snap, const PPLayerSums* sums, PPLayerState* carry,
                                    std::size_t num_layers, double loss, double loss_sq, double lr, DType dtype,
                                    PPLayerGain* gains, std::uint8_t* skip_mask) {
-  StepReport report{StepStatus::kApplied, 0, 0.0};
-  const StepStatus inputs = check_inputs(sums, num_layers, loss, loss_sq);
-  if (inputs != StepStatus::kApplied) return {inputs, 0, 0.0};
-
-  FilterState next = snap.filter;
-  filter_update_r(c, next, loss_sq);
-  bool safe = isfinite(next.r);
-  bool any = false;
+  const FilterState next = with_new_r(c, snap.filter, loss_sq);
   const double max_value = dtype_max(dtype);
+  StepTally t = empty_tally();
   for (std::size_t l = 0; l < num_layers; ++l) {
+    StepTally layer = empty_tally();
+    layer.data = data_status(sums[l]);
     gains[l] = pp_layer_gain(c, next.sigma, next.r, sums[l], carry[l], loss, lr);
     if (gains[l].skip) {
-      ++report.skipped_layers;
-      continue;
+      layer.skipped = 1;
+    } else {
+      layer.any = true;
+      layer.max_gain = gains[l].lambda;
+      layer.safe = pp_gain_is_safe(c, next.sigma, sums[l], carry[l], gains[l], max_value);
     }
-    safe = safe && pp_gain_is_safe(c, next.sigma, sums[l], carry[l], gains[l], max_value);
-    if (!any || gains[l].lambda > report.max_gain) report.max_gain = gains[l].lambda;
-    any = true;
+    t = combine(t, layer);
   }
-  if (!safe) return {StepStatus::kNonFiniteStep, 0, 0.0};
-
-  snap.filter = next;
-  snap.steps += 1;
-  for (std::size_t l = 0; l < num_layers; ++l) {
-    skip_mask[l] = gains[l].skip ? 1 : 0;
-    if (!gains[l].skip) carry[l] = gains[l].next;
+  const StepReport report = finish_step(c, snap, next, t, loss, loss_sq);
+  if (report.status == StepStatus::kApplied) {
+    for (std::size_t l = 0; l < num_layers; ++l) {
+      skip_mask[l] = gains[l].skip ? 1 : 0;
+      if (!gains[l].skip) carry[l] = gains[l].next;
+    }
   }
   return report;
 }

@@ -152,7 +152,7 @@ StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, do
     const T* g = static_cast<const T*>(layers[ch.layer].grad) + ch.begin;
     T* x = static_cast<T*>(layers[ch.layer].param) + ch.begin;
     if (config_.variant == Variant::kVanilla) {
-      if (!k.skip) kernels.vanilla_update(g, x, ch.size, k.k1);
+      if (!k.skip) kernels.vanilla_update(g, x, ch.size, direction_decay(config_), k.k1);
       return;
     }
     T* v = static_cast<T*>(layer_state(LayerStateKind::kVelocity, ch.layer)) + ch.begin;

@@ -255,10 +255,11 @@ void momentum_update_chunk(const T* __restrict__ g, T* __restrict__ x, T* __rest
   });
 }
 
+// wd: the decay inside the direction, direction_decay() (0: along the raw g, the official code).
 template <class T>
-void vanilla_update_chunk(const T* __restrict__ g, T* __restrict__ x, std::size_t n, double k) {
+void vanilla_update_chunk(const T* __restrict__ g, T* __restrict__ x, std::size_t n, double wd, double k) {
   for_each_block(n, [&](std::size_t i, auto m) {
-    store(x + i, math::vanilla_update<Lanes>(load(g + i, m), load(x + i, m), k), m);
+    store(x + i, math::vanilla_update<Lanes>(load(g + i, m), load(x + i, m), wd, k), m);
   });
 }
 

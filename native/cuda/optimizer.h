@@ -1,5 +1,6 @@
-// The CUDA backend's host-side interface: plain C++ (no CUDA types), so that the Node-API binding
-// compiles with the host compiler. The kernels and this class's definition are in optimizer.cu.
+// The CUDA optimizer's host-side interface: plain C++ (no CUDA types), so that the Node-API binding
+// compiles with the host compiler. Defined in optimizer.cu, its kernels in kernels.cuh, the
+// runtime wrappers in runtime.h.
 //
 // A step is a few launches on the caller's stream and no synchronization (Note [device step]).
 #pragma once
@@ -7,7 +8,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "koala/filter.h"
@@ -20,20 +20,25 @@ namespace cuda {
 // Note [device step]
 // The layer list is fixed, so the chunk plan (core/plan.h, one thread block per chunk) and the
 // per-layer pointers are uploaded once, at construction. predict(): an element kernel writes one
-// partial sum of |a - x|^2 per chunk, then a one-block filter kernel adds them up in a fixed order
-// and advances q_x and P. update(): a stats kernel writes per-chunk partial sums; a layer-sums
-// kernel (one block per layer) adds each layer's partials in a fixed order; a one-block filter
-// kernel checks for NaN and Inf (the loss included, which may be read from device memory),
-// updates R and computes every layer's gains and the new P; an update kernel reads those gains
-// from device memory (with lazy predict, a last one-block kernel keeps the pending sum). Every
-// reduction is a fixed tree, so the results do not depend on scheduling. Everything scalar lives
-// in one DeviceScalars record on the device; the host reads it only when asked (state, a step's
-// info).
+// partial sum of |a - x|^2 per chunk, then a one-block filter kernel adds them up and advances
+// q_x and P. update(): a stats kernel writes per-chunk partial sums; a layer-sums kernel (one block
+// per layer) adds each layer's partials; one block runs the step sequence (Note [step sequence],
+// core/step.h: the guards, the loss included, which may be read from device memory, R, the gains,
+// the new P) from the CPU's pieces, its layers spread over the threads; an update kernel reads those gains from device memory (with lazy predict, a last
+// one-block kernel keeps the pending sum); the outcome is copied to pinned host memory and an
+// event recorded, so that reading it waits for the step only. Everything scalar lives in one
+// DeviceScalars record on the device; the host reads it only when asked (state, a step's outcome).
+//
+// Every reduction is a fixed tree, so the results do not depend on scheduling and repeat bitwise
+// run to run. They are not the CPU's sums, though: the CPU adds 8 lanes per chunk and a layer's
+// chunk partials in order, the GPU 256 strided partials per chunk and a layer's chunk partials in
+// a tree. The two backends agree within rounding, not bitwise (test/cuda/device.test.ts: 1e-5 in
+// float32, 1e-10 in float64 against the golden runs).
 
 // A scalar argument: a value from the host, or a float32/float64 value in device memory.
 struct ScalarArg {
   const void* device_ptr;  // null: use `value`
-  int dtype;               // 0 float32, 1 float64 (for device_ptr)
+  DType dtype;             // of *device_ptr
   double value;
 };
 
@@ -47,25 +52,30 @@ enum class Moved : int { kNo = 0, kYes = 1, kUnknown = 2 };
 
 class CudaOptimizer {
  public:
+  // Every size > 0. stream: a cudaStream_t as an integer (0: the legacy default stream).
   CudaOptimizer(int device, DType dtype, std::vector<std::size_t> sizes, std::vector<LayerPointers> layers,
                 const FilterConfig& config, const FilterState& initial, bool lazy_predict, std::uintptr_t stream);
   ~CudaOptimizer();
   CudaOptimizer(const CudaOptimizer&) = delete;
   CudaOptimizer& operator=(const CudaOptimizer&) = delete;
 
+  // Launches follow Note [launch errors] (cuda/launch.h): a call that fails half-way leaves the
+  // optimizer broken, and every later predict() or update() throws BrokenOptimizer.
+  //
   // With lazy predict, whether the element pass runs depends on the last update's outcome, which
   // the host knows only once it was read (last_step) or set (restore).
   Moved predict();
   void update(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
 
-  // Reads (each synchronizes with the stream).
+  // The last update's outcome; waits for that update only. Fills skip_mask_out (one byte per
+  // layer) when the step was applied.
   StepReport last_step(std::uint8_t* skip_mask_out);
+  // Reads and writes (each waits for the stream).
   FilterSnapshot snapshot();
   void restore(const FilterSnapshot& snap);
-  // Per-layer state (LayerStateKind): KOALA-M's velocity 0 and average 1, KOALA++'s product 2 and
-  // direction 3 (the binding checks the kind against the variant); host buffers of the layer's size.
-  void read_layer_state(int kind, std::size_t layer, void* host_out);
-  void write_layer_state(int kind, std::size_t layer, const void* host_in);
+  // KOALA-M per-layer state, host buffers of the layer's size and dtype.
+  void read_layer_state(LayerStateKind kind, std::size_t layer, void* host_out);
+  void write_layer_state(LayerStateKind kind, std::size_t layer, const void* host_in);
   // KOALA++'s per-layer scalars, num_layers() records.
   void read_layer_scalars(PPLayerState* out);
   void write_layer_scalars(const PPLayerState* in);
@@ -77,33 +87,19 @@ class CudaOptimizer {
  private:
   void update_pp(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);  // cuda/plusplus.cuh
   struct Device;  // device allocations, defined in optimizer.cu
+  char* layer_state(LayerStateKind kind, std::size_t layer);
+  void* snapshot_on_device();
+
   int device_;
   DType dtype_;
   std::vector<std::size_t> sizes_;
   FilterConfig config_;
   bool lazy_predict_;
   enum class Pending { kNone, kSome, kUnknown } pending_ = Pending::kNone;  // the host's view of snapshot.pending
+  bool broken_ = false;  // Note [launch errors]
   std::uintptr_t stream_;
   std::unique_ptr<Device> dev_;
 };
-
-// Whether a usable device is present: the number of devices, or an explanation.
-struct Probe {
-  int devices;
-  std::string error;  // empty when devices > 0
-};
-Probe probe();
-
-// Checks that [ptr, ptr + bytes) is device (or managed) memory of `device`; empty when it is, else why not.
-std::string check_device_pointer(const void* ptr, std::size_t bytes, std::size_t alignment, int device);
-
-// Thin wrappers used by tests, benchmarks and users without another CUDA library at hand. Each
-// throws std::runtime_error with CUDA's message on failure.
-std::uintptr_t device_malloc(std::size_t bytes, int device);
-void device_free(std::uintptr_t ptr, int device);
-void copy_to_device(std::uintptr_t dst, const void* src, std::size_t bytes, int device);
-void copy_to_host(void* dst, std::uintptr_t src, std::size_t bytes, int device);
-void device_synchronize(int device);
 
 }  // namespace cuda
 }  // namespace koala

@@ -5,10 +5,16 @@
 // update kernel (v, Hp and x), which reads the decisions from device memory and does nothing when
 // the step was refused. No host synchronization.
 //
-// Included by cuda/optimizer.cu inside its anonymous namespace, after block_sum, DeviceChunk,
-// DeviceLayer (v: the products, a: the directions), DeviceScalars and read_scalar; optimizer.cu
-// includes core/step_pp.h at its top.
+// The kernels' shared pieces (block_sum, DeviceChunk, DeviceLayer with v: the products and a: the
+// directions, DeviceScalars, read_scalar) are cuda/kernels.cuh's.
 #pragma once
+
+#include "core/step_pp.h"
+#include "cuda/kernels.cuh"
+
+namespace koala {
+namespace cuda {
+namespace kernels {
 
 template <class T>
 __global__ void pp_dots_kernel(const DeviceChunk* chunks, const DeviceLayer* layers, double wd, PPLayerSums* chunk_sums) {
@@ -85,3 +91,7 @@ __global__ void pp_update_kernel(const DeviceChunk* chunks, const DeviceLayer* l
     hp[i] = static_cast<T>(h);
   }
 }
+
+}  // namespace kernels
+}  // namespace cuda
+}  // namespace koala

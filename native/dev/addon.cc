@@ -1,5 +1,6 @@
 // koala_optim_dev.node: the development addon. It holds the benchmark's reference kernels (the
-// memory bound and a fused Adam, native/dev/bench_kernels.h) and the test hooks (the chunk plan),
+// memory bound and a fused Adam, native/dev/bench_kernels.h) and the test hooks (the chunk plan,
+// and the CUDA optimizer's launch-error and device-scalar rules driven without a GPU),
 // so that the production koala_optim.node exports the optimizer and its constants only. The
 // library never loads this addon; bench/ and test/ do (bench/dev-addon.ts).
 #include <napi.h>
@@ -14,8 +15,11 @@
 #endif
 
 #include "binding/config.h"
+#include "binding/scalar_check.h"
 #include "core/plan.h"
+#include "core/step.h"
 #include "cpu/kernels.h"
+#include "cuda/launch.h"
 #include "dev/bench_kernels.h"
 
 namespace {
@@ -128,7 +132,118 @@ Napi::Value PlanChunks(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// CUDA's error state as a script: take() returns the next code (0 when the script is done).
+struct ScriptedErrors {
+  std::vector<int> codes;
+  std::size_t next = 0;
+  int take() { return next < codes.size() ? codes[next++] : 0; }
+  std::string message(int code) { return "scripted error " + std::to_string(code); }
+};
+
+// launchSequence(errors: number[], launches, broken) -> { enqueued, error, broken }: the
+// LaunchSequence of the CUDA optimizer (Note [launch errors], cuda/launch.h) driven by a scripted
+// error state: errors[0] is what an earlier call left behind, errors[1 + i] the error of launch i.
+Napi::Value LaunchSequenceHook(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 3 || !info[0].IsArray() || !info[1].IsNumber() || !info[2].IsBoolean()) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "launchSequence(errors, launches, broken)");
+  }
+  ScriptedErrors errors;
+  const Napi::Array codes = info[0].As<Napi::Array>();
+  for (std::uint32_t i = 0; i < codes.Length(); ++i) errors.codes.push_back(codes.Get(i).As<Napi::Number>().Int32Value());
+  bool broken = info[2].As<Napi::Boolean>().Value();
+  int enqueued = 0;
+  std::string error;
+  try {
+    koala::cuda::LaunchSequence<ScriptedErrors> seq(errors, broken, "update");
+    for (int i = 0; i < info[1].As<Napi::Number>().Int32Value(); ++i) seq.launch("kernel", [&] { ++enqueued; });
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("enqueued", enqueued);
+  out.Set("error", error);
+  out.Set("broken", broken);
+  return out;
+}
+
+// scalarCheck(calls: [slot, address, elemBytes, verdict][]) -> [result, queried][]: the CUDA
+// binding's device-scalar check and its cache (Note [device scalar check]), with the device query
+// scripted: `verdict` is what the query would answer ('' = a good pointer).
+Napi::Value ScalarCheckHook(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 1 || !info[0].IsArray()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "scalarCheck(calls)");
+  koala::binding::ScalarCheckCache cache;
+  const Napi::Array calls = info[0].As<Napi::Array>();
+  Napi::Array out = Napi::Array::New(env, calls.Length());
+  for (std::uint32_t i = 0; i < calls.Length(); ++i) {
+    const Napi::Array c = calls.Get(i).As<Napi::Array>();
+    bool queried = false;
+    const std::string verdict = c.Get(3u).As<Napi::String>().Utf8Value();
+    const std::string result = cache.check(c.Get(0u).As<Napi::Number>().Int32Value(), static_cast<std::uintptr_t>(c.Get(1u).As<Napi::Number>().Int64Value()),
+                                           static_cast<std::size_t>(c.Get(2u).As<Napi::Number>().Int64Value()), [&] {
+                                             queried = true;
+                                             return verdict;
+                                           });
+    Napi::Array r = Napi::Array::New(env, 2);
+    r.Set(0u, result);
+    r.Set(1u, queried);
+    out.Set(i, r);
+  }
+  return out;
+}
+
+// decideStep(config, snapshot, sums: Float64Array [hh, xx, gg per layer], loss, lossSq, lr, lanes)
+// -> { status, skipped, maxGain, snapshot, skipMask }: the step sequence (core/step.h) over given
+// layer sums. lanes 0: decide_step, the CPU's fold in layer order; lanes n (a power of two): the
+// CUDA kernel's order, layer l tallied on lane l % n, each lane folding its layers, then a pairwise
+// tree over the lanes (cuda/kernels.cuh, decide_kernel), so that the two orders can be compared.
+Napi::Value DecideStepHook(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 7 || !info[0].IsObject() || !info[1].IsObject() || !info[2].IsTypedArray()) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "decideStep(config, snapshot, sums, loss, lossSq, lr, lanes)");
+  }
+  const Napi::Object cfg = info[0].As<Napi::Object>();
+  const koala::FilterConfig config = koala::binding::filter_config(cfg);
+  const koala::DType dtype = koala::binding::dtype_field(cfg);
+  koala::FilterSnapshot snap = koala::binding::snapshot_arg(env, info[1]);
+  const TypedView raw = typed_view(env, info[2]);
+  if (raw.type != napi_float64_array || raw.length % 3 != 0) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "sums: a Float64Array of 3 per layer");
+  const std::size_t n = raw.length / 3;
+  std::vector<koala::LayerSums> sums(n);
+  for (std::size_t l = 0; l < n; ++l) sums[l] = {static_cast<double*>(raw.data)[3 * l], static_cast<double*>(raw.data)[3 * l + 1], static_cast<double*>(raw.data)[3 * l + 2]};
+  const double loss = info[3].As<Napi::Number>().DoubleValue(), loss_sq = info[4].As<Napi::Number>().DoubleValue();
+  const double lr = info[5].As<Napi::Number>().DoubleValue();
+  const std::size_t lanes = static_cast<std::size_t>(info[6].As<Napi::Number>().Int64Value());
+  std::vector<koala::LayerGain> gains(n);
+  Napi::Uint8Array mask = Napi::Uint8Array::New(env, n);
+  koala::StepReport report;
+  if (lanes == 0) {
+    report = koala::decide_step(config, snap, sums.data(), n, loss, loss_sq, lr, dtype, gains.data(), mask.Data());
+  } else {
+    const koala::FilterState next = koala::with_new_r(config, snap.filter, loss_sq);
+    std::vector<koala::StepTally> tallies(lanes, koala::empty_tally());
+    for (std::size_t l = 0; l < n; ++l) {
+      tallies[l % lanes] = koala::combine(tallies[l % lanes], koala::tally_layer(config, next, sums[l], loss, lr, koala::dtype_max(dtype), gains[l]));
+    }
+    for (std::size_t stride = lanes / 2; stride > 0; stride /= 2) {
+      for (std::size_t t = 0; t < stride; ++t) tallies[t] = koala::combine(tallies[t], tallies[t + stride]);
+    }
+    report = koala::finish_step(config, snap, next, tallies[0], loss, loss_sq);
+    if (report.status == koala::StepStatus::kApplied) {
+      for (std::size_t l = 0; l < n; ++l) mask[l] = gains[l].skip ? 1 : 0;
+    }
+  }
+  Napi::Object out = koala::binding::step_object(env, report);
+  out.Set("snapshot", koala::binding::snapshot_object(env, snap));
+  out.Set("skipMask", mask);
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("decideStep", Napi::Function::New<DecideStepHook>(env, "decideStep"));
+  exports.Set("launchSequence", Napi::Function::New<LaunchSequenceHook>(env, "launchSequence"));
+  exports.Set("scalarCheck", Napi::Function::New<ScalarCheckHook>(env, "scalarCheck"));
   exports.Set("planChunks", Napi::Function::New<PlanChunks>(env, "planChunks"));
   exports.Set("streamCopy", Napi::Function::New<StreamCopy>(env, "streamCopy"));
   exports.Set("streamTriad", Napi::Function::New<StreamTriad>(env, "streamTriad"));

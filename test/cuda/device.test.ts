@@ -1,14 +1,30 @@
 // The CUDA backend on a GPU: the golden runs through device buffers, random layer lists against
 // the CPU backend, the guards, device pointers checked. Skipped, with the reason printed, where
-// no usable CUDA device is present.
+// no usable CUDA device is present; KOALA_REQUIRE_CUDA=1 (set by the GPU check, bench/gpu/run.sh)
+// turns every one of them into a failure that says why.
 import { cuda, KoalaM, KoalaV, type DeviceTensor, type DType, type FloatArray } from '../../lib';
 import { errorCode, flatP, goldenFiles, loadGolden, makeArray, optionsOf, relMax, relNorm, rng } from '../helpers';
 
 const status = cuda.available();
-const describeGpu = status.available ? describe : describe.skip;
+const required = process.env.KOALA_REQUIRE_CUDA === '1';
+
+function describeGpu(name: string, body: () => void): void {
+  if (status.available) {
+    describe(name, body);
+  } else if (!required) {
+    describe.skip(name, body);
+  } else {
+    describe(name, () => {
+      beforeAll(() => {
+        throw new Error(`KOALA_REQUIRE_CUDA=1, but CUDA is not available: ${status.reason}`);
+      });
+      body();
+    });
+  }
+}
 
 // Runs only where the GPU tests do not, so that the reason shows in the test output.
-(status.available ? test.skip : test)('without a usable GPU the CUDA tests are skipped, and the reason is given', () => {
+(status.available || required ? test.skip : test)('without a usable GPU the CUDA tests are skipped, and the reason is given', () => {
   expect(status.reason).not.toBe('');
   console.log(`CUDA tests skipped: ${status.reason}`);
 });
@@ -215,6 +231,73 @@ describeGpu('guards and device checks', () => {
     if (status.devices < 2) expect(errorCode(() => new KoalaM([{ param: { ...t, deviceId: 1 }, grad: { ...other, deviceId: 1 } }]))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
     cuda.free(t);
     cuda.free(other);
+  });
+
+  test('a refused step leaves the phase at predicted, as on the host; the outcome settles it', () => {
+    const { grads, opt, release } = setup();
+    opt.predict();
+    const g = grads.read();
+    g[0][0] = Infinity;
+    grads.set(g);
+    const info = opt.update(0.5, 0.3);
+    expect(opt.phase).toBe('predicted'); // read from the device
+    expect(info).toMatchObject({ applied: false, reason: 'non-finite-gradient' });
+    g[0][0] = 0.25;
+    grads.set(g);
+    expect(opt.update(0.5, 0.3).applied).toBe(true); // no second predict() needed
+    expect(opt.phase).toBe('updated');
+    release();
+  });
+
+  test('lazy predict: predict() says unknown until the outcome is read, then what happened', () => {
+    const params = new DeviceSet([Float32Array.from({ length: 300 }, (_, i) => Math.sin(i))], 'float32');
+    const grads = new DeviceSet([Float32Array.from({ length: 300 }, (_, i) => Math.cos(i))], 'float32');
+    const opt = new KoalaM([{ param: params.tensors[0], grad: grads.tensors[0] }], { lazyPredict: true });
+    expect(opt.predict()).toBe(true); // nothing pending yet
+    opt.update(0.5, 0.3);
+    expect(opt.predict()).toBe('unknown');
+    expect(opt.update(0.5, 0.3).applied).toBe(true); // read: an applied lazy update did the element pass
+    expect(opt.predict()).toBe(false);
+    expect(opt.update(NaN, 0.3).applied).toBe(false);
+    expect(opt.predict()).toBe(true); // after a refused step the element pass runs in full
+    opt.dispose();
+    [params, grads].forEach((d) => d.release());
+  });
+
+  test('a device that does not exist: ERR_KOALA_INVALID_DEVICE_POINTER, and no error is left for the next call', () => {
+    const t = cuda.alloc(64, 'float32');
+    const other = cuda.alloc(64, 'float32');
+    const missing = status.devices; // the first ordinal past the last device
+    expect(errorCode(() => new KoalaM([{ param: { ...t, deviceId: missing }, grad: { ...other, deviceId: missing } }]))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
+    const { opt, release } = setup();
+    opt.predict(); // threw "invalid device ordinal" when the failed selection's error stayed recorded
+    expect(opt.update(0.5, 0.3).applied).toBe(true);
+    release();
+    cuda.free(t);
+    cuda.free(other);
+  });
+
+  test('a loss address checked as float32 is checked again as float64 (4 mod 8 is refused)', () => {
+    const { params, opt, release } = setup();
+    const buf = cuda.alloc(4, 'float32');
+    cuda.upload(buf, Float32Array.of(0.5, 0.5, 0.5, 0.5));
+    const at4 = { device: 'cuda', deviceId: 0, ptr: buf.ptr + 4n, dtype: 'float32' } as const;
+    opt.predict();
+    expect(opt.update(at4, 0.3).applied).toBe(true);
+    opt.predict();
+    const before = params.read();
+    expect(errorCode(() => opt.update({ ...at4, dtype: 'float64' }, 0.3))).toBe('ERR_KOALA_INVALID_DEVICE_POINTER');
+    expect(params.read()).toEqual(before);
+    expect(opt.update(0.5, 0.3).applied).toBe(true); // the context is alive
+    cuda.free(buf);
+    release();
+  });
+
+  test('upload and download on an explicit stream', () => {
+    const t = cuda.alloc(5, 'float64');
+    cuda.upload(t, Float64Array.of(1, 2, 3, 4, 5), 0n);
+    expect(Array.from(cuda.download(t, 0n))).toEqual([1, 2, 3, 4, 5]);
+    cuda.free(t);
   });
 
   test('stateDict() from the device resumes bitwise on another device optimizer', () => {

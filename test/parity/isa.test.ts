@@ -12,8 +12,9 @@ const { createHash } = require('node:crypto');
 const addon = require(process.argv[1]);
 const threads = Number(process.argv[2]);
 const hash = createHash('sha256');
-for (const [variant, dtype, lazyPredict] of [[0, 0, false], [0, 1, false], [0, 0, true], [1, 0, false], [1, 1, false], [2, 0, false], [2, 1, false]]) {
-  const Arr = dtype === 0 ? Float32Array : Float64Array;
+const { variant: V, dtype: D } = addon.protocol; // the addon's own constants
+for (const [variant, dtype, lazyPredict] of [[V.momentum, D.float32, false], [V.momentum, D.float64, false], [V.momentum, D.float32, true], [V.vanilla, D.float32, false], [V.vanilla, D.float64, false], [V.plusPlus, D.float32, false], [V.plusPlus, D.float64, false]]) {
+  const Arr = dtype === D.float32 ? Float32Array : Float64Array;
   const sizes = [70001, 3, 16385, 90000];
   const params = sizes.map((n, l) => Arr.from({ length: n }, (_, i) => Math.sin(l * 7 + i)));
   const grads = sizes.map((n) => new Arr(n));

@@ -69,3 +69,33 @@ test('the native binding refuses a snapshot whose step count is not an integer',
   expect(opt.getFilter()).toEqual(good);
   opt.dispose();
 });
+
+test('layer-state calls are checked once for both bindings: KOALA-V has none, kinds and layers must exist', () => {
+  const mod = nativeModule()!;
+  const make = (variant: 0 | 1) =>
+    new mod.NativeOptimizer(
+      { variant, dtype: 1, threads: 1, weightDecay: 0, eps: 0, kappa: 0.9, qP: 0, q: 1, betaR: 0.9, adaptiveR: true, lazyPredict: false, p00: 0.1, p01: 0, p11: 0.1, qX: 0, sigma: 0.1, r: 1 },
+      [new Float64Array(3)],
+      [new Float64Array(3)],
+      new Uint8Array(1),
+    );
+  const code = (fn: () => void) => {
+    try {
+      fn();
+    } catch (e) {
+      return (e as { code?: string }).code;
+    }
+    return undefined;
+  };
+  const v = make(PROTOCOL.variant.vanilla);
+  expect(code(() => v.readLayerState(PROTOCOL.layerState.velocity, 0, new Float64Array(3)))).toBe('ERR_KOALA_INVALID_ARGUMENT');
+  const m = make(PROTOCOL.variant.momentum);
+  expect(code(() => m.readLayerState(2 as 0, 0, new Float64Array(3)))).toBe('ERR_KOALA_INVALID_ARGUMENT');
+  expect(code(() => m.readLayerState(PROTOCOL.layerState.average, 1, new Float64Array(3)))).toBe('ERR_KOALA_INVALID_ARGUMENT');
+  expect(code(() => m.readLayerState(PROTOCOL.layerState.average, 0, new Float32Array(3)))).toBe('ERR_KOALA_INVALID_ARGUMENT');
+  m.writeLayerState(PROTOCOL.layerState.average, 0, Float64Array.of(1, 2, 3));
+  const out = new Float64Array(3);
+  m.readLayerState(PROTOCOL.layerState.average, 0, out);
+  expect(Array.from(out)).toEqual([1, 2, 3]);
+  [v, m].forEach((o) => o.dispose());
+});

@@ -265,6 +265,8 @@ describe.each(BACKENDS)('%s backend: loadStateDict is a transaction', (backend) 
         ['pendingPredict negative', { ...good, phase: 'updated', pendingPredict: -1 }],
         ['pendingPredict in phase predicted', { ...good, phase: 'predicted', pendingPredict: 0.5 }],
         ['layers not an array', { ...good, layers: { length: 3 } }],
+        ['a getter that throws', Object.defineProperty({ ...good }, 'lr', { enumerable: true, get: () => { throw new RangeError('boom'); } })],
+        ['a Proxy that throws', new Proxy(good, { get: (t, k) => (k === 'filter' ? (() => { throw new Error('boom'); })() : Reflect.get(t, k)) })],
         ['a layer list entry that is not an object', { ...good, layers: [1, 2, 3] }],
       ];
       if (variant === 'm') {

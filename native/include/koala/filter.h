@@ -30,10 +30,34 @@ struct FilterConfig {
   double q;             // KOALA-V and KOALA++ fixed state noise (reference `q`)
   double beta_r;        // smoothing of the adaptive R (reference `alpha_r`)
   bool adaptive_r;      // false: R stays at its initial (fixed) value
+  // The paper's variants (Note [paper variants]); all false is the official code.
+  bool absolute_target;    // target L - lr instead of (1 - lr) L
+  bool paper_state_noise;  // KOALA-M: q_x = |x - a|^2 / n (eq. 23-24)
+  bool vanilla_along_h;    // KOALA-V: step along h = g + wd x instead of the raw g
   bool symmetric;       // KOALA++: the symmetric least-squares estimate (reference `is_symmetric`)
 };
 
-// Per-layer coefficients of one update: x -= k1 h (or k1 g for KOALA-V), v -= k2 h.
+// Note [paper variants]
+// Where the paper and the official code differ, the code is the default and the paper is an
+// option (shared/docs/ALGORITHM.md, "Paper variants"):
+// - absolute_target: the target L - lr (Theorem 1 (a)) instead of (1 - lr) L (Theorem 1 (b)), so
+//   the innovation L_l - target is lr instead of lr L_l, whatever the loss (in filter_layer_gain).
+// - paper_state_noise: q_x = |x - a|^2 / n (eq. 23-24, the paper's q_x^2) from the pre-predict x
+//   and the average a of the last update, replacing the official sqrt(sum) / n smoothed by 0.9
+//   (in filter_predict). With lazy predict the pending sum is the same |x - a|^2, so the two combine.
+// - vanilla_along_h: KOALA-V moves x along h = g + wd x, as KOALA-M does, instead of the raw g
+//   (the update passes take direction_decay(); the range guard takes the direction's norm).
+// Only the scalar filter and the decay inside KOALA-V's direction change: the passes, the state
+// and the step sequence are the same for every combination.
+
+// The weight decay inside the update's direction h = g + wd x: 0 where the official KOALA-V steps
+// along the raw gradient.
+KOALA_HD bool steps_along_raw_gradient(const FilterConfig& c) {
+  return c.variant == Variant::kVanilla && !c.vanilla_along_h;
+}
+KOALA_HD double direction_decay(const FilterConfig& c) { return steps_along_raw_gradient(c) ? 0.0 : c.weight_decay; }
+
+// Per-layer coefficients of one update: x -= k1 h (or k1 g for the official KOALA-V), v -= k2 h.
 struct LayerGain {
   bool skip;
   double k1, k2;
@@ -46,9 +70,13 @@ KOALA_HD void filter_predict(const FilterConfig& c, FilterState& s, double sum_s
     s.sigma = s.sigma + c.q;
     return;
   }
-  // Official code: the norm (not its square) divided by n (not sqrt(n)), then a second EMA.
-  const double d = sqrt(sum_sq_diff) / n;
-  s.q_x = kQxDecay * s.q_x + (1.0 - kQxDecay) * d;
+  if (c.paper_state_noise) {
+    s.q_x = sum_sq_diff / n;  // eq. 24 (Note [paper variants])
+  } else {
+    // Official code: the norm (not its square) divided by n (not sqrt(n)), then a second EMA.
+    const double d = sqrt(sum_sq_diff) / n;
+    s.q_x = kQxDecay * s.q_x + (1.0 - kQxDecay) * d;
+  }
   // P <- F P F^T + diag(q_x, q_p) with F = [[1, 1], [0, kappa]].
   const double fp00 = s.p00 + s.p01, fp01 = s.p01 + s.p11;
   const double fp11 = c.kappa * s.p11;  // (F P)[1][0] is not needed: F P F^T is symmetric
@@ -70,15 +98,18 @@ KOALA_HD LayerGain filter_layer_gain(const FilterConfig& c, const FilterState& s
   const double loss_l = loss + 0.5 * c.weight_decay * sums.xx;
   const double prior = c.variant == Variant::kMomentum ? s.p00 : s.sigma;
   const double innov = sums.hh * prior + s.r;
+  // The innovation L_l - target: lr L_l for the relative target, lr for the absolute one.
+  const double target_gap = c.absolute_target ? lr : lr * loss_l;
   out.skip = false;
-  out.k1 = lr * loss_l * prior / innov;
-  out.k2 = c.variant == Variant::kMomentum ? lr * loss_l * s.p01 / innov : 0.0;
+  out.k1 = target_gap * prior / innov;
+  out.k2 = c.variant == Variant::kMomentum ? target_gap * s.p01 / innov : 0.0;
   out.m = sums.hh / innov;
   return out;
 }
 
 // Step 3 of update(): only when at least one layer was updated (else P stays as it is).
 KOALA_HD void filter_finish(const FilterConfig& c, FilterState& s, double max_gain) {
+  if (c.variant == Variant::kPlusPlus) return;  // KOALA++ keeps no P or sigma to finish (core/step_pp.h)
   if (c.variant == Variant::kVanilla) {
     s.sigma = s.sigma - s.sigma * s.sigma * max_gain;
     return;

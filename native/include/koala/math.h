@@ -1,12 +1,21 @@
 // The per-element formulas of KOALA, written once for every backend (CPU loops and CUDA kernels).
 // Kernels own loads, stores and loops; this header owns the arithmetic. All math is in double:
-// float32 values are widened on load and rounded once on store (see Note [opmath] in README).
+// float32 values are widened on load and rounded once on store (Note [opmath] below).
 //
 // Each formula is a template over its value type V: double for one element (the default, so the
 // CUDA kernels and every scalar caller write math::f(...)), or a vector of doubles for several
 // elements at once (the CPU passes, Note [vector lanes] in cpu/passes.h), which does the same IEEE
 // operations in the same order on every lane. V is never deduced, so float arguments still widen.
 #pragma once
+
+// Note [opmath]
+// All per-element arithmetic is done in double, whatever the dtype: a float32 value is widened on
+// load, every formula below runs in double, and the result is rounded to float32 once, on store.
+// The per-layer sums are double accumulators too. Why: one rounding per stored value, in every
+// backend alike (CPU passes, CUDA kernels, and the js reference, whose numbers are doubles), so
+// the backends agree to rounding in both dtypes, and float32 runs lose no accuracy inside a
+// formula. In float64 this is plain double arithmetic: the golden runs match the reference within
+// 1e-12 (test/parity/golden.test.ts).
 
 // static: each translation unit keeps its own copy, so the CPU kernels compiled for several
 // instruction sets (Note [instruction sets], cpu/kernels.h) never share one through the linker.
@@ -76,9 +85,11 @@ KOALA_HD void momentum_update(Value<V> g, Value<V>& x, Value<V>& v, Value<V>& a,
   a = kAverageDecay * a + (1.0 - kAverageDecay) * x;
 }
 
-// KOALA-V update, one element: the official code steps along the raw gradient g, not h.
+// KOALA-V update, one element: x -= k (g + wd x), with wd = 0 for the official code's step along the
+// raw gradient (direction_decay(), koala/filter.h). 0 x adds only a signed zero, so the official
+// step is bitwise x - k g.
 template <class V = double>
-KOALA_HD V vanilla_update(Value<V> g, Value<V> x, double k) { return x - k * g; }
+KOALA_HD V vanilla_update(Value<V> g, Value<V> x, double wd, double k) { return x - k * decayed_grad<V>(g, x, wd); }
 
 // KOALA++ (Note [KOALA++ passes], core/step_pp.h), one element: the new product v' from the
 // direction h, the previous product and direction, and the layer's coefficients.
