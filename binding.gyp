@@ -23,6 +23,7 @@
         "native/cpu/optimizer.cpp"
       ],
       "libraries": ["-lpthread"],
+      "ldflags": ["-Wl,-z,nodelete"],
       "conditions": [
         ["target_arch=='x64'", {
           "dependencies": ["koala_kernels_avx2", "koala_kernels_avx512"],

@@ -12,6 +12,13 @@
 // waiting, so no pass ever waits for another and nothing can deadlock; results stay the same. The
 // pool lives until the process exits (it is never destroyed, so no thread outlives what it uses).
 //
+// Note [process-wide pool lifetime]
+// The helpers run this library's code for as long as the process lives, so the library must stay
+// mapped as long: Node unloads (dlclose) an addon that only worker threads loaded when the last of
+// them exits, and a helper would then run unmapped code (a segfault at some later wake-up or thread
+// start; worker.terminate() in a loop found it). The addons are linked with -z nodelete
+// (CMakeLists.txt, binding.gyp), which makes dlclose leave them loaded.
+//
 // Note [fast wake-up]
 // A helper that has run a part spins for kSpin (checking a counter, with the processor's pause
 // hint) before it sleeps on its condition variable, and the calling thread spins as long for the
