@@ -1,11 +1,13 @@
-// Every recorded run of the authors' KOALA++ code, free-running (the whole run from the initial
-// parameters) on the native and the js backend: parameters, v, Hp, S and R after every update.
-import { KoalaPP, type FloatArray } from '../../lib';
+// Every recorded run of the authors' KOALA++ code on the native and the js backend: free-running
+// (the whole run from the initial parameters: parameters, v, Hp, S and R after every update) and
+// teacher-forced (each update from the recorded state, loaded through a state dict).
+import { KoalaPP, type FloatArray, type KoalaStateDict } from '../../lib';
 import { goldenPPFiles, loadGoldenPP, optionsOfPP, relMax, relNorm, type GoldenPP } from '../helpers';
 
 // float64: the same arithmetic up to the order of the sums (measured: below 1e-14). float32: the
 // reference computes in float32 and we in double, rounded once per store (measured: ~1e-6).
 const FREE_TOL = { float64: 1e-12, float32: 1e-5 };
+const TEACHER_TOL = { float64: 1e-12, float32: 1e-6 };
 
 function setup(g: GoldenPP, backend: 'native' | 'js') {
   const Ctor = g.dtype === 'float32' ? Float32Array : Float64Array;
@@ -51,6 +53,52 @@ describe.each(goldenPPFiles())('golden KOALA++ %s', (file) => {
     }
     console.log(`${file} ${backend}: worst relative error ${worst.toExponential(2)}`);
     expect(worst).toBeLessThanOrEqual(FREE_TOL[g.dtype]);
+    opt.dispose();
+  });
+});
+
+describe.each(goldenPPFiles())('golden KOALA++ %s', (file) => {
+  const g = loadGoldenPP(file);
+
+  test.each(['native', 'js'] as const)('teacher-forced on the %s backend: each update from the recorded state', (backend) => {
+    const { params, grads, opt } = setup(g, backend);
+    const Ctor = g.dtype === 'float32' ? Float32Array : Float64Array;
+    const base = opt.stateDict();
+    const dot = (a: number[], b: number[]) => a.reduce((sum, x, i) => sum + x * b[i], 0);
+    let worst = 0;
+    g.steps.forEach((s, k) => {
+      const prev = k > 0 ? g.steps[k - 1].afterUpdate : null;
+      const layer = (l: number, key: 'vk' | 'Hk') => prev?.[key][l] ?? null;
+      const sd: KoalaStateDict = {
+        ...base,
+        step: k,
+        phase: 'predicted',
+        lr: s.lr,
+        filter: [0, 0, 0, 0, base.filter[4], prev ? prev.R : (g.options.r as number | undefined) ?? 1],
+        plusPlus: {
+          products: params.map((p, l) => Ctor.from(layer(l, 'vk') ?? new Array<number>(p.length).fill(0))),
+          directions: params.map((p, l) => Ctor.from(layer(l, 'Hk') ?? new Array<number>(p.length).fill(0))),
+          S: params.map((_, l) => prev?.Sk[l] ?? 0),
+          hh: params.map((_, l) => (layer(l, 'Hk') ? dot(layer(l, 'Hk')!, layer(l, 'Hk')!) : 0)),
+          vh: params.map((_, l) => (layer(l, 'Hk') ? dot(layer(l, 'vk')!, layer(l, 'Hk')!) : 0)),
+          updated: params.map((_, l) => (prev?.Sk[l] ?? null) !== null),
+        },
+      };
+      (prev ? prev.params : g.initial.params).forEach((p, l) => params[l].set(p));
+      opt.loadStateDict(sd);
+      s.grads.forEach((gr, l) => grads[l].set(gr));
+      expect(opt.update(s.loss, s.lossSq).applied).toBe(true);
+      const a = s.afterUpdate;
+      const S = opt.state.S;
+      worst = Math.max(
+        worst,
+        relNorm(params, a.params),
+        relNormSet(opt.products(), a.vk),
+        relMax(S.filter((v) => v !== null) as number[], a.Sk.filter((v) => v !== null) as number[]),
+        relMax([opt.state.R], [a.R]),
+      );
+    });
+    expect(worst).toBeLessThanOrEqual(TEACHER_TOL[g.dtype]);
     opt.dispose();
   });
 });
