@@ -57,8 +57,8 @@ export interface DevAddon {
   mxcsr(value?: number): number;
   /** One fused Adam step; hyper = [lr, beta1, beta2, eps, step]. */
   adamStep(x: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, hyper: Float64Array, threads: number): void;
-  /** The calling thread's MXCSR before the call, after setting it to `value` if given (-1 off x86-64): for the FPU-mode tests. */
-  mxcsr(value?: number): number;
+  /** The bytes V8 counts as external memory, what addons report included (Note [native memory reported]). */
+  externalMemory(): number;
 }
 
 let loaded: LoadedAddon<DevAddon> | null = null;

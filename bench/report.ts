@@ -25,6 +25,8 @@ export interface Report {
   rows: Row[];
   /** KOALA-M on the ResNet-50 list and on the same total in 4 tensors, timed in alternation. */
   paired: { threads: number; manyMs: number; fourMs: number } | null;
+  /** KOALA-M and the fused Adam at 1M to 3M parameters and at 16M, timed in alternation (full mode). */
+  inCache?: { threads: number; sizes: { params: number; koalaNs: number; adamNs: number }[] } | null;
 }
 
 const gbs = (r: Row) => (r.bytesPerParam * r.params) / (r.medianMs / 1e3) / 1e9;
@@ -136,6 +138,24 @@ export async function renderReport(report: Report): Promise<{ markdown: string; 
         `${fmt(paired.manyMs, 2)} ms vs ${fmt(paired.fourMs, 2)} ms, ${fmt(paired.manyMs / paired.fourMs, 3)}x the time (target within 1.15x).`,
     );
   }
+  const { inCache } = report;
+  const bound = inCache?.sizes.find((r) => r.params >= 16e6);
+  if (inCache && bound) {
+    const cached = inCache.sizes.filter((r) => r.params < 16e6);
+    checks.push(
+      `In-cache KOALA-M step, timed in alternation with the 16M one at ${inCache.threads} threads: ` +
+        cached.map((r) => `${r.params / 1e6}M ${fmt(r.koalaNs, 3)} ns/param (${fmt(r.koalaNs / bound.koalaNs)}x)`).join(', ') +
+        `, 16M ${fmt(bound.koalaNs, 3)} (target at 2M: at most 0.7x).`,
+    );
+    checks.push(
+      `KOALA-M / fused Adam time, same alternation: ` + inCache.sizes.map((r) => `${r.params / 1e6}M ${fmt(r.koalaNs / r.adamNs)}`).join(', ') + ' (target at most 2.2; byte ratio 2.0).',
+    );
+  }
+  const adamRatios = lists
+    .map((l) => [find(l, 'KOALA-M'), find(l, 'Adam (fused, native)')])
+    .filter((p): p is [Row, Row] => !!p[0] && !!p[1] && p[0].params >= 1e6)
+    .map(([k, a]) => k.medianMs / a.medianMs);
+  if (adamRatios.length > 0) checks.push(`KOALA-M / fused Adam time in the rows above, 1M parameters and up: ${fmt(Math.min(...adamRatios))} to ${fmt(Math.max(...adamRatios))} (target at most 2.2).`);
   const tiny = rows.find((r) => r.list === '161 tiny tensors' && r.contender === 'KOALA-M' && r.threads === maxThreads);
   const tinySame = rows.find((r) => r.list === '4 tensors, tiny total' && r.contender === 'KOALA-M' && r.threads === maxThreads);
   if (tiny && tinySame) {

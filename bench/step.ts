@@ -185,6 +185,28 @@ function parseThreads(value: string): number[] {
   return t;
 }
 
+/**
+ * The in-cache step against the memory-bound one: KOALA-M and the fused Adam at 1M, 2M, 3M and 16M
+ * parameters (4 tensors), all timed in alternation, round after round, so that every size sees the
+ * same machine; medians in ns per parameter.
+ */
+function measureInCache(t: number): NonNullable<Report['inCache']> {
+  const sizes = [1e6, 2e6, 3e6, 1.6e7];
+  const contenders = ['KOALA-M', 'Adam (fused, native)'].map((name) => nativeContenders([t]).find((c) => c.name === name)!);
+  const steppers = sizes.map((n) => {
+    const buffers = allocate(fourTensors(n));
+    return contenders.map((c) => c.make(buffers));
+  });
+  const times = sizes.map(() => contenders.map(() => [] as number[]));
+  for (let round = 0; round < 15; round++) {
+    steppers.forEach((row, i) => row.forEach((s, j) => times[i][j].push(...time(s, 0, 3).times)));
+  }
+  steppers.flat().forEach((s) => s.dispose());
+  const out = sizes.map((params, i) => ({ params, koalaNs: (median(times[i][0]) * 1e9) / params, adamNs: (median(times[i][1]) * 1e9) / params }));
+  for (const r of out) console.log(`in cache, alternated: ${r.params} params, KOALA-M ${r.koalaNs.toFixed(3)} ns/param, Adam ${r.adamNs.toFixed(3)} ns/param`);
+  return { threads: t, sizes: out };
+}
+
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2), FLAGS);
   if (!flags) {
@@ -207,7 +229,7 @@ async function main(): Promise<void> {
     own ??
     (full
       ? [
-          ...[1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 1.6e7, 3e7].map((n) => fourTensors(n)),
+          ...[1e4, 3e4, 1e5, 3e5, 1e6, 2e6, 3e6, 1e7, 1.6e7, 3e7].map((n) => fourTensors(n)),
           resnet,
           { ...fourTensors(total(resnet), '4 tensors, ResNet-50 total'), kind: 'model' },
           transformerBlocks(),
@@ -274,12 +296,15 @@ async function main(): Promise<void> {
     if (verbose) console.log(`paired: ResNet-50 list ${paired.manyMs.toFixed(3)} ms, 4 tensors ${paired.fourMs.toFixed(3)} ms`);
   }
 
+  const inCache = full ? measureInCache(Math.max(...threads)) : null;
+
   const report: Report = {
     machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, tfjsBackend: backend },
     mode: full ? 'full' : 'quick',
     seconds: (Date.now() - started) / 1e3,
     rows,
     paired,
+    inCache,
   };
   const { markdown, svg, json } = await renderReport(report);
   mkdirSync(outDir, { recursive: true });

@@ -26,6 +26,8 @@ export const ERROR_CODES = [
   'ERR_KOALA_STALE_INFO', // a device step's info read after a later update()
   'ERR_KOALA_INVALID_ARGUMENT', // a malformed call: a KoalaM method on another object, or into the native binding
   'ERR_KOALA_PEER_MISSING', // koala-optim/tfjs without @tensorflow/tfjs-core installed
+  'ERR_KOALA_OUT_OF_MEMORY', // the native backend could not allocate an optimizer's state
+  'ERR_KOALA_NATIVE', // the native backend failed otherwise (a thread the system refuses, a C++ exception); the message says what
 ] as const;
 
 export type KoalaErrorCode = (typeof ERROR_CODES)[number];

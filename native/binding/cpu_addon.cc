@@ -1,6 +1,9 @@
 // N-API binding of the CPU backend. Thin on purpose: lib/ validates and normalizes everything;
-// this file converts arguments, re-checks cheap invariants (dtype, length, attachment, aliasing
-// by address) and maps failures to errors with a stable `code`, thrown before any work is done.
+// this file converts arguments, re-checks the cheap invariants that keep it memory-safe whatever it
+// is called with (argument types, dtype, length, attachment, aliasing by
+// address, the variant before per-layer state) and maps every failure, C++ exceptions included
+// (Note [coded native errors], binding/guard.h), to an error with a stable `code`, thrown before
+// any work is done.
 #include <napi.h>
 
 #include <algorithm>
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include "binding/config.h"
+#include "binding/guard.h"
 #include "core/overlap.h"
 #include "cpu/optimizer.h"
 #include "cpu/kernels.h"
@@ -25,26 +29,32 @@ using koala::binding::throw_coded;
 using koala::binding::TypedView;
 using koala::binding::typed_view;
 
+// What a C++ exception other than running out of memory becomes (Note [coded native errors]).
+constexpr const char* kNativeFailure = "ERR_KOALA_NATIVE";
+
 class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
  public:
   static Napi::Function Define(Napi::Env env) {
+    // Each method under the exception guard (Guarded). A method called on anything but an instance
+    // (NativeOptimizer.prototype.predict.call(x)) never reaches C++: V8 checks the receiver against
+    // the class (napi_define_class gives its methods a signature) and throws "Illegal invocation".
     return DefineClass(env, "NativeOptimizer",
-                       {InstanceMethod<&NativeOptimizer::Predict>("predict"),
-                        InstanceMethod<&NativeOptimizer::Update>("update"),
-                        InstanceMethod<&NativeOptimizer::LastStep>("lastStep"),
-                        InstanceMethod<&NativeOptimizer::GetFilter>("getFilter"),
-                        InstanceMethod<&NativeOptimizer::SetFilter>("setFilter"),
-                        InstanceMethod<&NativeOptimizer::ReadLayerState>("readLayerState"),
-                        InstanceMethod<&NativeOptimizer::WriteLayerState>("writeLayerState"),
-                        InstanceMethod<&NativeOptimizer::ReadLayerScalars>("readLayerScalars"),
-                        InstanceMethod<&NativeOptimizer::WriteLayerScalars>("writeLayerScalars"),
-                        InstanceMethod<&NativeOptimizer::ThreadsInUse>("threadsInUse"),
-                        InstanceMethod<&NativeOptimizer::Dispose>("dispose"),
+                       {InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::Predict>>("predict"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::Update>>("update"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::LastStep>>("lastStep"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::GetFilter>>("getFilter"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::SetFilter>>("setFilter"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::ReadLayerState>>("readLayerState"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::WriteLayerState>>("writeLayerState"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::ReadLayerScalars>>("readLayerScalars"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::WriteLayerScalars>>("writeLayerScalars"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::ThreadsInUse>>("threadsInUse"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::Dispose>>("dispose"),
                         InstanceValue("deferred", Napi::Boolean::New(env, false), napi_enumerable)});
   }
 
   // new NativeOptimizer(config, params: TypedArray[], grads: TypedArray[], skipMask: Uint8Array)
-  explicit NativeOptimizer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeOptimizer>(info) {
+  explicit NativeOptimizer(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<NativeOptimizer>(info) {
     Napi::Env env = info.Env();
     if (info.Length() != 4 || !info[0].IsObject() || !info[1].IsArray() || !info[2].IsArray() ||
         !info[3].IsTypedArray()) {
@@ -62,6 +72,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     std::vector<std::size_t> sizes;
     for (std::size_t l = 0; l < count; ++l) {
       const TypedView p = typed_view(env, params.Get(l));
+      typed_view(env, grads.Get(l));  // an object, before a reference is taken to it
       sizes.push_back(p.length);
       params_.push_back(Napi::Persistent(params.Get(l).As<Napi::Object>()));
       grads_.push_back(Napi::Persistent(grads.Get(l).As<Napi::Object>()));
@@ -71,16 +82,50 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     resolve(env);  // dtype and length of every array
     check_aliasing(env);
     mask_ = Napi::Persistent(info[3].As<Napi::Object>());
-    if (typed_view(env, mask_.Value()).length != count) {
-      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "skipMask must have one byte per layer");
+    const TypedView mask = typed_view(env, mask_.Value());
+    if (mask.type != napi_uint8_array || mask.length != count) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "skipMask must be a Uint8Array with one byte per layer");
     }
 
-    const int threads = static_cast<int>(number_field(cfg, "threads"));
+    // lib/options.ts allows [1, 256]; a NaN or an enormous count must not reach the int conversion.
+    const double threads = number_field(cfg, "threads");
     opt_ = std::make_unique<CpuOptimizer>(dtype_, std::move(sizes), koala::binding::filter_config(cfg), koala::binding::initial_state(cfg),
-                                          threads < 1 ? 1 : threads, koala::binding::lazy_predict(cfg));
+                                          threads >= 1 && threads <= 256 ? static_cast<int>(threads) : 1, koala::binding::lazy_predict(cfg));
+    report_memory(env, static_cast<std::int64_t>(opt_->native_bytes()));
+  } catch (...) {
+    koala::binding::rethrow_coded(info.Env(), kNativeFailure);
   }
 
+  ~NativeOptimizer() override { release_memory(); }
+
  private:
+  using MethodPtr = Napi::Value (NativeOptimizer::*)(const Napi::CallbackInfo&);
+
+  // Method M under the exception guard (Note [coded native errors], binding/guard.h).
+  template <MethodPtr M>
+  Napi::Value Guarded(const Napi::CallbackInfo& info) {
+    return koala::binding::guarded(info.Env(), kNativeFailure, [&] { return (this->*M)(info); });
+  }
+
+  // Note [native memory reported]
+  // V8 sees only the wrapper object, a few hundred bytes, of an optimizer that holds megabytes of
+  // native state: optimizers that are dropped without dispose() would pile up until some unrelated
+  // collection. So the bytes an optimizer holds are reported to V8 as external memory
+  // (napi_adjust_external_memory) when it is built, and taken back once, by dispose() or by the
+  // finalizer, whichever comes first; V8 then collects under that pressure. The C call, not
+  // node-addon-api's wrapper, which aborts on failure: a destructor must not fail (the report only
+  // fails for a null env).
+  void report_memory(Napi::Env env, std::int64_t bytes) {
+    std::int64_t total = 0;
+    if (napi_adjust_external_memory(env, bytes, &total) == napi_ok) reported_ = bytes;
+  }
+
+  void release_memory() {
+    std::int64_t total = 0;
+    if (reported_ != 0) napi_adjust_external_memory(Env(), -reported_, &total);
+    reported_ = 0;
+  }
+
   CpuOptimizer& live(Napi::Env env) {
     if (!opt_) throw_coded(env, "ERR_KOALA_DISPOSED", "the optimizer was disposed");
     return *opt_;
@@ -198,6 +243,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     opt_.reset();
+    release_memory();
     params_.clear();
     grads_.clear();
     mask_.Reset();
@@ -212,6 +258,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   std::vector<LayerBuffers> buffers_;
   koala::StepReport last_{koala::StepStatus::kApplied, 0, 0.0};
   std::unique_ptr<CpuOptimizer> opt_;
+  std::int64_t reported_ = 0;  // bytes reported to V8 (Note [native memory reported])
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

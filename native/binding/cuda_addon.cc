@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "binding/config.h"
+#include "binding/guard.h"
 #include "binding/scalar_check.h"
 #include "core/overlap.h"
 #include "cuda/optimizer.h"
@@ -25,20 +26,19 @@ using koala::binding::TypedView;
 using koala::binding::typed_view;
 
 // Runs a CUDA call, turning a C++ exception into a coded error: a device that does not exist is
-// ERR_KOALA_INVALID_DEVICE_POINTER, a bad argument ERR_KOALA_INVALID_ARGUMENT, anything else
-// (CUDA's errors, a broken optimizer, allocation failures) ERR_KOALA_CUDA.
+// ERR_KOALA_INVALID_DEVICE_POINTER, a bad argument ERR_KOALA_INVALID_ARGUMENT, the rest goes through
+// the addons' one exception guard (Note [coded native errors], binding/guard.h): a host allocation
+// failure ERR_KOALA_OUT_OF_MEMORY, anything else (CUDA's errors, a broken optimizer) ERR_KOALA_CUDA.
 template <class Fn>
 auto cuda_call(Napi::Env env, Fn&& fn) -> decltype(fn()) {
   try {
     return fn();
-  } catch (const Napi::Error&) {
-    throw;
   } catch (const kc::InvalidDevice& e) {
     throw_coded(env, "ERR_KOALA_INVALID_DEVICE_POINTER", e.what());
   } catch (const std::invalid_argument& e) {
     throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", e.what());
-  } catch (const std::exception& e) {
-    throw_coded(env, "ERR_KOALA_CUDA", e.what());
+  } catch (...) {
+    koala::binding::rethrow_coded(env, "ERR_KOALA_CUDA");
   }
 }
 

@@ -56,6 +56,9 @@ class CpuOptimizer {
   std::size_t num_layers() const { return sizes_.size(); }
   std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
   std::size_t elem_bytes() const { return dtype_ == DType::kFloat32 ? 4 : 8; }
+  // Bytes of native memory this optimizer holds: per-layer state and per-chunk sums (reported to V8
+  // by the binding, Note [native memory reported]).
+  std::size_t native_bytes() const;
   // Start of layer l's state of that kind, layer_size(l) elements of the dtype; null for a kind
   // this variant does not keep (KOALA-M: velocity, average; KOALA++: product, direction).
   void* layer_state(LayerStateKind kind, std::size_t l);

@@ -203,17 +203,18 @@ template <class T>
 double momentum_predict_chunk(T* __restrict__ x, T* __restrict__ v, const T* __restrict__ a,
                               std::size_t n, double kappa) {
   Lanes dd = {};
-  if (std::is_same<T, float>::value && is_float(kappa)) {
-    const float kappa_f = static_cast<float>(kappa);
-    for_each_block(n, [&](std::size_t i, auto m) {
-      dd += math::squared_gap<Lanes>(load(a + i, m), load(x + i, m));
-      FloatLanes xi = load_float(reinterpret_cast<const float*>(x) + i, m);
-      FloatLanes vi = load_float(reinterpret_cast<const float*>(v) + i, m);
-      for (std::size_t k = 0; k < kParts; ++k) math::momentum_advance<FloatPart, float>(xi.part[k], vi.part[k], kappa_f);
-      store_float(reinterpret_cast<float*>(x) + i, xi, m);
-      store_float(reinterpret_cast<float*>(v) + i, vi, m);
-    });
-    return sum_lanes(dd);
+  if constexpr (std::is_same<T, float>::value) {
+    if (is_float(kappa)) {
+      const float kappa_f = static_cast<float>(kappa);
+      for_each_block(n, [&](std::size_t i, auto m) {
+        dd += math::squared_gap<Lanes>(load(a + i, m), load(x + i, m));
+        FloatLanes xi = load_float(x + i, m), vi = load_float(v + i, m);
+        for (std::size_t k = 0; k < kParts; ++k) math::momentum_advance<FloatPart, float>(xi.part[k], vi.part[k], kappa_f);
+        store_float(x + i, xi, m);
+        store_float(v + i, vi, m);
+      });
+      return sum_lanes(dd);
+    }
   }
   for_each_block(n, [&](std::size_t i, auto m) {
     Lanes xi = load(x + i, m), vi = load(v + i, m);

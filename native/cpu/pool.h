@@ -6,11 +6,13 @@
 // number of helpers any optimizer asked for, never beyond, so thousands of optimizers, live or
 // dropped, cost no thread each. A pass is cut into parts that the calling thread and the helpers
 // claim one at a time; which thread runs which part never enters the result (Note [deterministic
-// sums], core/plan.h); an optimizer cuts a pass into a few parts per thread, so that a helper the
-// system is slow to schedule holds up little. The pool runs one pass at a time: a pass that finds it busy (another JS
+// sums], core/plan.h); a pass is cut into kPartsPerThread parts per thread, so that a helper the
+// system is slow to schedule, or preempts, holds up little. The pool runs one pass at a time: a pass that finds it busy (another JS
 // thread's optimizer, from a worker_thread) runs all its parts on its own calling thread instead of
 // waiting, so no pass ever waits for another and nothing can deadlock; results stay the same. The
 // pool lives until the process exits (it is never destroyed, so no thread outlives what it uses).
+// It is one per addon file: the development addon (native/dev), linked apart, has its own, so a
+// benchmark that alternates the two meets the other's helper still spinning (for at most kSpin).
 //
 // Note [process-wide pool lifetime]
 // The helpers run this library's code for as long as the process lives, so the library must stay
@@ -61,6 +63,8 @@ class ThreadPool {
  public:
   // Helpers at most: one less than the largest `threads` option (lib/options.ts).
   static constexpr int kMaxHelpers = 255;
+  // Parts a pass is cut into per thread, claimed one at a time (Note [shared pool]).
+  static constexpr int kPartsPerThread = 4;
 
   // The process's pool (Note [shared pool]).
   static ThreadPool& shared();

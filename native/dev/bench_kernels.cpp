@@ -31,13 +31,15 @@ const BenchKernelSet& bench_kernels() {
   return set;
 }
 
-// Runs body(begin, end) on each of `threads` equal shares of [0, n), on the shared pool.
+// Runs body(begin, end) on equal shares of [0, n) on `threads` threads of the shared pool, cut
+// into as many parts per thread as the optimizer's passes.
 template <class Body>
 void split(int threads, std::size_t n, Body&& body) {
   ThreadPool::shared().reserve(threads - 1);
-  ThreadPool::shared().run(threads, threads, [&](int t) {
-    const std::size_t parts = static_cast<std::size_t>(threads);
-    body(n * t / parts, n * (t + 1) / parts);
+  const int parts = threads == 1 ? 1 : threads * ThreadPool::kPartsPerThread;
+  ThreadPool::shared().run(threads, parts, [&](int p) {
+    const std::size_t count = static_cast<std::size_t>(parts);
+    body(n * p / count, n * (p + 1) / count);
   });
 }
 

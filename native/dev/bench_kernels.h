@@ -1,5 +1,5 @@
 // Reference kernels for the benchmark: the memory bound (STREAM copy and triad) and a fused Adam
-// step, run on the shared thread pool with a static even split like the optimizer's passes, and
+// step, run on the shared thread pool cut in parts like the optimizer's passes, and
 // compiled for the same instruction sets, chosen the same way (Note [instruction sets],
 // cpu/kernels.h), so that a benchmark reports a KOALA step against them measured in the same
 // process on the same threads with the same vector width.
