@@ -18,6 +18,20 @@ export interface Backend {
   /** One update. Losses on the device (DeviceScalar) reach the CUDA backend only. */
   update(loss: number | DeviceScalar, lossSq: number | DeviceScalar, lr: number): void;
   /**
+   * The halves of a sharded step (Note [sharded step], native/cpu/optimizer.h). Host backends write
+   * the slice's partial sums into `sums` (a Float64Array the facade owns: 1 value for predict, 3 per
+   * layer, |h|^2 |x|^2 |g|^2, for update) and read the reduced sums from it; the CUDA backend keeps
+   * them in device memory (deviceSums) and takes null. predict() and update() are the same halves
+   * back to back on the optimizer's own sums: predictPartial() returns what predict() would, and
+   * updateFinish() leaves its outcome to lastStep() as update() does.
+   */
+  predictPartial(sums: Float64Array | null): PredictMoved;
+  predictFinish(sums: Float64Array | null): void;
+  updatePartial(sums: Float64Array | null): void;
+  updateFinish(sums: Float64Array | null, loss: number | DeviceScalar, lossSq: number | DeviceScalar, lr: number): void;
+  /** CUDA backend: the device addresses of the predict and update sums (float64, 1 and 3 per layer). */
+  deviceSums?(): [bigint, bigint];
+  /**
    * What the last update did, having filled the skip mask (one byte per layer, 1 for each layer
    * skipped by |g_l| < eps; left as it was when the step was refused).
    */

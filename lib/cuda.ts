@@ -17,6 +17,11 @@ type NativeScalar = number | [bigint, number];
 interface NativeCudaOptimizer {
   predict(): PredictMoved;
   update(loss: NativeScalar, lossSq: NativeScalar, lr: number): void;
+  predictPartial(): PredictMoved;
+  predictFinish(): void;
+  updatePartial(): void;
+  updateFinish(loss: NativeScalar, lossSq: NativeScalar, lr: number): void;
+  deviceSums(): [bigint, bigint];
   lastStep(): BackendStep;
   getFilter(): FilterSnapshot;
   setFilter(s: FilterSnapshot): void;
@@ -99,6 +104,28 @@ export class CudaBackend implements Backend {
 
   update(loss: number | DeviceScalar, lossSq: number | DeviceScalar, lr: number): void {
     this.native.update(nativeScalar(loss), nativeScalar(lossSq), lr);
+  }
+
+  // The halves of a sharded step keep their sums in device memory (Note [sharded device step],
+  // native/cuda/optimizer.h): the caller reduces them on the stream, e.g. with NCCL.
+  predictPartial(): PredictMoved {
+    return this.native.predictPartial();
+  }
+
+  predictFinish(): void {
+    this.native.predictFinish();
+  }
+
+  updatePartial(): void {
+    this.native.updatePartial();
+  }
+
+  updateFinish(_sums: Float64Array | null, loss: number | DeviceScalar, lossSq: number | DeviceScalar, lr: number): void {
+    this.native.updateFinish(nativeScalar(loss), nativeScalar(lossSq), lr);
+  }
+
+  deviceSums(): [bigint, bigint] {
+    return this.native.deviceSums();
   }
 
   lastStep(): BackendStep {

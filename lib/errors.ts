@@ -24,6 +24,7 @@ export const ERROR_CODES = [
   'ERR_KOALA_CUDA_UNAVAILABLE', // device tensors given, but no usable CUDA device or addon
   'ERR_KOALA_CUDA', // a CUDA runtime call failed (the message is CUDA's)
   'ERR_KOALA_STALE_INFO', // a device step's info read after a later update()
+  'ERR_KOALA_SHARDED', // predict()/update() on a sharded optimizer, or a split call out of order
   'ERR_KOALA_INVALID_ARGUMENT', // a malformed call: a KoalaM method on another object, or into the native binding
   'ERR_KOALA_PEER_MISSING', // koala-optim/tfjs without @tensorflow/tfjs-core installed
   'ERR_KOALA_OUT_OF_MEMORY', // the native backend could not allocate an optimizer's state

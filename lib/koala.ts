@@ -8,6 +8,7 @@ import {
   isDeviceDescriptor,
   validateLayers,
   type DeviceScalar,
+  type DeviceTensor,
   type DType,
   type FloatArray,
   type Layer,
@@ -39,6 +40,8 @@ import {
 } from './protocol';
 import { ReferenceBackend } from './reference';
 import { ReferencePPBackend } from './reference-pp';
+import { checkShard } from './shard';
+import type { ShardSpec } from './options';
 import { parseStateDict, toStateDict, type KoalaPPLayers, type KoalaStateDict, type StateTarget } from './state';
 
 export type { KoalaPPLayers, KoalaStateDict } from './state';
@@ -161,18 +164,46 @@ abstract class KoalaBase {
   private lastOutcome: BackendStep | null = null; // the last update's outcome, once read
   private updates = 0; // update() calls, to tell a device step's info from a later one's
   private disposed = false;
+  /** This rank's slices (Note [sharded step]); null when unsharded. */
+  private readonly shardSpec: ShardSpec | null;
+  /** The sums of the split calls: host arrays, or the CUDA backend's device buffers. */
+  private readonly predictSums: Float64Array | DeviceTensor;
+  private readonly updateSums: Float64Array | DeviceTensor;
+  /** Which split call's sums are out for reduction. */
+  private reducing: 'predict' | 'update' | null = null;
+  /** What the last predictPartial() said, for finishPredict() to return. */
+  private partialMoved: PredictMoved = false;
 
   protected constructor(variant: Variant, layers: readonly Layer[], options: unknown) {
     const opts = normalizeOptions(variant, options);
-    this.table = validateLayers(layers);
+    const sharded = opts.shard !== undefined;
+    this.table = validateLayers(layers, sharded);
+    const { shard, modelElems } = sharded ? checkShard(opts.shard, this.table) : { shard: null, modelElems: 0 };
+    this.shardSpec = shard;
     this.variant = variant;
     this.dtype = this.table.dtype;
     this.layerNames = Object.freeze([...this.table.names]);
     this.learningRate = opts.lr;
     this.onNonFinite = opts.onNonFinite;
     this.skipMask = new Uint8Array(this.table.lengths.length);
-    const config: BackendConfig = { ...opts.config, dtype: DTYPE[this.dtype] };
+    // modelElems only for a rank (the bindings then accept its empty slices).
+    const config: BackendConfig = { ...opts.config, dtype: DTYPE[this.dtype], ...(shard === null ? {} : { modelElems }) };
     [this.impl, this.backend] = createBackend(opts.backend, config, this.table, this.skipMask, opts.stream);
+    const layerCount = this.table.lengths.length;
+    if (this.impl.deviceSums) {
+      const [predictPtr, updatePtr] = nativeCall(() => this.impl.deviceSums!());
+      const deviceId = (this.table as { deviceId: number }).deviceId;
+      this.predictSums = { device: 'cuda', deviceId, ptr: predictPtr, length: 1, dtype: 'float64' };
+      this.updateSums = { device: 'cuda', deviceId, ptr: updatePtr, length: 3 * layerCount, dtype: 'float64' };
+    } else {
+      this.predictSums = new Float64Array(1);
+      this.updateSums = new Float64Array(3 * layerCount);
+    }
+  }
+
+  /** This rank's slices (option shard), or null for an unsharded optimizer. */
+  get shard(): ShardSpec | null {
+    return this.shardSpec === null ? null : { layerLengths: [...this.shardSpec.layerLengths], offsets: [...this.shardSpec.offsets] };
   }
 
   /** The learning rate of the next update(); schedules set it between steps. */
@@ -214,7 +245,7 @@ abstract class KoalaBase {
    * 'unknown' while the last update's outcome has not been read (see PredictMoved).
    */
   predict(): PredictMoved {
-    this.ready();
+    this.unsharded('predict');
     const moved = nativeCall(() => this.impl.predict());
     this.currentPhase = 'predicted';
     return moved;
@@ -233,7 +264,106 @@ abstract class KoalaBase {
    * every backend (Note [one phase rule]).
    */
   update(loss: number | DeviceScalar, lossSq?: number | DeviceScalar): UpdateInfo {
+    this.unsharded('update');
+    const sq = this.checkLosses(loss, lossSq);
+    this.predicted('update() needs a predict() since the last applied update (call predict() before the forward pass)');
+    nativeCall(() => this.impl.update(loss, sq, this.learningRate));
+    return this.updated();
+  }
+
+  /**
+   * Sharded step, first half of predict() (README, "Data-parallel and sharded training"): the
+   * element-wise predict of this rank's slices. Returns the slices' partial sum |a - x|^2 (1 float64:
+   * a Float64Array, or a device tensor on CUDA, written on the stream): all-reduce it (sum) in place
+   * across the ranks, then call finishPredict(). Allowed whenever update() is not half done.
+   */
+  predictPartial(): Float64Array | DeviceTensor {
+    this.splitCall('predictPartial', null);
+    this.partialMoved = nativeCall(() => this.impl.predictPartial(this.hostSums(this.predictSums)));
+    this.reducing = 'predict';
+    return this.predictSums;
+  }
+
+  /**
+   * Second half of predict(): the scalar predict with the reduced sum, read from predictPartial()'s
+   * buffer. Returns what predict() returns: whether predictPartial() moved this rank's parameters.
+   */
+  finishPredict(): PredictMoved {
+    this.splitCall('finishPredict', 'predict');
+    this.checkReduced(this.predictSums);
+    nativeCall(() => this.impl.predictFinish(this.hostSums(this.predictSums)));
+    this.reducing = null;
+    this.currentPhase = 'predicted';
+    return this.partialMoved;
+  }
+
+  /**
+   * Sharded step, first half of update(): the stats pass over this rank's slices, once the grads
+   * hold the global gradient (all-reduced, as data-parallel training does anyway). Returns 3 float64
+   * per layer, |g + wd x|^2, |x|^2, |g|^2 of the slice: all-reduce them (sum) in place, then call
+   * finishUpdate(loss, lossSq) with the global loss and lossSq.
+   */
+  updatePartial(): Float64Array | DeviceTensor {
+    this.splitCall('updatePartial', null);
+    this.predicted('updatePartial() needs a predict since the last applied update (predictPartial(), finishPredict())');
+    nativeCall(() => this.impl.updatePartial(this.hostSums(this.updateSums)));
+    this.reducing = 'update';
+    return this.updateSums;
+  }
+
+  /**
+   * Second half of update(), on the reduced sums: every rank decides the same step (a NaN on any
+   * rank refuses it on all) and updates its slices. loss and lossSq are the global ones (the mean
+   * over every rank's samples), as for update(); so are the returned info and the phase after it
+   * (Note [one phase rule]: a refused step leaves it at 'predicted', and the next step starts
+   * again from updatePartial()).
+   */
+  finishUpdate(loss: number | DeviceScalar, lossSq?: number | DeviceScalar): UpdateInfo {
+    this.splitCall('finishUpdate', 'update');
+    const sq = this.checkLosses(loss, lossSq);
+    this.checkReduced(this.updateSums);
+    nativeCall(() => this.impl.updateFinish(this.hostSums(this.updateSums), loss, sq, this.learningRate));
+    this.reducing = null;
+    return this.updated();
+  }
+
+  /** predict() and update() are for unsharded optimizers, between whole split steps. */
+  private unsharded(call: string): void {
     this.ready();
+    if (this.shardSpec !== null) {
+      fail('ERR_KOALA_SHARDED', `${call}() steps an unsharded optimizer; a sharded one steps through predictPartial(), finishPredict(), updatePartial() and finishUpdate()`);
+    }
+    this.between(call);
+  }
+
+  /** The split calls come in pairs: `expects` is the partial call whose sums must be out (null: none may be). */
+  private splitCall(call: string, expects: 'predict' | 'update' | null): void {
+    if (expects === null) return this.between(call);
+    this.ready();
+    if (this.reducing !== expects) fail('ERR_KOALA_SHARDED', `${call}() needs ${expects}Partial() first`);
+  }
+
+  /** Whole steps and the state need every reduction finished. */
+  private between(call: string): void {
+    this.ready();
+    if (this.reducing !== null) fail('ERR_KOALA_SHARDED', `${call}() called while the sums of ${this.reducing}Partial() are out for reduction (finish that first)`);
+  }
+
+  private hostSums(sums: Float64Array | DeviceTensor): Float64Array | null {
+    return sums instanceof Float64Array ? sums : null;
+  }
+
+  /** A reduced host sum of squares can be NaN or Inf (the guards refuse the step) but never negative. */
+  private checkReduced(sums: Float64Array | DeviceTensor): void {
+    if (!(sums instanceof Float64Array)) return;
+    const i = sums.findIndex((v) => v < 0);
+    if (i >= 0) {
+      fail('ERR_KOALA_INVALID_ARGUMENT', `the reduced sums are sums of squares, but value ${i} is ${sums[i]} (was the reduction a sum?)`);
+    }
+  }
+
+  /** Checks update()'s loss and lossSq; returns lossSq (loss^2 when omitted). */
+  private checkLosses(loss: number | DeviceScalar, lossSq: number | DeviceScalar | undefined): number | DeviceScalar {
     if (loss === undefined) fail('ERR_KOALA_INVALID_LOSS', 'update(loss, lossSq?) needs the minibatch mean loss, got none');
     const sq = lossSq === undefined && typeof loss === 'number' ? loss * loss : lossSq;
     for (const [value, name] of [[loss, 'loss'], [sq, 'lossSq']] as const) {
@@ -245,11 +375,16 @@ abstract class KoalaBase {
       if (d.deviceId !== this.table.deviceId) fail('ERR_KOALA_INVALID_DEVICE_POINTER', `${name} is on cuda:${d.deviceId}, the layers on cuda:${this.table.deviceId}`);
     }
     if (typeof sq === 'number' && sq < 0) fail('ERR_KOALA_INVALID_LOSS', `lossSq is a mean of squares and cannot be negative, got ${sq}`);
-    if (this.settledPhase() !== 'predicted') {
-      fail('ERR_KOALA_PREDICT_REQUIRED', 'update() needs a predict() since the last applied update (call predict() before the forward pass)');
-    }
-    const lossSqArg = sq as number | DeviceScalar;
-    nativeCall(() => this.impl.update(loss, lossSqArg, this.learningRate));
+    return sq as number | DeviceScalar;
+  }
+
+  /** An update (whole or its half) needs the phase 'predicted', settled (Note [one phase rule]). */
+  private predicted(why: string): void {
+    if (this.settledPhase() !== 'predicted') fail('ERR_KOALA_PREDICT_REQUIRED', why);
+  }
+
+  /** After update() or finishUpdate() called the backend: the phase and the info (Note [one phase rule]). */
+  private updated(): UpdateInfo {
     this.updates++;
     this.lastOutcome = null;
     this.currentPhase = null;
@@ -260,6 +395,7 @@ abstract class KoalaBase {
 
   /** The optimizer's state as plain data (lib/state.ts); the parameters are the caller's to save. */
   stateDict(): KoalaStateDict {
+    this.between('stateDict');
     const momentum = this.variant === VARIANT.momentum;
     const f = this.filter();
     return toStateDict(this.stateTarget(), this.table.names, f, this.settledPhase(), this.learningRate,
@@ -285,10 +421,11 @@ abstract class KoalaBase {
 
   /**
    * Restores a stateDict() taken from an optimizer of the same kind over layers of the same sizes
-   * (also after a trip through JSON). All of it is validated before anything is written.
+   * (also after a trip through JSON). All of it is validated before anything is written. A sharded
+   * rank loads only a state saved by a rank with the same slices.
    */
   loadStateDict(sd: KoalaStateDict): void {
-    this.ready();
+    this.between('loadStateDict');
     const s = parseStateDict(sd, this.stateTarget());
     const pp = s.plusPlus;
     nativeCall(() => {
@@ -327,7 +464,7 @@ abstract class KoalaBase {
   }
 
   private stateTarget(): StateTarget {
-    return { variant: this.variant, dtype: this.dtype, lengths: this.table.lengths };
+    return { variant: this.variant, dtype: this.dtype, lengths: this.table.lengths, shard: this.shardSpec };
   }
 
   /**
@@ -379,7 +516,10 @@ abstract class KoalaBase {
   // applied. The host backends know the outcome when update() returns. CUDA does not without a
   // synchronization, so its phase stays unsettled (null) until something needs it: the `phase`
   // getter, stateDict() and the next update() read the outcome then (a wait for the step), while
-  // predict() needs no outcome (it is allowed in either phase) and settles the phase itself.
+  // predict() needs no outcome (it is allowed in either phase) and settles the phase itself. The
+  // split calls of a sharded step follow the same rule: finishPredict() settles the phase as
+  // predict() does, updatePartial() needs it settled at 'predicted' as update() does, and
+  // finishUpdate() leaves it as update() does (a refused step is retried from updatePartial()).
   private settledPhase(): Phase {
     this.currentPhase ??= this.readOutcome().status === STEP_STATUS.applied ? 'updated' : 'predicted';
     return this.currentPhase;

@@ -104,9 +104,9 @@ function checkHost(a: unknown, label: string, what: string): Checked {
  * Checks the layer list once, at construction: every param and grad a Float32Array/Float64Array,
  * or every one a device tensor, never a mix. Memory shared between two of them is found by
  * ArrayBuffer identity and byte ranges on the host, by address ranges on the device (the native
- * backends check addresses as well).
+ * backends check addresses as well). The slices of a sharded optimizer (allowEmpty) may be empty.
  */
-export function validateLayers(layers: unknown): LayerTable {
+export function validateLayers(layers: unknown, allowEmpty = false): LayerTable {
   if (!Array.isArray(layers) || layers.length === 0) {
     fail('ERR_KOALA_INVALID_LAYERS', 'layers must be a non-empty array of { param, grad, name? }');
   }
@@ -146,7 +146,7 @@ export function validateLayers(layers: unknown): LayerTable {
       fail('ERR_KOALA_DTYPE_MISMATCH', `${label} is ${p.dtype} but layer 0 is ${table.dtype}: one optimizer takes one dtype`);
     }
     if (p.length !== g.length) fail('ERR_KOALA_LENGTH_MISMATCH', `${label}: param has ${p.length} elements but grad has ${g.length}`);
-    if (p.length === 0) fail('ERR_KOALA_INVALID_LAYERS', `${label} is empty`);
+    if (p.length === 0 && !allowEmpty) fail('ERR_KOALA_INVALID_LAYERS', `${label} is empty`);
     if (name !== undefined && typeof name !== 'string') fail('ERR_KOALA_INVALID_LAYERS', `${label}: name must be a string`);
     table.dtype = p.dtype;
     table.names.push(typeof name === 'string' ? name : `layer${i}`);
@@ -163,7 +163,8 @@ interface Span {
   layer: number;
 }
 
-function failOnOverlap(spans: Span[]): void {
+function failOnOverlap(all: Span[]): void {
+  const spans = all.filter((s) => s.end > s.begin); // an empty slice holds no bytes
   spans.sort((x, y) => (x.begin < y.begin ? -1 : x.begin > y.begin ? 1 : 0));
   for (let k = 1; k < spans.length; k++) {
     const [a, b] = [spans[k - 1], spans[k]];

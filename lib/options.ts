@@ -43,6 +43,21 @@ interface CommonOptions {
   onNonFinite?: NonFinitePolicy;
   /** The target loss: 'relative' (1 - lr) L (default, the official code) or 'absolute' L - lr (paper eq. 27). */
   target?: TargetLoss;
+  /**
+   * Makes this optimizer one rank of a sharded optimizer (README, "Data-parallel and sharded
+   * training"): each layer's param and grad are this rank's slice of the layer (possibly empty), and
+   * the step runs through predictPartial() / finishPredict() / updatePartial() / finishUpdate().
+   */
+  shard?: ShardSpec;
+}
+
+/**
+ * Where a rank's slices lie: for each layer, the whole layer's length and the offset of this rank's
+ * slice in it (the slice's length is its param's). shardLayers() builds it from a flat range.
+ */
+export interface ShardSpec {
+  layerLengths: number[];
+  offsets: number[];
 }
 
 export interface KoalaMOptions extends CommonOptions {
@@ -108,6 +123,8 @@ export interface BackendConfig extends FilterState {
   absoluteTarget?: boolean;
   paperStateNoise?: boolean;
   vanillaAlongH?: boolean;
+  /** Elements of the whole model, the n of q_x (a sharded rank holds fewer). Absent: the layers' own total. */
+  modelElems?: number;
   /** KOALA++: the symmetric least-squares estimate (normalizeOptions sets it; false for the others). */
   symmetric?: boolean;
 }
@@ -118,7 +135,9 @@ export interface Normalized {
   stream: bigint | null;
   backend: BackendChoice;
   onNonFinite: NonFinitePolicy;
-  config: Omit<BackendConfig, 'dtype'>;
+  config: Omit<BackendConfig, 'dtype' | 'modelElems'>;
+  /** The option shard as given (lib/shard.ts checks it against the layers). */
+  shard: unknown;
 }
 
 /*
@@ -163,8 +182,8 @@ const MOMENTUM: Record<string, [Range, number]> = {
 const VANILLA: Record<string, [Range, number]> = { ...COMMON, sigma0: ['nonNegative', 0.1], q: ['nonNegative', 1] };
 const PLUS_PLUS: Record<string, [Range, number]> = { ...COMMON, sigma0: ['nonNegative', 1], q: ['nonNegative', 1] };
 const NON_NUMERIC = ['r', 'threads', 'backend', 'onNonFinite', 'stream'];
-/** Options of some variants only (KOALA++ has none of the paper variants of KOALA-M and KOALA-V). */
-const VARIANT_ONLY: Record<0 | 1 | 2, string[]> = { 0: ['lazyPredict', 'stateNoise', 'target'], 1: ['direction', 'target'], 2: ['symmetric'] };
+/** Options of some variants only (KOALA++ has none of the paper variants of KOALA-M and KOALA-V, nor sharding). */
+const VARIANT_ONLY: Record<0 | 1 | 2, string[]> = { 0: ['lazyPredict', 'stateNoise', 'target', 'shard'], 1: ['direction', 'target', 'shard'], 2: ['symmetric'] };
 
 /** The reference's option names, to point a user porting from it at ours. */
 const REFERENCE_NAMES: Record<string, string> = {
@@ -278,6 +297,7 @@ export function normalizeOptions(variant: 0 | 1 | 2, options: unknown): Normaliz
     stream,
     backend,
     onNonFinite,
+    shard: given.shard,
     config: {
       variant,
       threads,

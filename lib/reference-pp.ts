@@ -6,6 +6,7 @@
  * step's Hp . Hp.
  */
 import type { Backend } from './backend';
+import { fail } from './errors';
 import type { FloatArray } from './layers';
 import type { BackendConfig } from './options';
 import { DTYPE, LAYER_STATE, NO_PENDING_PREDICT, PP_LAYER_SCALARS, STEP_STATUS, type BackendStep, type FilterSnapshot, type LayerStateKind } from './protocol';
@@ -72,6 +73,23 @@ export class ReferencePPBackend implements Backend {
 
   lastStep(): BackendStep {
     return this.last;
+  }
+
+  // KOALA++ has no sharded step (its options refuse `shard`): the halves are not reached.
+  predictPartial(): boolean {
+    return fail('ERR_KOALA_INVALID_ARGUMENT', 'KoalaPP has no sharded step');
+  }
+
+  predictFinish(): void {
+    fail('ERR_KOALA_INVALID_ARGUMENT', 'KoalaPP has no sharded step');
+  }
+
+  updatePartial(): void {
+    fail('ERR_KOALA_INVALID_ARGUMENT', 'KoalaPP has no sharded step');
+  }
+
+  updateFinish(): void {
+    fail('ERR_KOALA_INVALID_ARGUMENT', 'KoalaPP has no sharded step');
   }
 
   /** The step sequence of native/core/step.h (Note [step sequence]): every guard before any change. */

@@ -19,7 +19,7 @@ export class ReferenceBackend implements Backend {
   private readonly skipMask: Uint8Array;
   private readonly velocities: FloatArray[];
   private readonly averages: FloatArray[];
-  private readonly total: number;
+  private readonly total: number; // the whole model's elements (a sharded rank holds fewer)
   // Filter state: P = [[p00, p01], [p01, p11]] and qX (KOALA-M), sigma (KOALA-V), R.
   private p00: number;
   private p01: number;
@@ -41,20 +41,34 @@ export class ReferenceBackend implements Backend {
     const make = (p: FloatArray) => (cfg.dtype === DTYPE.float32 ? new Float32Array(p.length) : new Float64Array(p.length));
     this.velocities = cfg.variant === VARIANT.momentum ? params.map(make) : [];
     this.averages = cfg.variant === VARIANT.momentum ? params.map(make) : [];
-    this.total = params.reduce((n, p) => n + p.length, 0);
+    this.total = cfg.modelElems ?? params.reduce((n, p) => n + p.length, 0);
     ({ p00: this.p00, p01: this.p01, p11: this.p11, qX: this.qX, sigma: this.sigma, r: this.r } = cfg);
   }
 
   predict(): boolean {
+    const { sum, moved } = this.localPredict();
+    this.scalarPredict(sum);
+    return moved;
+  }
+
+  /** The halves of predict() for a sharded rank (Note [sharded step], native/cpu/optimizer.h). */
+  predictPartial(sums: Float64Array | null): boolean {
+    const { sum, moved } = this.localPredict();
+    sums![0] = sum;
+    return moved;
+  }
+
+  predictFinish(sums: Float64Array | null): void {
+    this.scalarPredict(sums![0]);
+  }
+
+  /** The scalar predict with the (reduced) sum |a - x|^2. */
+  private scalarPredict(sumSq: number): void {
     const c = this.cfg;
     if (c.variant === VARIANT.vanilla) {
       this.sigma = this.sigma + c.q;
-      return false;
+      return;
     }
-    let sumSq = this.pending;
-    this.pending = NO_PENDING_PREDICT;
-    const moves = sumSq === NO_PENDING_PREDICT;
-    if (moves) sumSq = this.params.reduce((s, _, l) => s + this.predictLayer(l), 0);
     if (c.paperStateNoise) {
       this.qX = sumSq / this.total; // the paper's eq. 24 (Note [paper variants], filter.h)
     } else {
@@ -68,7 +82,18 @@ export class ReferenceBackend implements Backend {
     this.p00 = fp00 + fp01 + Math.fround(this.qX); // Note [reference float32 rounding], filter.h
     this.p01 = c.kappa * fp01;
     this.p11 = c.kappa * fp11 + c.qP;
-    return moves;
+  }
+
+  /**
+   * The element-wise predict of this optimizer's layers (or the pending sum of a lazy update):
+   * their |a - x|^2, and whether the parameters moved.
+   */
+  private localPredict(): { sum: number; moved: boolean } {
+    const pending = this.pending;
+    this.pending = NO_PENDING_PREDICT;
+    if (pending !== NO_PENDING_PREDICT) return { sum: pending, moved: false };
+    if (this.cfg.variant === VARIANT.vanilla) return { sum: 0, moved: false };
+    return { sum: this.params.reduce((s, _, l) => s + this.predictLayer(l), 0), moved: true };
   }
 
   /** Element-wise predict of layer l: returns |a - x|^2 on the x before it, then x += v, v *= kappa. */
@@ -88,14 +113,42 @@ export class ReferenceBackend implements Backend {
 
   /** The step sequence of native/core/step.h (Note [step sequence]): every guard before any change. */
   update(loss: number, lossSq: number, lr: number): void {
-    this.last = this.step(loss, lossSq, lr);
+    this.last = this.decideAndApply(this.layerSums(), loss, lossSq, lr);
+  }
+
+  /** The halves of update() for a sharded rank (Note [sharded step], native/cpu/optimizer.h). */
+  updatePartial(sums: Float64Array | null): void {
+    this.layerSums().forEach(({ hh, xx, gg }, l) => sums!.set([hh, xx, gg], 3 * l));
+  }
+
+  updateFinish(sums: Float64Array | null, loss: number, lossSq: number, lr: number): void {
+    const s = sums!;
+    this.last = this.decideAndApply(this.params.map((_, l) => ({ hh: s[3 * l], xx: s[3 * l + 1], gg: s[3 * l + 2] })), loss, lossSq, lr);
   }
 
   lastStep(): BackendStep {
     return this.last;
   }
 
-  private step(loss: number, lossSq: number, lr: number): BackendStep {
+  /** The stats pass: per layer |h|^2, |x|^2, |g|^2. */
+  private layerSums(): { hh: number; xx: number; gg: number }[] {
+    const wd = this.cfg.weightDecay;
+    return this.params.map((x, l) => {
+      const g = this.grads[l];
+      let hh = 0;
+      let xx = 0;
+      let gg = 0;
+      for (let i = 0; i < x.length; i++) {
+        const h = g[i] + wd * x[i];
+        hh += h * h;
+        xx += x[i] * x[i];
+        gg += g[i] * g[i];
+      }
+      return { hh, xx, gg };
+    });
+  }
+
+  private decideAndApply(sums: { hh: number; xx: number; gg: number }[], loss: number, lossSq: number, lr: number): BackendStep {
     const c = this.cfg;
     const momentum = c.variant === VARIANT.momentum;
     // The decay inside the step's direction h = g + wd x: 0 where KOALA-V steps along the raw g (the official code).
@@ -103,19 +156,6 @@ export class ReferenceBackend implements Backend {
     const directionDecay = alongG ? 0 : c.weightDecay;
     const refused = (status: BackendStep['status']): BackendStep => ({ status, skipped: 0, maxGain: 0 });
     if (!Number.isFinite(loss) || !Number.isFinite(lossSq)) return refused(STEP_STATUS.nonFiniteLoss);
-    const sums = this.params.map((x, l) => {
-      const g = this.grads[l];
-      let hh = 0;
-      let xx = 0;
-      let gg = 0;
-      for (let i = 0; i < x.length; i++) {
-        const h = g[i] + c.weightDecay * x[i];
-        hh += h * h;
-        xx += x[i] * x[i];
-        gg += g[i] * g[i];
-      }
-      return { hh, xx, gg };
-    });
     if (sums.some((s) => !Number.isFinite(s.xx))) return refused(STEP_STATUS.nonFiniteParameter);
     if (sums.some((s) => !Number.isFinite(s.gg) || !Number.isFinite(s.hh))) return refused(STEP_STATUS.nonFiniteGradient);
 

@@ -5,7 +5,7 @@
  */
 import { fail, KoalaError } from './errors';
 import { dtypeOf, type DType, type FloatArray } from './layers';
-import { inRange, WANT } from './options';
+import { inRange, WANT, type ShardSpec } from './options';
 import type { Phase } from './koala';
 import { NO_PENDING_PREDICT, VARIANT, type FilterSnapshot, type Variant } from './protocol';
 
@@ -15,7 +15,13 @@ export interface KoalaStateDict {
   version: 1;
   optimizer: 'koala-m' | 'koala-v' | 'koala-pp';
   dtype: DType;
+  /** Each layer's name and length (a sharded rank's: its slice's length). */
   layers: { name: string; length: number }[];
+  /**
+   * A sharded rank's state holds its slices only: where they lie (option shard). null for an
+   * unsharded optimizer (absent in states saved before sharding: read as null).
+   */
+  shard?: ShardSpec | null;
   step: number;
   phase: Phase;
   lr: number;
@@ -27,7 +33,7 @@ export interface KoalaStateDict {
   filter: number[];
   /**
    * With lazy predict, after an update: the sum |a - x|^2 that the next predict() will use, its
-   * element-wise part being done already. null otherwise.
+   * element-wise part being done already (a sharded rank's: its slices' partial sum). null otherwise.
    */
   pendingPredict: number | null;
   /**
@@ -65,6 +71,8 @@ export interface StateTarget {
   variant: Variant;
   dtype: DType;
   lengths: readonly number[];
+  /** A sharded rank's slices (checked by lib/shard.ts at construction), or null. */
+  shard: ShardSpec | null;
 }
 
 /** A validated state, every value copied out of the caller's data. */
@@ -95,6 +103,7 @@ export function toStateDict(
     optimizer: OPTIMIZER_NAMES[target.variant],
     dtype: target.dtype,
     layers: names.map((name, i) => ({ name, length: target.lengths[i] })),
+    shard: target.shard === null ? null : { layerLengths: [...target.shard.layerLengths], offsets: [...target.shard.offsets] },
     step: f.steps,
     phase,
     lr,
@@ -165,8 +174,8 @@ function parse(sd: unknown, target: StateTarget): ParsedState {
   if (typeof sd !== 'object' || sd === null) bad('not a koala-optim state dict');
   const o = sd as Record<string, unknown>;
   // Each field read once, here (Note [state as a transaction]).
-  const [format, version, optimizer, dtype, layers, step, phase, lr, filter, pendingPredict, velocities, averages, plusPlus] = [
-    o.format, o.version, o.optimizer, o.dtype, o.layers, o.step, o.phase, o.lr, o.filter, o.pendingPredict, o.velocities, o.averages,
+  const [format, version, optimizer, dtype, layers, shard, step, phase, lr, filter, pendingPredict, velocities, averages, plusPlus] = [
+    o.format, o.version, o.optimizer, o.dtype, o.layers, o.shard, o.step, o.phase, o.lr, o.filter, o.pendingPredict, o.velocities, o.averages,
     o.plusPlus,
   ];
   if (format !== 'koala-optim') bad('not a koala-optim state dict');
@@ -181,6 +190,7 @@ function parse(sd: unknown, target: StateTarget): ParsedState {
     const length = typeof l === 'object' && l !== null ? (l as { length?: unknown }).length : undefined;
     if (length !== lengths[i]) bad(`its layer sizes differ from this optimizer's (layer ${i}: ${String(length)}, here ${lengths[i]})`);
   });
+  checkSameShard(shard, target.shard);
   if (typeof step !== 'number' || !Number.isSafeInteger(step) || step < 0) bad('step must be a non-negative integer');
   if (phase !== 'predicted' && phase !== 'updated') bad('phase must be "predicted" or "updated"');
   if (!inRange(lr, 'nonNegative')) bad(`lr must be ${WANT.nonNegative}, as the option`);
@@ -241,6 +251,26 @@ function parsePPLayers(value: unknown, target: StateTarget): KoalaPPLayers {
     vh: scalars(vh, 'vh'),
     updated: flags as boolean[],
   };
+}
+
+/**
+ * A state holds one rank's slices (Note [sharded step], native/cpu/optimizer.h): it loads only into
+ * an optimizer with the same slices, and an unsharded state (shard null or absent) only into an
+ * unsharded optimizer. Layer lengths alone cannot tell: two ranks' slices may have equal lengths.
+ */
+function checkSameShard(theirs: unknown, mine: ShardSpec | null): void {
+  if (theirs === undefined || theirs === null) {
+    if (mine !== null) bad('it holds an unsharded optimizer\'s state, this optimizer is a sharded rank');
+    return;
+  }
+  if (mine === null) bad('it holds a sharded rank\'s slices, this optimizer is unsharded');
+  if (typeof theirs !== 'object') bad('shard must be null or { layerLengths, offsets }');
+  const o = theirs as Record<string, unknown>;
+  const [layerLengths, offsets] = [o.layerLengths, o.offsets];
+  const count = mine!.layerLengths.length;
+  const same = (value: unknown, key: 'layerLengths' | 'offsets'): boolean =>
+    plainArray(value, count, `shard.${key}`).every((v, i) => v === mine![key][i]);
+  if (!same(layerLengths, 'layerLengths') || !same(offsets, 'offsets')) bad('its shard (the slices it holds) differs from this rank\'s');
 }
 
 /** The elements of a real Array of `length` elements, each read once. */

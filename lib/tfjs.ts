@@ -146,7 +146,11 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions | Koal
 
   protected constructor(variant: Variant, options: O) {
     super();
-    normalizeOptions(variant, options); // throws a KoalaError on a bad option, before any step
+    // Throws a KoalaError on a bad option, before any step. The adapter steps a whole model with
+    // predict() and update(); a sharded rank (option shard) steps through the split calls.
+    if (normalizeOptions(variant, options).shard !== undefined) {
+      fail('ERR_KOALA_INVALID_OPTION', 'option shard is not for the tfjs adapter: it steps whole models (a sharded rank steps through KoalaM/KoalaV\'s split calls)');
+    }
     this.variant = variant;
     this.options = { ...options };
     this.learningRate = options.lr ?? 1;

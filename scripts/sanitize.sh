@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU addon built with AddressSanitizer and UndefinedBehaviorSanitizer (gcc or clang) into
-# build-asan/, then the unit, parity and property suites run against it (KOALA_OPTIM_ADDON).
+# build-asan/, then the unit, parity, property and raw-binding suites run against it (KOALA_OPTIM_ADDON).
 # Any sanitizer report fails the run: UBSan halts on its first finding, ASan on any error.
 #
 #   scripts/sanitize.sh            build (incremental) and run the suites
@@ -24,7 +24,7 @@ npx cmake-js compile --out build-asan --target koala_optim \
   --CDCMAKE_CUDA_COMPILER=
 ADDON="$PWD/build-asan/Release/koala_optim.node"
 # A build that silently lost the flags would pass everything: check the instrumentation is there.
-nm -D "$ADDON" | grep -q __asan_report || { echo "sanitize.sh: $ADDON is not instrumented" >&2; exit 1; }
+nm -D "$ADDON" | grep __asan_report > /dev/null || { echo "sanitize.sh: $ADDON is not instrumented" >&2; exit 1; }
 [ "${1:-}" = build ] && exit 0
 
 runtime() { "$CXX" -print-file-name="$1"; }
@@ -33,4 +33,4 @@ export ASAN_OPTIONS="detect_leaks=0:handle_segv=0:allow_user_segv_handler=1:abor
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export KOALA_OPTIM_ADDON="$ADDON"
 # One worker: a sanitizer report then stops the run, not just one of several jest workers.
-npx jest --runInBand test/unit test/parity test/property
+npx jest --runInBand test/unit test/parity test/property test/native

@@ -92,6 +92,12 @@ inline FilterState initial_state(const Napi::Object& cfg) {
 
 inline bool lazy_predict(const Napi::Object& cfg) { return cfg.Get("lazyPredict").ToBoolean().Value(); }
 
+// config.modelElems: a sharded rank's n of q_x, the whole model's elements (Note [sharded step],
+// cpu/optimizer.h); 0 when absent, an unsharded optimizer, whose n is its own layers' total.
+inline double model_elems(const Napi::Object& cfg) {
+  return cfg.Get("modelElems").IsUndefined() ? 0.0 : number_field(cfg, "modelElems");
+}
+
 // The protocol's constants, as lib/protocol.ts spells them (test/parity/protocol.test.ts compares the two).
 inline Napi::Object protocol_object(Napi::Env env) {
   const auto table = [&](std::initializer_list<std::pair<const char*, int>> entries) {
@@ -174,7 +180,8 @@ inline LayerStateArgs layer_state_args(const Napi::CallbackInfo& info, Variant v
   }
   const auto l = static_cast<std::size_t>(layer);
   const TypedView arr = typed_view(env, info[2]);
-  if (arr.type != array_type(dtype) || arr.length != sizes[l] || arr.data == nullptr) {
+  // An empty slice of a sharded layer (Note [sharded step]) may have no data pointer.
+  if (arr.type != array_type(dtype) || arr.length != sizes[l] || (sizes[l] > 0 && arr.data == nullptr)) {
     throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer state array of the wrong dtype or length, or detached");
   }
   return {static_cast<LayerStateKind>(static_cast<int>(kind)), l, arr.data, arr.bytes};

@@ -42,6 +42,10 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
                        {InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::Predict>>("predict"),
                         InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::Update>>("update"),
                         InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::LastStep>>("lastStep"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::PredictPartial>>("predictPartial"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::PredictFinish>>("predictFinish"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::UpdatePartial>>("updatePartial"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::UpdateFinish>>("updateFinish"),
                         InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::GetFilter>>("getFilter"),
                         InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::SetFilter>>("setFilter"),
                         InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::ReadLayerState>>("readLayerState"),
@@ -90,7 +94,8 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     // lib/options.ts allows [1, 256]; a NaN or an enormous count must not reach the int conversion.
     const double threads = number_field(cfg, "threads");
     opt_ = std::make_unique<CpuOptimizer>(dtype_, std::move(sizes), koala::binding::filter_config(cfg), koala::binding::initial_state(cfg),
-                                          threads >= 1 && threads <= 256 ? static_cast<int>(threads) : 1, koala::binding::lazy_predict(cfg));
+                                          threads >= 1 && threads <= 256 ? static_cast<int>(threads) : 1, koala::binding::lazy_predict(cfg),
+                                          koala::binding::model_elems(cfg));
     report_memory(env, static_cast<std::int64_t>(opt_->native_bytes()));
   } catch (...) {
     koala::binding::rethrow_coded(info.Env(), kNativeFailure);
@@ -141,7 +146,8 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
       if (p.type != want || g.type != want) {
         throw_coded(env, "ERR_KOALA_DTYPE_MISMATCH", "layer " + std::to_string(l) + ": param and grad must match the optimizer's dtype");
       }
-      if (p.length != sizes_[l] || g.length != sizes_[l] || p.data == nullptr || g.data == nullptr) {
+      // An empty slice of a sharded layer may have no data pointer (Note [sharded step]).
+      if (p.length != sizes_[l] || g.length != sizes_[l] || (sizes_[l] > 0 && (p.data == nullptr || g.data == nullptr))) {
         throw_coded(env, "ERR_KOALA_DETACHED", "layer " + std::to_string(l) + ": param or grad was detached or resized");
       }
       buffers_[l] = {p.data, g.data};
@@ -154,6 +160,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     std::vector<koala::MemoryRange> ranges;
     const std::size_t bytes = koala::binding::elem_bytes(dtype_);
     for (std::size_t l = 0; l < sizes_.size(); ++l) {
+      if (sizes_[l] == 0) continue;  // an empty slice holds no bytes
       const auto p = reinterpret_cast<std::uintptr_t>(buffers_[l].param);
       const auto g = reinterpret_cast<std::uintptr_t>(buffers_[l].grad);
       ranges.push_back({p, p + sizes_[l] * bytes, l, false});
@@ -177,19 +184,87 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
       throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "update(loss, lossSq, lr) takes three numbers");
     }
     resolve(env);
+    std::uint8_t* mask = skip_mask(env);
+    last_ = opt.update(buffers_.data(), info[0].As<Napi::Number>().DoubleValue(), info[1].As<Napi::Number>().DoubleValue(),
+                       info[2].As<Napi::Number>().DoubleValue(), mask);
+    return env.Undefined();
+  }
+
+  std::uint8_t* skip_mask(Napi::Env env) {
     const TypedView mask = typed_view(env, mask_.Value());
     if (mask.length != sizes_.size() || mask.data == nullptr) {
       throw_coded(env, "ERR_KOALA_DETACHED", "the skip mask was detached");
     }
-    last_ = opt.update(buffers_.data(), info[0].As<Napi::Number>().DoubleValue(), info[1].As<Napi::Number>().DoubleValue(),
-                       info[2].As<Napi::Number>().DoubleValue(), static_cast<std::uint8_t*>(mask.data));
-    return env.Undefined();
+    return static_cast<std::uint8_t*>(mask.data);
   }
 
   // lastStep() -> { status, skipped, maxGain } of the last update
   Napi::Value LastStep(const Napi::CallbackInfo& info) {
     live(info.Env());
     return koala::binding::step_object(info.Env(), last_);
+  }
+
+  // The halves of a sharded step (Note [sharded step], cpu/optimizer.h), reading and writing the
+  // facade's Float64Arrays: predictPartial(out) writes the slice's sum |a - x|^2 to out[0] and
+  // returns whether it moved the parameters (as predict() does), predictFinish(sums) reads the reduced one from sums[0]; updatePartial(out) writes 3 sums per layer
+  // (|h|^2, |x|^2, |g|^2), updateFinish(sums, loss, lossSq, lr) reads the reduced ones.
+  double* doubles_arg(Napi::Env env, const Napi::Value& v, std::size_t count) {
+    if (!v.IsTypedArray()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "the sums must be a Float64Array");
+    const TypedView t = typed_view(env, v);
+    if (t.type != napi_float64_array || t.length != count || t.data == nullptr) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "the sums must be a Float64Array of " + std::to_string(count) + " values");
+    }
+    return static_cast<double*>(t.data);
+  }
+
+  koala::LayerSums* sums_arg(Napi::Env env, const Napi::Value& v) {
+    static_assert(sizeof(koala::LayerSums) == 3 * sizeof(double), "LayerSums is three doubles");
+    return reinterpret_cast<koala::LayerSums*>(doubles_arg(env, v, 3 * sizes_.size()));
+  }
+
+  Napi::Value PredictPartial(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CpuOptimizer& opt = live(env);
+    if (info.Length() != 1) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "predictPartial(out)");
+    double* out = doubles_arg(env, info[0], 1);
+    resolve(env);
+    const koala::PartialPredict p = opt.predict_partial(buffers_.data());
+    *out = p.sum_sq_diff;
+    return Napi::Boolean::New(env, p.moved);
+  }
+
+  Napi::Value PredictFinish(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CpuOptimizer& opt = live(env);
+    if (info.Length() != 1) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "predictFinish(sums)");
+    opt.predict_finish(*doubles_arg(env, info[0], 1));
+    return env.Undefined();
+  }
+
+  // updatePartial(out: Float64Array) writes the slice's per-layer sums into out.
+  Napi::Value UpdatePartial(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CpuOptimizer& opt = live(env);
+    if (info.Length() != 1) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "updatePartial(out)");
+    koala::LayerSums* out = sums_arg(env, info[0]);
+    resolve(env);
+    std::copy_n(opt.update_partial(buffers_.data()), sizes_.size(), out);
+    return env.Undefined();
+  }
+
+  // updateFinish(sums: Float64Array, loss, lossSq, lr), as update(): lastStep() tells the outcome.
+  Napi::Value UpdateFinish(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CpuOptimizer& opt = live(env);
+    if (info.Length() != 4 || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber()) {
+      throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "updateFinish(sums, loss, lossSq, lr)");
+    }
+    const koala::LayerSums* sums = sums_arg(env, info[0]);
+    resolve(env);
+    std::uint8_t* mask = skip_mask(env);
+    last_ = opt.update_finish(buffers_.data(), sums, info[1].As<Napi::Number>().DoubleValue(), info[2].As<Napi::Number>().DoubleValue(),
+                              info[3].As<Napi::Number>().DoubleValue(), mask);
+    return env.Undefined();
   }
 
   Napi::Value GetFilter(const Napi::CallbackInfo& info) {

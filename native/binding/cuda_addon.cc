@@ -65,11 +65,13 @@ int device_arg(const Napi::Value& v) {
   return v.As<Napi::Number>().Int32Value();
 }
 
-// A layer length: a positive integer (a zero-length layer would launch a zero-block grid).
-std::size_t length_arg(const Napi::Value& v, std::size_t layer) {
+// A layer length: a positive integer, or 0 for an empty slice of a sharded rank (Note [sharded
+// device step]: it launches no element block), never for an unsharded layer.
+std::size_t length_arg(const Napi::Value& v, std::size_t layer, bool sharded) {
   const double n = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-  if (!(n >= 1 && n <= 9007199254740991.0 && n == static_cast<double>(static_cast<std::uint64_t>(n)))) {
-    throw_coded(v.Env(), "ERR_KOALA_INVALID_LAYERS", "layer " + std::to_string(layer) + ": its length must be a positive integer");
+  if (!(n >= (sharded ? 0 : 1) && n <= 9007199254740991.0 && n == static_cast<double>(static_cast<std::uint64_t>(n)))) {
+    throw_coded(v.Env(), "ERR_KOALA_INVALID_LAYERS",
+                "layer " + std::to_string(layer) + ": its length must be " + (sharded ? "an integer >= 0" : "a positive integer"));
   }
   return static_cast<std::size_t>(n);
 }
@@ -93,6 +95,11 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     return DefineClass(env, "NativeCudaOptimizer",
                        {InstanceMethod<&NativeCudaOptimizer::Predict>("predict"),
                         InstanceMethod<&NativeCudaOptimizer::Update>("update"),
+                        InstanceMethod<&NativeCudaOptimizer::PredictPartial>("predictPartial"),
+                        InstanceMethod<&NativeCudaOptimizer::PredictFinish>("predictFinish"),
+                        InstanceMethod<&NativeCudaOptimizer::UpdatePartial>("updatePartial"),
+                        InstanceMethod<&NativeCudaOptimizer::UpdateFinish>("updateFinish"),
+                        InstanceMethod<&NativeCudaOptimizer::DeviceSums>("deviceSums"),
                         InstanceMethod<&NativeCudaOptimizer::LastStep>("lastStep"),
                         InstanceMethod<&NativeCudaOptimizer::GetFilter>("getFilter"),
                         InstanceMethod<&NativeCudaOptimizer::SetFilter>("setFilter"),
@@ -128,14 +135,16 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     const koala::FilterState initial = koala::binding::initial_state(cfg);
     const bool lazy = koala::binding::lazy_predict(cfg);
     const std::uintptr_t stream = stream_arg(cfg.Get("stream"));
+    const double model_elems = koala::binding::model_elems(cfg);
     const std::size_t elem = koala::binding::elem_bytes(dtype_);
     std::vector<kc::LayerPointers> layers;
     std::vector<koala::MemoryRange> ranges;
     for (std::size_t l = 0; l < count; ++l) {
-      const std::size_t n = length_arg(lengths.Get(l), l);
+      const std::size_t n = length_arg(lengths.Get(l), l, model_elems > 0);
       const std::uintptr_t p = pointer(params.Get(l)), g = pointer(grads.Get(l));
       sizes_.push_back(n);
       layers.push_back({reinterpret_cast<void*>(p), reinterpret_cast<const void*>(g)});
+      if (n == 0) continue;  // an empty slice is never read: no range to check
       ranges.push_back({p, p + n * elem, l, false});
       ranges.push_back({g, g + n * elem, l, true});
     }
@@ -148,7 +157,7 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
       }
     }
     opt_ = cuda_call(env, [&] {
-      return std::make_unique<kc::CudaOptimizer>(device_, dtype_, sizes_, std::move(layers), config, initial, lazy, stream);
+      return std::make_unique<kc::CudaOptimizer>(device_, dtype_, sizes_, std::move(layers), config, initial, lazy, stream, model_elems);
     });
     mask_ = Napi::Persistent(info[4].As<Napi::Object>());
   }
@@ -172,22 +181,72 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
   // predict() -> true | false | 'unknown' (PredictMoved, lib/protocol.ts)
   Napi::Value Predict(const Napi::CallbackInfo& info) {
     kc::CudaOptimizer& opt = live(info.Env());
-    const kc::Moved moved = cuda_call(info.Env(), [&] { return opt.predict(); });
-    if (moved == kc::Moved::kUnknown) return Napi::String::New(info.Env(), "unknown");
-    return Napi::Boolean::New(info.Env(), moved == kc::Moved::kYes);
+    return moved_value(info.Env(), cuda_call(info.Env(), [&] { return opt.predict(); }));
+  }
+
+  static Napi::Value moved_value(Napi::Env env, kc::Moved moved) {
+    if (moved == kc::Moved::kUnknown) return Napi::String::New(env, "unknown");
+    return Napi::Boolean::New(env, moved == kc::Moved::kYes);
   }
 
   // update(loss, lossSq, lr): each loss a number or [ptr, dtype]; nothing is read back.
   Napi::Value Update(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    const StepArgs a = step_args(info, "update(loss, lossSq, lr)");
+    cuda_call(info.Env(), [&] { opt.update(a.loss, a.loss_sq, a.lr); });
+    return info.Env().Undefined();
+  }
+
+  struct StepArgs {
+    kc::ScalarArg loss, loss_sq;
+    double lr;
+  };
+
+  // The arguments of update() and updateFinish(), the device losses' pointers checked.
+  StepArgs step_args(const Napi::CallbackInfo& info, const char* usage) {
     Napi::Env env = info.Env();
-    kc::CudaOptimizer& opt = live(env);
-    if (info.Length() != 3 || !info[2].IsNumber()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "update(loss, lossSq, lr)");
-    const kc::ScalarArg loss = scalar_arg(info[0]), loss_sq = scalar_arg(info[1]);
-    check_scalar(env, loss, 0);
-    check_scalar(env, loss_sq, 1);
-    const double lr = info[2].As<Napi::Number>().DoubleValue();
-    cuda_call(env, [&] { opt.update(loss, loss_sq, lr); });
-    return env.Undefined();
+    if (info.Length() != 3 || !info[2].IsNumber()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", usage);
+    const StepArgs a{scalar_arg(info[0]), scalar_arg(info[1]), info[2].As<Napi::Number>().DoubleValue()};
+    check_scalar(env, a.loss, 0);
+    check_scalar(env, a.loss_sq, 1);
+    return a;
+  }
+
+  // The halves of a sharded step (Note [sharded device step], cuda/optimizer.h): launches only;
+  // predictPartial() says what predict() would.
+  Napi::Value PredictPartial(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    return moved_value(info.Env(), cuda_call(info.Env(), [&] { return opt.predict_partial(); }));
+  }
+
+  Napi::Value PredictFinish(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    cuda_call(info.Env(), [&] { opt.predict_finish(); });
+    return info.Env().Undefined();
+  }
+
+  Napi::Value UpdatePartial(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    cuda_call(info.Env(), [&] { opt.update_partial(); });
+    return info.Env().Undefined();
+  }
+
+  // updateFinish(loss, lossSq, lr), as update().
+  Napi::Value UpdateFinish(const Napi::CallbackInfo& info) {
+    kc::CudaOptimizer& opt = live(info.Env());
+    const StepArgs a = step_args(info, "updateFinish(loss, lossSq, lr)");
+    cuda_call(info.Env(), [&] { opt.update_finish(a.loss, a.loss_sq, a.lr); });
+    return info.Env().Undefined();
+  }
+
+  // deviceSums() -> [predict, update]: the device addresses of the sums (BigInts).
+  Napi::Value DeviceSums(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const kc::DeviceSums sums = live(env).device_sums();
+    Napi::Array out = Napi::Array::New(env, 2);
+    out.Set(0u, Napi::BigInt::New(env, static_cast<std::uint64_t>(sums.predict)));
+    out.Set(1u, Napi::BigInt::New(env, static_cast<std::uint64_t>(sums.update)));
+    return out;
   }
 
   // lastStep() -> { status, skipped, maxGain }, the skip mask filled (a wait for that step only)

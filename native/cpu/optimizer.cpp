@@ -32,7 +32,7 @@ void* alloc_zeroed(std::size_t bytes) {
 
 CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
                            const FilterConfig& config, const FilterState& initial, int threads,
-                           bool lazy_predict)
+                           bool lazy_predict, double model_elems)
     : dtype_(dtype),
       sizes_(std::move(layer_sizes)),
       config_(config),
@@ -43,6 +43,7 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
       chunk_diff_(plan_.chunks().size()),
       layer_sums_(sizes_.size()),
       gains_(sizes_.size()) {
+  model_elems_ = model_elems > 0 ? model_elems : static_cast<double>(plan_.total_elems());
   const std::size_t useful = plan_.total_elems() / kMinElemsPerThread;
   if (threads > 1 && useful > 1) {
     threads_ = static_cast<int>(useful < static_cast<std::size_t>(threads) ? useful : threads);
@@ -99,31 +100,31 @@ void CpuOptimizer::for_chunks(Fn&& fn) {
   ThreadPool::shared().run(threads_, static_cast<int>(bounds_.size()) - 1, run_part);
 }
 
-bool CpuOptimizer::predict(const LayerBuffers* layers) {
-  return dtype_ == DType::kFloat32 ? predict_impl<float>(layers) : predict_impl<double>(layers);
+PartialPredict CpuOptimizer::predict_partial(const LayerBuffers* layers) {
+  if (dtype_ == DType::kFloat32) return predict_partial_impl<float>(layers);
+  return predict_partial_impl<double>(layers);
 }
 
 template <class T>
-bool CpuOptimizer::predict_impl(const LayerBuffers* layers) {
-  if (config_.variant == Variant::kPlusPlus) return false;  // KOALA++ predicts nothing
-  const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
-  double sum_sq_diff = 0.0;
-  bool moved = false;
+PartialPredict CpuOptimizer::predict_partial_impl(const LayerBuffers* layers) {
   if (scalars_.pending != kNoPendingPredict) {
-    sum_sq_diff = scalars_.pending;  // the element-wise part was done by the last update
+    const double sum = scalars_.pending;  // the element-wise part was done by the last update
     scalars_.pending = kNoPendingPredict;
-  } else if (config_.variant == Variant::kMomentum) {
-    for_chunks([&](std::size_t c, const Chunk& ch) {
-      T* x = static_cast<T*>(layers[ch.layer].param) + ch.begin;
-      T* v = static_cast<T*>(layer_state(LayerStateKind::kVelocity, ch.layer)) + ch.begin;
-      T* a = static_cast<T*>(layer_state(LayerStateKind::kAverage, ch.layer)) + ch.begin;
-      chunk_diff_[c] = kernels.momentum_predict(x, v, a, ch.size, config_.kappa);
-    });
-    sum_sq_diff = sum_chunk_diffs();
-    moved = true;
+    return {sum, false};
   }
-  filter_predict(config_, scalars_.filter, sum_sq_diff, static_cast<double>(plan_.total_elems()));
-  return moved;
+  if (config_.variant != Variant::kMomentum) return {0.0, false};
+  const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
+  for_chunks([&](std::size_t c, const Chunk& ch) {
+    T* x = static_cast<T*>(layers[ch.layer].param) + ch.begin;
+    T* v = static_cast<T*>(layer_state(LayerStateKind::kVelocity, ch.layer)) + ch.begin;
+    T* a = static_cast<T*>(layer_state(LayerStateKind::kAverage, ch.layer)) + ch.begin;
+    chunk_diff_[c] = kernels.momentum_predict(x, v, a, ch.size, config_.kappa);
+  });
+  return {sum_chunk_diffs(), true};
+}
+
+void CpuOptimizer::predict_finish(double sum_sq_diff) {
+  filter_predict(config_, scalars_.filter, sum_sq_diff, model_elems_);
 }
 
 double CpuOptimizer::sum_chunk_diffs() const {
@@ -132,16 +133,17 @@ double CpuOptimizer::sum_chunk_diffs() const {
   return sum;
 }
 
-StepReport CpuOptimizer::update(const LayerBuffers* layers, double loss, double loss_sq, double lr,
-                                std::uint8_t* skip_mask) {
-  if (dtype_ == DType::kFloat32) return update_impl<float>(layers, loss, loss_sq, lr, skip_mask);
-  return update_impl<double>(layers, loss, loss_sq, lr, skip_mask);
+const LayerSums* CpuOptimizer::update_partial(const LayerBuffers* layers) {
+  if (dtype_ == DType::kFloat32) {
+    update_partial_impl<float>(layers);
+  } else {
+    update_partial_impl<double>(layers);
+  }
+  return layer_sums_.data();
 }
 
 template <class T>
-StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, double loss_sq,
-                                     double lr, std::uint8_t* skip_mask) {
-  if (config_.variant == Variant::kPlusPlus) return update_pp<T>(layers, loss, loss_sq, lr, skip_mask);
+void CpuOptimizer::update_partial_impl(const LayerBuffers* layers) {
   const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
   const double wd = config_.weight_decay;
   for_chunks([&](std::size_t c, const Chunk& ch) {
@@ -149,8 +151,7 @@ StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, do
     const T* x = static_cast<const T*>(layers[ch.layer].param) + ch.begin;
     chunk_sums_[c] = kernels.stats(g, x, ch.size, wd);
   });
-
-  // Each layer's chunks added up in chunk order (Note [deterministic sums]), then the decision.
+  // Each layer's chunks added up in chunk order (Note [deterministic sums]).
   for (std::size_t l = 0; l < sizes_.size(); ++l) {
     LayerSums total{0.0, 0.0, 0.0};
     for (std::size_t c = plan_.first_chunk(l); c < plan_.first_chunk(l + 1); ++c) {
@@ -160,8 +161,21 @@ StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, do
     }
     layer_sums_[l] = total;
   }
+}
+
+StepReport CpuOptimizer::update_finish(const LayerBuffers* layers, const LayerSums* sums, double loss, double loss_sq,
+                                       double lr, std::uint8_t* skip_mask) {
+  if (dtype_ == DType::kFloat32) return update_finish_impl<float>(layers, sums, loss, loss_sq, lr, skip_mask);
+  return update_finish_impl<double>(layers, sums, loss, loss_sq, lr, skip_mask);
+}
+
+template <class T>
+StepReport CpuOptimizer::update_finish_impl(const LayerBuffers* layers, const LayerSums* sums, double loss,
+                                            double loss_sq, double lr, std::uint8_t* skip_mask) {
+  const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
+  const double wd = config_.weight_decay;
   const StepReport report =
-      decide_step(config_, scalars_, layer_sums_.data(), sizes_.size(), loss, loss_sq, lr, dtype_, gains_.data(), skip_mask);
+      decide_step(config_, scalars_, sums, sizes_.size(), loss, loss_sq, lr, dtype_, gains_.data(), skip_mask);
   if (report.status != StepStatus::kApplied) return report;
 
   for_chunks([&](std::size_t c, const Chunk& ch) {
@@ -184,6 +198,12 @@ StepReport CpuOptimizer::update_impl(const LayerBuffers* layers, double loss, do
   });
   if (lazy_predict_) scalars_.pending = sum_chunk_diffs();
   return report;
+}
+
+StepReport CpuOptimizer::update_plus_plus(const LayerBuffers* layers, double loss, double loss_sq, double lr,
+                                          std::uint8_t* skip_mask) {
+  if (dtype_ == DType::kFloat32) return update_pp<float>(layers, loss, loss_sq, lr, skip_mask);
+  return update_pp<double>(layers, loss, loss_sq, lr, skip_mask);
 }
 
 // KOALA++: the dots pass, decide_step_pp, the update pass (Note [KOALA++ passes], core/step_pp.h).

@@ -31,21 +31,62 @@ struct LayerBuffers {
 // parameters are already the predicted ones. Layers skipped by the update still get their
 // element-wise predict; a refused update does none, so the next predict() does it in full.
 
+// Note [sharded step]
+// A rank of a sharded (ZeRO-1 style) optimizer holds a slice of every layer (possibly empty) and
+// the state of that slice only. The quantities a step needs whole are sums: the predict's
+// sum |a - x|^2 and each layer's |h|^2, |x|^2, |g|^2. So predict() and update() are each split in
+// two: a "partial" half runs the element pass over the slice and yields the slice's sums, the
+// caller all-reduces them (sum) with whatever engine it has, and a "finish" half runs the rest on
+// the reduced sums: filter_predict, or decide_step (Note [step sequence]) and the update pass.
+// Every rank decides on the same reduced sums, so every rank takes the same decision: a NaN on one
+// rank makes the reduced sums NaN and the guards refuse the step everywhere. The unsharded calls
+// are the two halves back to back, with the optimizer's own sums. model_elems is the n of q_x (the
+// whole model's size, not the slice's; 0: these layers' own total). With lazy predict the pending
+// sum is the slice's partial sum, handed out by the next predict_partial(). The paper's variants
+// (Note [paper variants], koala/filter.h) need nothing more: filter_predict takes the reduced sum
+// and the global n for either q_x, and the update pass steps along direction_decay() on every rank.
+
+// predict_partial()'s result: the slice's sum |a - x|^2, and whether the element pass moved the
+// slice's parameters (it does not when a lazy update did it already, nor for KOALA-V).
+struct PartialPredict {
+  double sum_sq_diff;
+  bool moved;
+};
+
 class CpuOptimizer {
  public:
   CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes, const FilterConfig& config,
-               const FilterState& initial, int threads, bool lazy_predict);
+               const FilterState& initial, int threads, bool lazy_predict, double model_elems);
   ~CpuOptimizer();
 
   // Element pass (KOALA-M: x += v, v *= kappa and sum |a - x|^2) and the scalar predict. Returns
   // whether the parameters moved: not for KOALA-V, nor when the last update did the element pass
   // already (Note [lazy predict]).
-  bool predict(const LayerBuffers* layers);
+  bool predict(const LayerBuffers* layers) {
+    if (config_.variant == Variant::kPlusPlus) return false;  // KOALA++ predicts nothing
+    const PartialPredict p = predict_partial(layers);
+    predict_finish(p.sum_sq_diff);
+    return p.moved;
+  }
   // Stats pass, the step sequence (Note [step sequence], core/step.h), update pass. skip_mask[l] is
   // set to 1 for each layer skipped by |g_l| < eps, else 0. When the status is not kApplied nothing
   // was modified.
-  StepReport update(const LayerBuffers* layers, double loss, double loss_sq, double lr,
-                    std::uint8_t* skip_mask);
+  // KOALA++ has its own passes (Note [KOALA++ passes], core/step_pp.h) and no sharded halves.
+  StepReport update(const LayerBuffers* layers, double loss, double loss_sq, double lr, std::uint8_t* skip_mask) {
+    if (config_.variant == Variant::kPlusPlus) return update_plus_plus(layers, loss, loss_sq, lr, skip_mask);
+    return update_finish(layers, update_partial(layers), loss, loss_sq, lr, skip_mask);
+  }
+
+  // The halves of a sharded step (Note [sharded step]). predict_partial: the element pass over this
+  // slice (or the pending sum of a lazy update), returning the slice's sum |a - x|^2 (0 for KOALA-V)
+  // and whether it moved the slice's parameters (as predict() says); predict_finish: the scalar predict with the reduced sum. update_partial: the stats pass,
+  // returning the slice's per-layer sums (num_layers() of them, valid until the next call);
+  // update_finish: decide_step on `sums` (reduced) and the update pass over the slice.
+  PartialPredict predict_partial(const LayerBuffers* layers);
+  void predict_finish(double sum_sq_diff);
+  const LayerSums* update_partial(const LayerBuffers* layers);
+  StepReport update_finish(const LayerBuffers* layers, const LayerSums* sums, double loss, double loss_sq, double lr,
+                           std::uint8_t* skip_mask);
 
   // The filter, the pending predict sum (Note [lazy predict]) and the applied steps.
   const FilterSnapshot& snapshot() const { return scalars_; }
@@ -66,9 +107,11 @@ class CpuOptimizer {
   std::vector<PPLayerState>& pp_layers() { return pp_layers_; }
 
  private:
-  template <class T> bool predict_impl(const LayerBuffers* layers);
-  template <class T> StepReport update_impl(const LayerBuffers* layers, double loss, double loss_sq,
-                                            double lr, std::uint8_t* skip_mask);
+  template <class T> PartialPredict predict_partial_impl(const LayerBuffers* layers);
+  template <class T> void update_partial_impl(const LayerBuffers* layers);
+  template <class T> StepReport update_finish_impl(const LayerBuffers* layers, const LayerSums* sums, double loss,
+                                                   double loss_sq, double lr, std::uint8_t* skip_mask);
+  StepReport update_plus_plus(const LayerBuffers* layers, double loss, double loss_sq, double lr, std::uint8_t* skip_mask);
   template <class T> StepReport update_pp(const LayerBuffers* layers, double loss, double loss_sq, double lr,
                                           std::uint8_t* skip_mask);
   template <class Fn> void for_chunks(Fn&& fn);
@@ -79,6 +122,7 @@ class CpuOptimizer {
   FilterConfig config_;
   FilterSnapshot scalars_;
   bool lazy_predict_;
+  double model_elems_ = 0;  // n of q_x: the whole model's element count (Note [sharded step])
   ChunkPlan plan_;
   int threads_ = 1;                   // parts of a pass, on the shared pool (Note [shared pool])
   std::vector<std::size_t> bounds_;   // the parts of a pass: plan_.partition(a few per thread)

@@ -94,8 +94,12 @@ __global__ void predict_elements_kernel(const DeviceChunk* chunks, const DeviceL
   if (threadIdx.x == 0) chunk_diff[blockIdx.x] = d[0];
 }
 
-__global__ void predict_filter_kernel(FilterConfig config, DeviceScalars* sc, const double* chunk_diff,
-                                      std::size_t num_chunks, double n) {
+// The predict's sum |a - x|^2 of this optimizer's chunks (or the pending sum of a lazy update), into
+// *predict_sum: what a sharded rank hands to the caller's all-reduce (Note [sharded device step],
+// cuda/optimizer.h). With finish (the unsharded predict()), also the scalar predict with that sum,
+// in the same launch.
+__global__ void predict_sum_kernel(FilterConfig config, DeviceScalars* sc, const double* chunk_diff, std::size_t num_chunks,
+                                   double* predict_sum, double n, bool finish) {
   __shared__ double shared[kThreads];
   __shared__ double pending;
   if (threadIdx.x == 0) pending = sc->snap.pending;
@@ -103,9 +107,15 @@ __global__ void predict_filter_kernel(FilterConfig config, DeviceScalars* sc, co
   double sum = 0.0;
   if (config.variant == Variant::kMomentum) sum = pending != kNoPendingPredict ? pending : ordered_sum(chunk_diff, num_chunks, shared);
   if (threadIdx.x == 0) {
-    filter_predict(config, sc->snap.filter, sum, n);
+    *predict_sum = sum;
     sc->snap.pending = kNoPendingPredict;
+    if (finish) filter_predict(config, sc->snap.filter, sum, n);
   }
+}
+
+// One thread: the scalar predict with the reduced sum (the second half of a sharded predict).
+__global__ void predict_filter_kernel(FilterConfig config, DeviceScalars* sc, const double* predict_sum, double n) {
+  filter_predict(config, sc->snap.filter, *predict_sum, n);
 }
 
 template <class T>

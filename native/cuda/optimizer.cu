@@ -41,7 +41,7 @@ struct CudaOptimizer::Device {
   int device;
   cudaStream_t stream = nullptr;
   std::size_t num_chunks = 0;
-  std::size_t total = 0;
+  double total = 0;  // n of q_x: the whole model's elements (a sharded rank holds fewer)
   DeviceChunk* chunks = nullptr;
   std::uint64_t* first_chunk = nullptr;
   DeviceLayer* layers = nullptr;
@@ -59,6 +59,7 @@ struct CudaOptimizer::Device {
   PPLayerSums* pp_layer_sums = nullptr;
   PPLayerState* pp_layers = nullptr;
   PPLayerGain* pp_gains = nullptr;
+  double* predict_sum = nullptr;  // the predict's sum |a - x|^2 (Note [sharded device step])
   // The last update's outcome: its scalars and skip mask copied to pinned host memory on the
   // stream, then an event, so that reading it waits for the step and not for later work.
   void* outcome = nullptr;  // DeviceScalars, then one byte per layer
@@ -73,8 +74,9 @@ struct CudaOptimizer::Device {
     DeviceGuard guard(device, /*no_throw=*/true);
     for (void* p : {static_cast<void*>(chunks), static_cast<void*>(first_chunk), static_cast<void*>(layers), velocity, average,
                     static_cast<void*>(chunk_sums), static_cast<void*>(layer_sums), static_cast<void*>(chunk_diff), static_cast<void*>(gains),
-                    static_cast<void*>(skip_mask), static_cast<void*>(scalars), static_cast<void*>(pp_chunk_sums),
-                    static_cast<void*>(pp_layer_sums), static_cast<void*>(pp_layers), static_cast<void*>(pp_gains)}) {
+                    static_cast<void*>(skip_mask), static_cast<void*>(scalars), static_cast<void*>(predict_sum),
+                    static_cast<void*>(pp_chunk_sums), static_cast<void*>(pp_layer_sums), static_cast<void*>(pp_layers),
+                    static_cast<void*>(pp_gains)}) {
       if (p != nullptr) cudaFree(p);
     }
     if (outcome != nullptr) cudaFreeHost(outcome);
@@ -85,7 +87,7 @@ struct CudaOptimizer::Device {
 
 CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> sizes, std::vector<LayerPointers> layers,
                              const FilterConfig& config, const FilterState& initial, bool lazy_predict,
-                             std::uintptr_t stream)
+                             std::uintptr_t stream, double model_elems)
     : device_(device),
       dtype_(dtype),
       sizes_(std::move(sizes)),
@@ -93,7 +95,8 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
       lazy_predict_(lazy_predict && config.variant == Variant::kMomentum),
       stream_(stream) {
   for (std::size_t s : sizes_) {
-    if (s == 0) throw std::invalid_argument("a layer of zero elements");  // the binding refuses them first
+    // the binding refuses them first
+    if (s == 0 && model_elems == 0) throw std::invalid_argument("a layer of zero elements in an unsharded optimizer");
   }
   DeviceGuard guard(device_);
   dev_ = std::make_unique<Device>(device_);
@@ -101,7 +104,7 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
   d.stream = reinterpret_cast<cudaStream_t>(stream_);
   const ChunkPlan plan(sizes_, kChunkElems);
   d.num_chunks = plan.chunks().size();
-  d.total = plan.total_elems();
+  d.total = model_elems > 0 ? model_elems : static_cast<double>(plan.total_elems());
   const std::size_t elem = dtype_ == DType::kFloat32 ? 4 : 8;
 
   std::vector<DeviceChunk> chunks;
@@ -142,6 +145,7 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
     check(cudaMemcpyAsync(d.pp_layers, never.data(), never.size() * sizeof(PPLayerState), cudaMemcpyHostToDevice, d.stream),
           "upload layer state");
   }
+  d.predict_sum = device_alloc<double>(1);
   check(cudaMallocHost(&d.outcome, sizeof(DeviceScalars) + sizes_.size()), "cudaMallocHost");
   check(cudaEventCreateWithFlags(&d.outcome_ready, cudaEventDisableTiming), "cudaEventCreate");
   const DeviceScalars scalars{{initial, kNoPendingPredict, 0}, {StepStatus::kApplied, 0, 0.0}};
@@ -162,8 +166,28 @@ Moved CudaOptimizer::predict() {
   DeviceGuard guard(device_);
   RuntimeErrors errors;
   LaunchSequence<RuntimeErrors> seq(errors, broken_, "predict");
+  return launch_predict(seq, /*finish=*/true);
+}
+
+Moved CudaOptimizer::predict_partial() {
+  DeviceGuard guard(device_);
+  RuntimeErrors errors;
+  LaunchSequence<RuntimeErrors> seq(errors, broken_, "predictPartial");
+  return launch_predict(seq, /*finish=*/false);
+}
+
+void CudaOptimizer::predict_finish() {
+  DeviceGuard guard(device_);
+  RuntimeErrors errors;
+  LaunchSequence<RuntimeErrors> seq(errors, broken_, "predictFinish");
   Device& d = *dev_;
-  if (config_.variant == Variant::kMomentum) {
+  seq.launch("filter", [&] { kernels::predict_filter_kernel<<<1, 1, 0, d.stream>>>(config_, d.scalars, d.predict_sum, d.total); });
+}
+
+template <class Sequence>
+Moved CudaOptimizer::launch_predict(Sequence& seq, bool finish) {
+  Device& d = *dev_;
+  if (config_.variant == Variant::kMomentum && d.num_chunks > 0) {
     seq.launch("element pass", [&] {
       if (dtype_ == DType::kFloat32) {
         kernels::predict_elements_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.scalars, config_.kappa, d.chunk_diff);
@@ -172,8 +196,8 @@ Moved CudaOptimizer::predict() {
       }
     });
   }
-  seq.launch("filter", [&] {
-    kernels::predict_filter_kernel<<<1, kThreads, 0, d.stream>>>(config_, d.scalars, d.chunk_diff, d.num_chunks, static_cast<double>(d.total));
+  seq.launch(finish ? "filter" : "sum", [&] {
+    kernels::predict_sum_kernel<<<1, kThreads, 0, d.stream>>>(config_, d.scalars, d.chunk_diff, d.num_chunks, d.predict_sum, d.total, finish);
   });
   const Pending before = pending_;
   pending_ = Pending::kNone;
@@ -185,31 +209,34 @@ void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, doub
   DeviceGuard guard(device_);
   RuntimeErrors errors;
   LaunchSequence<RuntimeErrors> seq(errors, broken_, "update");
+  if (config_.variant == Variant::kPlusPlus) {  // its own passes, and no sharded halves
+    launch_update_pp(seq, loss, loss_sq, lr);
+    return;
+  }
+  launch_update_sums(seq);
+  launch_update_finish(seq, loss, loss_sq, lr);
+}
+
+void CudaOptimizer::update_partial() {
+  DeviceGuard guard(device_);
+  RuntimeErrors errors;
+  LaunchSequence<RuntimeErrors> seq(errors, broken_, "updatePartial");
+  launch_update_sums(seq);
+}
+
+void CudaOptimizer::update_finish(const ScalarArg& loss, const ScalarArg& loss_sq, double lr) {
+  DeviceGuard guard(device_);
+  RuntimeErrors errors;
+  LaunchSequence<RuntimeErrors> seq(errors, broken_, "updateFinish");
+  launch_update_finish(seq, loss, loss_sq, lr);
+}
+
+// The stats pass and each layer's sums, into d.layer_sums (a sharded rank's partial sums).
+template <class Sequence>
+void CudaOptimizer::launch_update_sums(Sequence& seq) {
   Device& d = *dev_;
   const double wd = config_.weight_decay;
-  const auto num_layers = static_cast<std::uint32_t>(sizes_.size());
-  if (config_.variant == Variant::kPlusPlus) {
-    // KOALA++: its dots, its step sequence, its update (Note [KOALA++ passes], core/step_pp.h).
-    seq.launch("dots pass", [&] {
-      if (dtype_ == DType::kFloat32) {
-        kernels::pp_dots_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.pp_chunk_sums);
-      } else {
-        kernels::pp_dots_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.pp_chunk_sums);
-      }
-    });
-    seq.launch("layer sums", [&] { kernels::pp_layer_sums_kernel<<<num_layers, kThreads, 0, d.stream>>>(d.pp_chunk_sums, d.first_chunk, d.pp_layer_sums); });
-    seq.launch("step sequence", [&] {
-      kernels::pp_decide_kernel<<<1, 1, 0, d.stream>>>(config_, dtype_, d.scalars, num_layers, d.pp_layer_sums, d.pp_layers, d.pp_gains,
-                                                       d.skip_mask, loss, loss_sq, lr);
-    });
-    seq.launch("update pass", [&] {
-      if (dtype_ == DType::kFloat32) {
-        kernels::pp_update_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.pp_gains, d.scalars, wd, config_.q);
-      } else {
-        kernels::pp_update_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.pp_gains, d.scalars, wd, config_.q);
-      }
-    });
-  } else {
+  if (d.num_chunks > 0) {
     seq.launch("stats pass", [&] {
       if (dtype_ == DType::kFloat32) {
         kernels::stats_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.chunk_sums);
@@ -217,10 +244,20 @@ void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, doub
         kernels::stats_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.chunk_sums);
       }
     });
-    seq.launch("layer sums", [&] { kernels::layer_sums_kernel<<<num_layers, kThreads, 0, d.stream>>>(d.chunk_sums, d.first_chunk, d.layer_sums); });
-    seq.launch("step sequence", [&] {
-      kernels::decide_kernel<<<1, kThreads, 0, d.stream>>>(config_, dtype_, d.scalars, num_layers, d.layer_sums, d.gains, d.skip_mask, loss, loss_sq, lr);
-    });
+  }
+  const auto num_layers = static_cast<std::uint32_t>(sizes_.size());
+  seq.launch("layer sums", [&] { kernels::layer_sums_kernel<<<num_layers, kThreads, 0, d.stream>>>(d.chunk_sums, d.first_chunk, d.layer_sums); });
+}
+
+// The step sequence on d.layer_sums (reduced, for a sharded rank), the update pass and the outcome copy.
+template <class Sequence>
+void CudaOptimizer::launch_update_finish(Sequence& seq, const ScalarArg& loss, const ScalarArg& loss_sq, double lr) {
+  Device& d = *dev_;
+  const auto num_layers = static_cast<std::uint32_t>(sizes_.size());
+  seq.launch("step sequence", [&] {
+    kernels::decide_kernel<<<1, kThreads, 0, d.stream>>>(config_, dtype_, d.scalars, num_layers, d.layer_sums, d.gains, d.skip_mask, loss, loss_sq, lr);
+  });
+  if (d.num_chunks > 0) {
     seq.launch("update pass", [&] {
       if (dtype_ == DType::kFloat32) {
         kernels::update_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.gains, d.scalars, config_.variant,
@@ -230,16 +267,51 @@ void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, doub
                                                                                 lazy_predict_, direction_decay(config_), config_.kappa, d.chunk_diff);
       }
     });
-    if (lazy_predict_) {
-      seq.launch("lazy predict sum", [&] { kernels::lazy_finish_kernel<<<1, kThreads, 0, d.stream>>>(d.scalars, d.chunk_diff, d.num_chunks); });
-    }
   }
+  if (lazy_predict_) {
+    seq.launch("lazy predict sum", [&] { kernels::lazy_finish_kernel<<<1, kThreads, 0, d.stream>>>(d.scalars, d.chunk_diff, d.num_chunks); });
+  }
+  launch_outcome_copy(seq);
+  if (lazy_predict_) pending_ = Pending::kUnknown;
+}
+
+// The last update's outcome to pinned host memory, then its event (Device::outcome).
+template <class Sequence>
+void CudaOptimizer::launch_outcome_copy(Sequence& seq) {
+  Device& d = *dev_;
   seq.launch("outcome copy", [&] {
     cudaMemcpyAsync(d.outcome, d.scalars, sizeof(DeviceScalars), cudaMemcpyDeviceToHost, d.stream);
     cudaMemcpyAsync(static_cast<char*>(d.outcome) + sizeof(DeviceScalars), d.skip_mask, sizes_.size(), cudaMemcpyDeviceToHost, d.stream);
     cudaEventRecord(d.outcome_ready, d.stream);
   });
-  if (lazy_predict_) pending_ = Pending::kUnknown;
+}
+
+// KOALA++: its dots, its step sequence, its update (Note [KOALA++ passes], core/step_pp.h), the outcome copy.
+template <class Sequence>
+void CudaOptimizer::launch_update_pp(Sequence& seq, const ScalarArg& loss, const ScalarArg& loss_sq, double lr) {
+  Device& d = *dev_;
+  const double wd = config_.weight_decay;
+  const auto num_layers = static_cast<std::uint32_t>(sizes_.size());
+  seq.launch("dots pass", [&] {
+    if (dtype_ == DType::kFloat32) {
+      kernels::pp_dots_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.pp_chunk_sums);
+    } else {
+      kernels::pp_dots_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.pp_chunk_sums);
+    }
+  });
+  seq.launch("layer sums", [&] { kernels::pp_layer_sums_kernel<<<num_layers, kThreads, 0, d.stream>>>(d.pp_chunk_sums, d.first_chunk, d.pp_layer_sums); });
+  seq.launch("step sequence", [&] {
+    kernels::pp_decide_kernel<<<1, 1, 0, d.stream>>>(config_, dtype_, d.scalars, num_layers, d.pp_layer_sums, d.pp_layers, d.pp_gains,
+                                                     d.skip_mask, loss, loss_sq, lr);
+  });
+  seq.launch("update pass", [&] {
+    if (dtype_ == DType::kFloat32) {
+      kernels::pp_update_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.pp_gains, d.scalars, wd, config_.q);
+    } else {
+      kernels::pp_update_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.pp_gains, d.scalars, wd, config_.q);
+    }
+  });
+  launch_outcome_copy(seq);
 }
 
 void CudaOptimizer::read_layer_scalars(PPLayerState* out) {
@@ -254,6 +326,11 @@ void CudaOptimizer::write_layer_scalars(const PPLayerState* in) {
   check(cudaMemcpyAsync(dev_->pp_layers, in, sizes_.size() * sizeof(PPLayerState), cudaMemcpyHostToDevice, dev_->stream),
         "write layer state");
   check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
+}
+
+DeviceSums CudaOptimizer::device_sums() const {
+  static_assert(sizeof(LayerSums) == 3 * sizeof(double), "LayerSums is three doubles");
+  return {reinterpret_cast<std::uintptr_t>(dev_->predict_sum), reinterpret_cast<std::uintptr_t>(dev_->layer_sums)};
 }
 
 StepReport CudaOptimizer::last_step(std::uint8_t* skip_mask_out) {

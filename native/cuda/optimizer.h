@@ -50,11 +50,30 @@ struct LayerPointers {
 // What predict() did to the parameters, as far as the host knows without a synchronization.
 enum class Moved : int { kNo = 0, kYes = 1, kUnknown = 2 };
 
+// Note [sharded device step]
+// The halves of a sharded step (Note [sharded step], cpu/optimizer.h) on the device: the partial
+// sums stay in device memory, in two buffers of this optimizer (device_sums(): 1 double for
+// predict, 3 per layer, |h|^2 |x|^2 |g|^2, for update). predict_partial() and update_partial()
+// launch the element pass and leave the slice's sums there; the caller reduces them in place on
+// the same stream (ncclAllReduce(buf, buf, count, ncclFloat64, ncclSum, comm, stream)); the
+// finish halves' kernels read the reduced sums from there. No host synchronization anywhere.
+// A rank's slice of a layer may be empty: it has no chunks (core/plan.h), its sums are 0, and a
+// rank whose slices are all empty launches no element kernel at all (a zero-block grid is an
+// error). Each half is one launch sequence (Note [launch errors]); the unsharded predict() and
+// update() are the same launches in one sequence each, predict() finishing in the sum kernel.
+struct DeviceSums {
+  std::uintptr_t predict;  // 1 double
+  std::uintptr_t update;   // 3 doubles per layer
+};
+
 class CudaOptimizer {
  public:
-  // Every size > 0. stream: a cudaStream_t as an integer (0: the legacy default stream).
+  // stream: a cudaStream_t as an integer (0: the legacy default stream). model_elems: 0 for an
+  // unsharded optimizer, whose sizes are all > 0; a sharded rank's n of q_x, the whole model's
+  // elements, and then a size may be 0 (an empty slice, Note [sharded device step]).
   CudaOptimizer(int device, DType dtype, std::vector<std::size_t> sizes, std::vector<LayerPointers> layers,
-                const FilterConfig& config, const FilterState& initial, bool lazy_predict, std::uintptr_t stream);
+                const FilterConfig& config, const FilterState& initial, bool lazy_predict, std::uintptr_t stream,
+                double model_elems);
   ~CudaOptimizer();
   CudaOptimizer(const CudaOptimizer&) = delete;
   CudaOptimizer& operator=(const CudaOptimizer&) = delete;
@@ -66,6 +85,13 @@ class CudaOptimizer {
   // the host knows only once it was read (last_step) or set (restore).
   Moved predict();
   void update(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
+  // The halves of predict() and update() (Note [sharded device step]); predict_partial() says
+  // what predict() would.
+  Moved predict_partial();
+  void predict_finish();
+  void update_partial();
+  void update_finish(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
+  DeviceSums device_sums() const;
 
   // The last update's outcome; waits for that update only. Fills skip_mask_out (one byte per
   // layer) when the step was applied.
@@ -87,6 +113,11 @@ class CudaOptimizer {
  private:
   void update_pp(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);  // cuda/plusplus.cuh
   struct Device;  // device allocations, defined in optimizer.cu
+  template <class Sequence> Moved launch_predict(Sequence& seq, bool finish);  // finish: the scalar predict too
+  template <class Sequence> void launch_update_sums(Sequence& seq);
+  template <class Sequence> void launch_update_finish(Sequence& seq, const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
+  template <class Sequence> void launch_update_pp(Sequence& seq, const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
+  template <class Sequence> void launch_outcome_copy(Sequence& seq);
   char* layer_state(LayerStateKind kind, std::size_t layer);
   void* snapshot_on_device();
 

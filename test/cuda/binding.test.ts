@@ -40,6 +40,19 @@ withAddon('the CUDA binding refuses malformed layers before any CUDA call', () =
     expect(codeOf(make(lengths))).toBe('ERR_KOALA_INVALID_LAYERS');
   });
 
+  test('a sharded rank (config.modelElems) may hold empty slices: they pass the length and overlap checks', () => {
+    const rank = { ...config, modelElems: 64 };
+    const opt = (lengths: number[]) => () =>
+      new loaded.module!.NativeCudaOptimizer(rank, [0x30000n, 0x30000n], [0x40000n, 0x40000n], lengths, new Uint8Array(2));
+    // Layer 0's empty slice lies where layer 1's begins: no bytes, so no overlap; what refuses the
+    // bogus addresses is the device pointer check (or the absent driver), after both checks.
+    expect(['ERR_KOALA_INVALID_DEVICE_POINTER', 'ERR_KOALA_CUDA']).toContain(codeOf(opt([0, 4])));
+    expect(codeOf(opt([-1, 4]))).toBe('ERR_KOALA_INVALID_LAYERS');
+    expect(codeOf(() => new loaded.module!.NativeCudaOptimizer(config, [0x30000n, 0x30000n], [0x40000n, 0x40000n], [0, 4], new Uint8Array(2)))).toBe(
+      'ERR_KOALA_INVALID_LAYERS',
+    ); // unsharded: never empty
+  });
+
   test('a skip mask of the wrong size', () => {
     expect(codeOf(make([4, 4], new Uint8Array(3)))).toBe('ERR_KOALA_INVALID_ARGUMENT');
   });

@@ -5,29 +5,9 @@
 import { cuda, KoalaM, KoalaV, type DeviceTensor, type DType, type FloatArray } from '../../lib';
 import { errorCode, flatP, goldenFiles, loadGolden, makeArray, optionsOf, relMax, relNorm, rng } from '../helpers';
 
-const status = cuda.available();
-const required = process.env.KOALA_REQUIRE_CUDA === '1';
+import { describeGpu, gpuStatus as status, reportGpuSkip } from './gpu';
 
-function describeGpu(name: string, body: () => void): void {
-  if (status.available) {
-    describe(name, body);
-  } else if (!required) {
-    describe.skip(name, body);
-  } else {
-    describe(name, () => {
-      beforeAll(() => {
-        throw new Error(`KOALA_REQUIRE_CUDA=1, but CUDA is not available: ${status.reason}`);
-      });
-      body();
-    });
-  }
-}
-
-// Runs only where the GPU tests do not, so that the reason shows in the test output.
-(status.available || required ? test.skip : test)('without a usable GPU the CUDA tests are skipped, and the reason is given', () => {
-  expect(status.reason).not.toBe('');
-  console.log(`CUDA tests skipped: ${status.reason}`);
-});
+reportGpuSkip('CUDA tests');
 
 type Opt = KoalaM | KoalaV;
 

@@ -1,17 +1,12 @@
 // The paper's variants (target, stateNoise, direction) on the CUDA backend against the CPU backend,
 // float64, with weight decay, a skipped layer and lazy predict. Skipped, with the reason printed,
-// where no usable CUDA device is present (the CPU side is checked against a restatement of
+// where no usable CUDA device is present, failing instead under KOALA_REQUIRE_CUDA=1 (the CPU side is checked against a restatement of
 // ALGORITHM.md in test/parity/variants.test.ts).
 import { cuda, KoalaM, KoalaV, type DeviceTensor, type FloatArray, type KoalaMOptions, type KoalaVOptions } from '../../lib';
 import { makeArray, relMax, relNorm, rng } from '../helpers';
+import { describeGpu, reportGpuSkip } from './gpu';
 
-const status = cuda.available();
-const describeGpu = status.available ? describe : describe.skip;
-
-(status.available ? test.skip : test)('without a usable GPU the CUDA variant tests are skipped, and the reason is given', () => {
-  expect(status.reason).not.toBe('');
-  console.log(`CUDA variant tests skipped: ${status.reason}`);
-});
+reportGpuSkip('CUDA variant tests');
 
 const SIZES = [70000, 3, 17, 16384, 1];
 const ZERO_GRAD_LAYER = 1;

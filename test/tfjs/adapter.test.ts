@@ -282,6 +282,10 @@ describe('state, config, tfjs-layers and errors (cpu backend)', () => {
       return 'no error';
     };
     expect(code(() => new KoalaMOptimizer({ kapa: 0.9 } as KoalaMOptions))).toBe('ERR_KOALA_INVALID_OPTION');
+    // A sharded rank steps through the split calls, which the adapter does not make: refused up front.
+    const shard = { layerLengths: [4], offsets: [0] };
+    expect(code(() => new KoalaMOptimizer({ shard }))).toBe('ERR_KOALA_INVALID_OPTION');
+    expect(code(() => new KoalaVOptimizer({ shard }))).toBe('ERR_KOALA_INVALID_OPTION');
     const opt = new KoalaMOptimizer({ backend: 'js' });
     expect(code(() => opt.applyGradients({}))).toBe('ERR_KOALA_PREDICT_REQUIRED');
     expect(code(() => opt.minimizePerSample(m.mean, false, m.vars))).toBe('ERR_KOALA_INVALID_LOSS');

@@ -135,6 +135,8 @@ describe.each(BACKENDS)('%s backend: construction', (backend) => {
     ['q', NaN],
     ['lazyPredict', true],
     ['kappa', 0.9],
+    ['target', 'absolute'], // the paper's variants are KOALA-M's and KOALA-V's
+    ['shard', { rank: 0, ranks: 2 }], // no sharded step
   ])('KoalaPP: invalid option %s = %p', (key, value) => {
     expectCode(() => new KoalaPP([{ param: f64(2), grad: f64(2) }], { backend, [key]: value }), 'ERR_KOALA_INVALID_OPTION');
   });
