@@ -4,14 +4,14 @@
  * optimizer step against the memory bound and the tools a user would pick instead, all measured in
  * this one process (shared/docs/PERFORMANCE.md). `--help` lists the flags.
  *
- * Counted bytes per parameter (float32): KOALA-M 56, KOALA-M lazy 36, KOALA-V 20, fused Adam 28,
- * triad 12 and copy 8 per element. GB/s = counted bytes / median time.
+ * Counted bytes per parameter (float32): KOALA-M 56, KOALA-M lazy 36, KOALA-V 20, KOALA++ 44 (Note
+ * [KOALA++ passes], native/core/step_pp.h), fused Adam 28, triad 12 and copy 8 per element. GB/s = counted bytes / median time.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 
-import { KoalaM, KoalaV } from '../lib';
+import { KoalaM, KoalaPP, KoalaV } from '../lib';
 import { PACKAGE_ROOT } from '../lib/native';
 import { parseFlags, usage, UsageError, type FlagSpec } from './args';
 import { devKernels } from './dev-addon';
@@ -72,7 +72,7 @@ function allocate(list: ParamList): Buffers {
 
 function nativeContenders(threads: number[]): Contender[] {
   const native = devKernels();
-  const optimizer = (name: string, bytes: number, t: number, make: (b: Buffers) => KoalaM | KoalaV): Contender => ({
+  const optimizer = (name: string, bytes: number, t: number, make: (b: Buffers) => KoalaM | KoalaV | KoalaPP): Contender => ({
     name,
     threads: t,
     bytesPerParam: bytes,
@@ -82,7 +82,8 @@ function nativeContenders(threads: number[]): Contender[] {
       return {
         step: () => {
           opt.predict();
-          opt.update(0.5, 0.3);
+          // A refused step would skip its update pass, and the time would not be a step's.
+          if (!opt.update(0.5, 0.3).applied) throw new Error(`${name}: a step was refused`);
         },
         dispose: () => opt.dispose(),
       };
@@ -114,6 +115,7 @@ function nativeContenders(threads: number[]): Contender[] {
       optimizer('KOALA-M', 56, t, (b) => new KoalaM(layers(b), { backend: 'native', threads: t, weightDecay: WD })),
       optimizer('KOALA-M lazy', 36, t, (b) => new KoalaM(layers(b), { backend: 'native', threads: t, weightDecay: WD, lazyPredict: true })),
       optimizer('KOALA-V', 20, t, (b) => new KoalaV(layers(b), { backend: 'native', threads: t, weightDecay: WD })),
+      optimizer('KOALA++', 44, t, (b) => new KoalaPP(layers(b), { backend: 'native', threads: t, weightDecay: WD })),
     );
   }
   out.push(optimizer('KOALA-M (js backend)', 56, 1, (b) => new KoalaM(layers(b), { backend: 'js', weightDecay: WD })));
@@ -129,11 +131,12 @@ async function tfjsContenders(skip: boolean): Promise<{ contenders: Contender[];
   } catch {
     return { contenders: [], backend: 'not installed (@tensorflow/tfjs-core and @tensorflow/tfjs-backend-wasm add its contenders)' };
   }
-  const { tfjsAdam, tfjsKoalaM, useWasm } = await import('./tfjs');
+  const { tfjsAdam, tfjsKoalaM, tfjsKoalaPP, useWasm } = await import('./tfjs');
   return {
     backend: await useWasm(),
     contenders: [
       { name: 'KOALA-M (tfjs-wasm, op by op)', threads: 1, bytesPerParam: 56, make: (b) => tfjsKoalaM(b.list.sizes) },
+      { name: 'KOALA++ (tfjs-wasm, op by op)', threads: 1, bytesPerParam: 44, make: (b) => tfjsKoalaPP(b.list.sizes) },
       { name: 'Adam (tfjs-wasm)', threads: 1, bytesPerParam: 28, make: (b) => tfjsAdam(b.list.sizes) },
     ],
   };

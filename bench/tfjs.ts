@@ -1,7 +1,7 @@
 /**
- * The contenders a TensorFlow.js user would reach for, on the wasm backend: KOALA-M ported op by
- * op from the official PyTorch code (per-layer tensor ops, a host read per layer for the norms,
- * parameters written back with assign), and tfjs's own Adam.
+ * The contenders a TensorFlow.js user would reach for, on the wasm backend: KOALA-M and KOALA++
+ * ported op by op from the official PyTorch code (per-layer tensor ops, host reads per layer for
+ * the norms and dot products, parameters written back with assign), and tfjs's own Adam.
  */
 import { dirname, join } from 'node:path';
 
@@ -79,6 +79,53 @@ export function tfjsKoalaM(sizes: number[]): Stepper {
       update(0.5, 0.3);
     },
     dispose: () => [...x, ...v, ...a, ...g].forEach((t) => t.dispose()),
+  };
+}
+
+/**
+ * KOALA++ as the authors' code does it (ALGORITHM.md, "KOALA++"), restated with tfjs ops one layer
+ * at a time: per layer the gradient norm for the eps test, H = g + wd x, the dot products Hp . Hp,
+ * Hp . v, H . Hp, H . v and |x|^2 read to the host (in one read, which is kinder than the
+ * reference's one .item() each), the new v, S = (v + Q H) . H + R (another read), x and Hp; with
+ * weight decay 5e-4 and the default options otherwise (sigma 1, q 1, symmetric, lr 1).
+ */
+export function tfjsKoalaPP(sizes: number[]): Stepper {
+  const x = variables(sizes, 0.01, 'ppx');
+  const v = variables(sizes, 0, 'ppv');
+  const hp = variables(sizes, 0, 'pph');
+  const g = gradients(sizes);
+  const s = sizes.map(() => 0);
+  const started = sizes.map(() => false);
+  const [sigma, q, wd, eps] = [1, 1, 5e-4, 1e-9];
+  let r = 1;
+  const update = (loss: number, lossSq: number) => {
+    r = 0.9 * r + 0.1 * lossSq;
+    for (let l = 0; l < sizes.length; l++) {
+      tf.tidy(() => {
+        if (tf.norm(g[l]).dataSync()[0] < eps) return;
+        const h = tf.add(g[l], tf.mul(x[l], wd));
+        const first = !started[l];
+        const vPrev = first ? tf.mul(h, sigma) : v[l];
+        const hPrev = first ? h : hp[l];
+        const dot = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(a, b));
+        const [xx, y, a, b, x2] = tf.stack([dot(hPrev, hPrev), dot(hPrev, vPrev), dot(h, hPrev), dot(h, vPrev), dot(x[l], x[l])]).dataSync();
+        const sPrev = first ? y + q * xx + r : s[l];
+        const lambda = (b + q * a) / sPrev;
+        const alpha = a / xx;
+        const rk = b / xx - (a * y) / (xx * xx);
+        const vNew = tf.add(tf.add(tf.mul(vPrev, alpha - lambda), tf.mul(tf.sub(h, tf.mul(hPrev, lambda)), q)), tf.mul(hPrev, rk));
+        const dir = tf.add(vNew, tf.mul(h, q));
+        s[l] = dot(dir, h).dataSync()[0] + r;
+        x[l].assign(tf.sub(x[l], tf.mul(dir, (loss + 0.5 * wd * x2) / s[l])));
+        v[l].assign(vNew);
+        hp[l].assign(h);
+        started[l] = true;
+      });
+    }
+  };
+  return {
+    step: () => update(0.5, 0.3),
+    dispose: () => [...x, ...v, ...hp, ...g].forEach((t) => t.dispose()),
   };
 }
 

@@ -40,6 +40,9 @@ export interface Backend {
   setFilter(s: FilterSnapshot): void;
   readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void;
   writeLayerState(kind: LayerStateKind, layer: number, values: FloatArray): void;
+  /** KOALA++: its per-layer scalars, PP_LAYER_SCALARS numbers per layer (lib/protocol.ts). */
+  readLayerScalars?(out: Float64Array): void;
+  writeLayerScalars?(values: Float64Array): void;
   /** CPU threads a pass runs on (the native backend uses fewer than asked on small models; 0 on CUDA). */
   threadsInUse(): number;
   dispose(): void;

@@ -27,6 +27,8 @@ interface NativeCudaOptimizer {
   setFilter(s: FilterSnapshot): void;
   readLayerState(kind: LayerStateKind, layer: number, out: FloatArray): void;
   writeLayerState(kind: LayerStateKind, layer: number, values: FloatArray): void;
+  readLayerScalars(out: Float64Array): void;
+  writeLayerScalars(values: Float64Array): void;
   dispose(): void;
 }
 
@@ -144,6 +146,14 @@ export class CudaBackend implements Backend {
 
   writeLayerState(kind: LayerStateKind, layer: number, values: FloatArray): void {
     this.native.writeLayerState(kind, layer, values);
+  }
+
+  readLayerScalars(out: Float64Array): void {
+    this.native.readLayerScalars(out);
+  }
+
+  writeLayerScalars(values: Float64Array): void {
+    this.native.writeLayerScalars(values);
   }
 
   threadsInUse(): number {

@@ -1,12 +1,12 @@
-export { KoalaM, KoalaV } from './koala';
-export type { BackendName, KoalaMState, KoalaStateDict, KoalaVState, Phase, SkipReason, UpdateInfo } from './koala';
+export { KoalaM, KoalaPP, KoalaV } from './koala';
+export type { BackendName, KoalaMState, KoalaPPLayers, KoalaPPState, KoalaStateDict, KoalaVState, Phase, SkipReason, UpdateInfo } from './koala';
 export { cuda } from './cuda';
 export type { CudaStatus } from './cuda';
 export { shardLayers, shardRange } from './shard';
 export { ERROR_CODES, KoalaError } from './errors';
 export type { KoalaErrorCode } from './errors';
 export type { DeviceScalar, DeviceTensor, DType, FloatArray, Layer } from './layers';
-export type { BackendChoice, KoalaMOptions, KoalaVOptions, NonFinitePolicy, ShardSpec, StateNoise, TargetLoss, VanillaDirection } from './options';
+export type { BackendChoice, KoalaMOptions, KoalaPPOptions, KoalaVOptions, NonFinitePolicy, ShardSpec, StateNoise, TargetLoss, VanillaDirection } from './options';
 export { nativeStatus } from './native';
 export type { NativeStatus } from './native';
 export type { FilterSnapshot, PredictMoved } from './protocol';

@@ -21,12 +21,14 @@ import {
   type BackendChoice,
   type BackendConfig,
   type KoalaMOptions,
+  type KoalaPPOptions,
   type KoalaVOptions,
   type NonFinitePolicy,
 } from './options';
 import {
   DTYPE,
   LAYER_STATE,
+  PP_LAYER_SCALARS,
   STEP_STATUS,
   VARIANT,
   type BackendStep,
@@ -37,11 +39,12 @@ import {
   type Variant,
 } from './protocol';
 import { ReferenceBackend } from './reference';
+import { ReferencePPBackend } from './reference-pp';
 import { checkShard } from './shard';
 import type { ShardSpec } from './options';
-import { parseStateDict, toStateDict, type KoalaStateDict, type StateTarget } from './state';
+import { parseStateDict, toStateDict, type KoalaPPLayers, type KoalaStateDict, type StateTarget } from './state';
 
-export type { KoalaStateDict } from './state';
+export type { KoalaPPLayers, KoalaStateDict } from './state';
 
 /**
  * Where a step stands. update() needs a predict() since the last applied update: calling it twice
@@ -66,7 +69,10 @@ export interface UpdateInfo {
   step: number;
   /** Indices of the layers left untouched because |g_l| < eps. */
   skippedLayers: number[];
-  /** max_l |h_l|^2 / S_l over the updated layers (0 when none was). */
+  /**
+   * max_l |h_l|^2 / S_l over the updated layers (0 when none was); KOALA++: max_l lambda_l, the
+   * largest shrink of a layer's product v_l along its previous direction.
+   */
   maxGain: number;
   /** The measurement noise R after this update. */
   r: number;
@@ -85,6 +91,14 @@ export interface KoalaVState {
   phase: Phase;
   sigma: number;
   R: number;
+}
+
+export interface KoalaPPState {
+  step: number;
+  phase: Phase;
+  R: number;
+  /** Per layer S_l, or null while the layer has never been updated. */
+  S: (number | null)[];
 }
 
 let warnedFallback = false;
@@ -122,7 +136,8 @@ function createBackend(
     }
   }
   checkHostOverlap(table);
-  return [new ReferenceBackend(config, table.params, table.grads, skipMask), 'js'];
+  const Reference = config.variant === VARIANT.plusPlus ? ReferencePPBackend : ReferenceBackend;
+  return [new Reference(config, table.params, table.grads, skipMask), 'js'];
 }
 
 const REASONS: Record<Exclude<StepStatus, 0>, SkipReason> = {
@@ -384,7 +399,24 @@ abstract class KoalaBase {
     const momentum = this.variant === VARIANT.momentum;
     const f = this.filter();
     return toStateDict(this.stateTarget(), this.table.names, f, this.settledPhase(), this.learningRate,
-      momentum ? this.layerStates(LAYER_STATE.velocity) : [], momentum ? this.layerStates(LAYER_STATE.average) : []);
+      momentum ? this.layerStates(LAYER_STATE.velocity) : [], momentum ? this.layerStates(LAYER_STATE.average) : [],
+      this.variant === VARIANT.plusPlus ? this.ppLayers() : null);
+  }
+
+  /** KOALA++'s per-layer state (KoalaPPLayers, lib/state.ts). */
+  protected ppLayers(): KoalaPPLayers {
+    const n = this.table.lengths.length;
+    const scalars = new Float64Array(n * PP_LAYER_SCALARS);
+    nativeCall(() => this.impl.readLayerScalars!(scalars));
+    const field = (k: number) => Array.from({ length: n }, (_, l) => scalars[l * PP_LAYER_SCALARS + k]);
+    return {
+      products: this.layerStates(LAYER_STATE.product),
+      directions: this.layerStates(LAYER_STATE.direction),
+      S: field(0),
+      hh: field(1),
+      vh: field(2),
+      updated: field(3).map((u) => u !== 0),
+    };
   }
 
   /**
@@ -395,10 +427,19 @@ abstract class KoalaBase {
   loadStateDict(sd: KoalaStateDict): void {
     this.between('loadStateDict');
     const s = parseStateDict(sd, this.stateTarget());
+    const pp = s.plusPlus;
     nativeCall(() => {
-      this.impl.setFilter(s.filter);
+      // KOALA++'s sigma is its option sigma0, not state: the optimizer keeps its own.
+      this.impl.setFilter(pp ? { ...s.filter, sigma: this.readFilter().sigma } : s.filter);
       s.velocities.forEach((v, i) => this.impl.writeLayerState(LAYER_STATE.velocity, i, v));
       s.averages.forEach((a, i) => this.impl.writeLayerState(LAYER_STATE.average, i, a));
+      if (pp) {
+        pp.products.forEach((v, i) => this.impl.writeLayerState(LAYER_STATE.product, i, v));
+        pp.directions.forEach((h, i) => this.impl.writeLayerState(LAYER_STATE.direction, i, h));
+        const scalars = new Float64Array(pp.S.length * PP_LAYER_SCALARS);
+        pp.S.forEach((_, l) => scalars.set([pp.S[l], pp.hh[l], pp.vh[l], pp.updated[l] ? 1 : 0], l * PP_LAYER_SCALARS));
+        this.impl.writeLayerScalars!(scalars);
+      }
     });
     this.currentPhase = s.phase;
     this.lastOutcome = null;
@@ -431,8 +472,12 @@ abstract class KoalaBase {
    * KoalaV (KoalaM.prototype.velocities.call(v)) must not reach a backend that holds none.
    */
   protected static layerStatesOf(o: unknown, kind: LayerStateKind): FloatArray[] {
-    if (!KoalaBase.isOptimizer(o) || o.variant !== VARIANT.momentum) {
-      fail('ERR_KOALA_INVALID_ARGUMENT', `${kind === LAYER_STATE.velocity ? 'velocities' : 'paramAverages'}() is a KoalaM method, called on ${KoalaBase.isOptimizer(o) ? 'a KoalaV' : 'an object that is not a KoalaM'}`);
+    const plusPlus = kind === LAYER_STATE.product || kind === LAYER_STATE.direction;
+    const owner = plusPlus ? VARIANT.plusPlus : VARIANT.momentum;
+    if (!KoalaBase.isOptimizer(o) || o.variant !== owner) {
+      const method = ['velocities', 'paramAverages', 'products', 'directions'][kind];
+      const cls = plusPlus ? 'KoalaPP' : 'KoalaM';
+      fail('ERR_KOALA_INVALID_ARGUMENT', `${method}() is a ${cls} method, called on ${KoalaBase.isOptimizer(o) ? `a ${OPTIMIZER_CLASSES[o.variant]}` : `an object that is not a ${cls}`}`);
     }
     return o.layerStates(kind);
   }
@@ -523,6 +568,8 @@ abstract class KoalaBase {
   }
 }
 
+const OPTIMIZER_CLASSES = ['KoalaM', 'KoalaV', 'KoalaPP'] as const;
+
 /** KOALA-M: the Kalman filter over parameters and velocities (momentum). */
 export class KoalaM extends KoalaBase {
   constructor(layers: readonly Layer[], options: KoalaMOptions = {}) {
@@ -554,5 +601,32 @@ export class KoalaV extends KoalaBase {
   get state(): KoalaVState {
     const f = this.filter();
     return { step: f.steps, phase: this.phase, sigma: f.sigma, R: f.r };
+  }
+}
+
+/**
+ * KOALA++ (Xia, Davtyan, Favaro, NeurIPS 2025): per layer, an estimate v_l of the product of the
+ * parameter covariance with the gradient direction instead of a scalar variance. predict() does
+ * nothing (it is kept so that one training loop serves every variant).
+ */
+export class KoalaPP extends KoalaBase {
+  constructor(layers: readonly Layer[], options: KoalaPPOptions = {}) {
+    super(VARIANT.plusPlus, layers, options);
+  }
+
+  get state(): KoalaPPState {
+    const f = this.filter();
+    const pp = this.ppLayers();
+    return { step: f.steps, phase: this.phase, R: f.r, S: pp.S.map((s, l) => (pp.updated[l] ? s : null)) };
+  }
+
+  /** Copies of the per-layer products v_l (zeros before a layer's first update). */
+  products(): FloatArray[] {
+    return KoalaBase.layerStatesOf(this, LAYER_STATE.product);
+  }
+
+  /** Copies of the per-layer previous directions Hp_l = g_l + wd x_l of the last update (zeros before the first). */
+  directions(): FloatArray[] {
+    return KoalaBase.layerStatesOf(this, LAYER_STATE.direction);
   }
 }

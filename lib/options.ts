@@ -92,6 +92,19 @@ export interface KoalaVOptions extends CommonOptions {
   direction?: VanillaDirection;
 }
 
+/**
+ * KOALA++ (the authors' follow-up). sigma0 defaults to 1, the reference class's default (its CIFAR
+ * script passes 0.2); KOALA-V's 0.1 is its training script's value, which KOALA++ does not share.
+ */
+export interface KoalaPPOptions extends CommonOptions {
+  /** Initial scale of the covariance product, used on a layer's first update (reference `sigma`). Default 1. */
+  sigma0?: number;
+  /** Fixed state noise Q (reference `q`). Default 1. */
+  q?: number;
+  /** The symmetric least-squares estimate, which adds the r_k term (reference `is_symmetric`). Default true. */
+  symmetric?: boolean;
+}
+
 /** The plain configuration handed to a backend (native or js), with the initial filter; all numbers already checked. */
 export interface BackendConfig extends FilterState {
   variant: Variant;
@@ -112,6 +125,8 @@ export interface BackendConfig extends FilterState {
   vanillaAlongH?: boolean;
   /** Elements of the whole model, the n of q_x (a sharded rank holds fewer). Absent: the layers' own total. */
   modelElems?: number;
+  /** KOALA++: the symmetric least-squares estimate (normalizeOptions sets it; false for the others). */
+  symmetric?: boolean;
 }
 
 export interface Normalized {
@@ -165,10 +180,10 @@ const MOMENTUM: Record<string, [Range, number]> = {
   qP: ['nonNegative', 0.01],
 };
 const VANILLA: Record<string, [Range, number]> = { ...COMMON, sigma0: ['nonNegative', 0.1], q: ['nonNegative', 1] };
-const NON_NUMERIC = ['r', 'threads', 'backend', 'onNonFinite', 'stream', 'target', 'shard'];
-/** Options of one variant only. */
-const MOMENTUM_ONLY = ['lazyPredict', 'stateNoise'];
-const VANILLA_ONLY = ['direction'];
+const PLUS_PLUS: Record<string, [Range, number]> = { ...COMMON, sigma0: ['nonNegative', 1], q: ['nonNegative', 1] };
+const NON_NUMERIC = ['r', 'threads', 'backend', 'onNonFinite', 'stream'];
+/** Options of some variants only (KOALA++ has none of the paper variants of KOALA-M and KOALA-V, nor sharding). */
+const VARIANT_ONLY: Record<0 | 1 | 2, string[]> = { 0: ['lazyPredict', 'stateNoise', 'target', 'shard'], 1: ['direction', 'target', 'shard'], 2: ['symmetric'] };
 
 /** The reference's option names, to point a user porting from it at ours. */
 const REFERENCE_NAMES: Record<string, string> = {
@@ -181,6 +196,7 @@ const REFERENCE_NAMES: Record<string, string> = {
   qv: 'qP',
   alpha_r: 'betaR',
   sigma: 'sigma0',
+  is_symmetric: 'symmetric',
 };
 
 const MAX = MAX_MAGNITUDE.toExponential().replace('+', ''); // '1e12'
@@ -221,19 +237,19 @@ function choice<T extends string>(given: Record<string, unknown>, name: string, 
   return value as T;
 }
 
-export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
+export function normalizeOptions(variant: 0 | 1 | 2, options: unknown): Normalized {
   if (options === undefined) options = {};
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     fail('ERR_KOALA_INVALID_OPTION', 'options must be a plain object');
   }
-  const table = variant === 0 ? MOMENTUM : VANILLA;
+  const table = [MOMENTUM, VANILLA, PLUS_PLUS][variant];
   // Own keys only, each value read once; Object.hasOwn, not `in`: `constructor`, `toString` and
   // `__proto__` are in every object's prototype chain, and must be unknown options like any other.
   const given: Record<string, unknown> = Object.create(null);
   for (const key of Object.keys(options)) {
-    if (!Object.hasOwn(table, key) && !NON_NUMERIC.includes(key) && !(variant === 0 ? MOMENTUM_ONLY : VANILLA_ONLY).includes(key)) {
+    if (!Object.hasOwn(table, key) && !NON_NUMERIC.includes(key) && !VARIANT_ONLY[variant].includes(key)) {
       const ours = Object.hasOwn(REFERENCE_NAMES, key) ? REFERENCE_NAMES[key] : undefined;
-      const hint = ours && Object.hasOwn(table, ours) ? ` (the reference's \`${key}\` is \`${ours}\` here)` : '';
+      const hint = ours && (Object.hasOwn(table, ours) || VARIANT_ONLY[variant].includes(ours)) ? ` (the reference's \`${key}\` is \`${ours}\` here)` : '';
       fail('ERR_KOALA_INVALID_OPTION', `unknown option ${key}${hint}`);
     }
     given[key] = (options as Record<string, unknown>)[key];
@@ -259,8 +275,13 @@ export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
   if (stream !== null && (typeof stream !== 'bigint' || stream < 0n || stream >= 2n ** 64n)) {
     fail('ERR_KOALA_INVALID_OPTION', `option stream must be a cudaStream_t as a BigInt (0n: the default stream), got ${String(stream)}`);
   }
-  const lazyPredict = given.lazyPredict ?? false;
-  if (typeof lazyPredict !== 'boolean') fail('ERR_KOALA_INVALID_OPTION', `option lazyPredict must be a boolean, got ${String(lazyPredict)}`);
+  const flag = (name: string, fallback: boolean): boolean => {
+    const value = given[name] ?? fallback;
+    if (typeof value !== 'boolean') fail('ERR_KOALA_INVALID_OPTION', `option ${name} must be a boolean, got ${String(value)}`);
+    return value as boolean;
+  };
+  const lazyPredict = flag('lazyPredict', false);
+  const symmetric = flag('symmetric', true) && variant === 2;
   const momentum = variant === 0;
   // The filter's initial P, as it holds it: float32 values (Note [reference float32 rounding]).
   const [p00, p01, p11] = momentum ? [num('sigmaX0'), num('sigmaC0'), num('sigmaP0')].map(Math.fround) : [0, 0, 0];
@@ -288,6 +309,7 @@ export function normalizeOptions(variant: 0 | 1, options: unknown): Normalized {
       absoluteTarget: target === 'absolute',
       paperStateNoise: stateNoise === 'paper',
       vanillaAlongH: direction === 'regularized',
+      symmetric,
       r: r ?? 1,
       // The reference's F, Q and initial P are float32 tensors (Note [reference float32 rounding]
       // in native/include/koala/filter.h).

@@ -14,20 +14,35 @@ export const STEP_STATUS = {
 } as const;
 export type StepStatus = (typeof STEP_STATUS)[keyof typeof STEP_STATUS];
 
-export const VARIANT = { momentum: 0, vanilla: 1 } as const;
+/** KOALA-M, KOALA-V and KOALA++ (plusPlus). */
+export const VARIANT = { momentum: 0, vanilla: 1, plusPlus: 2 } as const;
 export type Variant = (typeof VARIANT)[keyof typeof VARIANT];
 
 export const DTYPE = { float32: 0, float64: 1 } as const;
 export type DTypeCode = (typeof DTYPE)[keyof typeof DTYPE];
 
-/** Which per-layer state of KOALA-M: velocities or parameter averages. */
-export const LAYER_STATE = { velocity: 0, average: 1 } as const;
+/**
+ * Which per-layer state: KOALA-M's velocities or parameter averages; KOALA++'s v_l (the estimate of
+ * the covariance-direction product, `product`) or its previous direction Hp_l (`direction`).
+ */
+export const LAYER_STATE = { velocity: 0, average: 1, product: 2, direction: 3 } as const;
 export type LayerStateKind = (typeof LAYER_STATE)[keyof typeof LAYER_STATE];
+
+/**
+ * KOALA++'s per-layer scalars cross the boundary as PP_LAYER_SCALARS numbers per layer, in this
+ * order: S_l, the carried |H_l|^2 and v_l . H_l (the next step's Hp . Hp and Hp . v), and 1 once the
+ * layer has been updated (0 before: its v, Hp and S are not set yet).
+ */
+export const PP_LAYER_SCALARS = 4;
 
 /** FilterSnapshot.pending when no element-wise predict is pending. */
 export const NO_PENDING_PREDICT = -1;
 
-/** The scalar filter. P is symmetric (p01 = P[0][1] = P[1][0]); KOALA-V uses sigma instead of P and qX. */
+/**
+ * The scalar filter. P is symmetric (p01 = P[0][1] = P[1][0]); KOALA-V uses sigma instead of P and
+ * qX; KOALA++ keeps its constant initial scale in sigma and uses only sigma and r (its other state
+ * is per layer).
+ */
 export interface FilterState {
   p00: number;
   p01: number;
@@ -70,6 +85,7 @@ export interface ProtocolConstants {
   dtype: typeof DTYPE;
   layerState: typeof LAYER_STATE;
   noPendingPredict: typeof NO_PENDING_PREDICT;
+  ppLayerScalars: typeof PP_LAYER_SCALARS;
 }
 
 export const PROTOCOL: ProtocolConstants = {
@@ -78,4 +94,5 @@ export const PROTOCOL: ProtocolConstants = {
   dtype: DTYPE,
   layerState: LAYER_STATE,
   noPendingPredict: NO_PENDING_PREDICT,
+  ppLayerScalars: PP_LAYER_SCALARS,
 };

@@ -13,7 +13,7 @@ import { NO_PENDING_PREDICT, VARIANT, type FilterSnapshot, type Variant } from '
 export interface KoalaStateDict {
   format: 'koala-optim';
   version: 1;
-  optimizer: 'koala-m' | 'koala-v';
+  optimizer: 'koala-m' | 'koala-v' | 'koala-pp';
   dtype: DType;
   /** Each layer's name and length (a sharded rank's: its slice's length). */
   layers: { name: string; length: number }[];
@@ -25,7 +25,11 @@ export interface KoalaStateDict {
   step: number;
   phase: Phase;
   lr: number;
-  /** [P00, P01, P11, qX, sigma, R]; KOALA-V has zeros where KOALA-M's P and qX stand, KOALA-M a zero sigma. */
+  /**
+   * [P00, P01, P11, qX, sigma, R]; KOALA-V has zeros where KOALA-M's P and qX stand, KOALA-M a zero
+   * sigma; KOALA++ zeros for P and qX, and its option sigma0 as sigma (loading leaves the
+   * optimizer's own).
+   */
   filter: number[];
   /**
    * With lazy predict, after an update: the sum |a - x|^2 that the next predict() will use, its
@@ -39,9 +43,28 @@ export interface KoalaStateDict {
    */
   velocities: FloatArray[];
   averages: FloatArray[];
+  /** KOALA++ only (absent or null for the others). */
+  plusPlus?: KoalaPPLayers | null;
+}
+
+/**
+ * KOALA++'s per-layer state in a state dict: v_l and Hp_l, S_l and the dots carried to the next
+ * step (|H_l|^2 and v_l . H_l of the layer's last update), and whether the layer was ever updated
+ * (before its first update, v, Hp, S and the dots are zeros and unused). products and directions
+ * are read like velocities (typed arrays, plain arrays, JSON's objects).
+ */
+export interface KoalaPPLayers {
+  products: FloatArray[];
+  directions: FloatArray[];
+  S: number[];
+  hh: number[];
+  vh: number[];
+  updated: boolean[];
 }
 
 export const STATE_VERSION = 1;
+
+const OPTIMIZER_NAMES = ['koala-m', 'koala-v', 'koala-pp'] as const;
 
 /** What a state dict must fit: the optimizer that loads it. */
 export interface StateTarget {
@@ -59,6 +82,7 @@ export interface ParsedState {
   lr: number;
   velocities: FloatArray[];
   averages: FloatArray[];
+  plusPlus: KoalaPPLayers | null;
 }
 
 const QX_DECAY = 0.9; // the next predict's q_x is at least 0.9 of the state's (q_x <- 0.9 q_x + 0.1 d)
@@ -71,11 +95,12 @@ export function toStateDict(
   lr: number,
   velocities: FloatArray[],
   averages: FloatArray[],
+  plusPlus: KoalaPPLayers | null,
 ): KoalaStateDict {
   return {
     format: 'koala-optim',
     version: STATE_VERSION,
-    optimizer: target.variant === VARIANT.momentum ? 'koala-m' : 'koala-v',
+    optimizer: OPTIMIZER_NAMES[target.variant],
     dtype: target.dtype,
     layers: names.map((name, i) => ({ name, length: target.lengths[i] })),
     shard: target.shard === null ? null : { layerLengths: [...target.shard.layerLengths], offsets: [...target.shard.offsets] },
@@ -86,6 +111,7 @@ export function toStateDict(
     pendingPredict: f.pending === NO_PENDING_PREDICT ? null : f.pending,
     velocities,
     averages,
+    plusPlus,
   };
 }
 
@@ -148,13 +174,15 @@ function parse(sd: unknown, target: StateTarget): ParsedState {
   if (typeof sd !== 'object' || sd === null) bad('not a koala-optim state dict');
   const o = sd as Record<string, unknown>;
   // Each field read once, here (Note [state as a transaction]).
-  const [format, version, optimizer, dtype, layers, shard, step, phase, lr, filter, pendingPredict, velocities, averages] = [
+  const [format, version, optimizer, dtype, layers, shard, step, phase, lr, filter, pendingPredict, velocities, averages, plusPlus] = [
     o.format, o.version, o.optimizer, o.dtype, o.layers, o.shard, o.step, o.phase, o.lr, o.filter, o.pendingPredict, o.velocities, o.averages,
+    o.plusPlus,
   ];
   if (format !== 'koala-optim') bad('not a koala-optim state dict');
   if (version !== STATE_VERSION) bad(`version ${String(version)} is not supported (this build reads ${STATE_VERSION})`);
   const momentum = target.variant === VARIANT.momentum;
-  if (optimizer !== (momentum ? 'koala-m' : 'koala-v')) bad(`it holds a ${String(optimizer)} state`);
+  const pp = target.variant === VARIANT.plusPlus;
+  if (optimizer !== OPTIMIZER_NAMES[target.variant]) bad(`it holds a ${String(optimizer)} state`);
   if (dtype !== target.dtype) bad(`its dtype is ${String(dtype)}, this optimizer's is ${target.dtype}`);
   const lengths = target.lengths;
   const layerList = plainArray(layers, lengths.length, 'layers');
@@ -180,12 +208,12 @@ function parse(sd: unknown, target: StateTarget): ParsedState {
       bad(`P = [[${p00}, ${p01}], [${p01}, ${p11}]] is not positive semidefinite (qX = ${qX})`);
     }
   } else {
-    if (p00 !== 0 || p01 !== 0 || p11 !== 0 || qX !== 0) bad('P and qX (filter[0..3]) are KOALA-M\'s and must be 0 in a KOALA-V state');
+    if (p00 !== 0 || p01 !== 0 || p11 !== 0 || qX !== 0) bad(`P and qX (filter[0..3]) are KOALA-M's and must be 0 in a ${String(optimizer)} state`);
     if (!(sigma >= -STATE_ABS_TOL)) bad(`sigma (filter[4]) must be >= 0, got ${sigma}`);
   }
   if (pendingPredict !== null) {
     if (typeof pendingPredict !== 'number' || !Number.isFinite(pendingPredict) || pendingPredict < 0) bad('pendingPredict must be null or a finite number >= 0');
-    if (!momentum) bad('pendingPredict must be null in a KOALA-V state (lazy predict is KOALA-M\'s)');
+    if (!momentum) bad(`pendingPredict must be null in a ${String(optimizer)} state (lazy predict is KOALA-M's)`);
     if (phase !== 'updated') bad('pendingPredict must be null in phase "predicted" (predict() has used it)');
   }
   const perLayer = (value: unknown, key: string): FloatArray[] =>
@@ -196,6 +224,32 @@ function parse(sd: unknown, target: StateTarget): ParsedState {
     lr: lr as number,
     velocities: perLayer(velocities, 'velocities'),
     averages: perLayer(averages, 'averages'),
+    plusPlus: pp ? parsePPLayers(plusPlus, target) : plusPlus === undefined || plusPlus === null ? null : bad('plusPlus is for a koala-pp state'),
+  };
+}
+
+/** KOALA++'s per-layer state, each field read once and copied (Note [state as a transaction]). */
+function parsePPLayers(value: unknown, target: StateTarget): KoalaPPLayers {
+  if (typeof value !== 'object' || value === null) bad('plusPlus must hold the KOALA++ layer state');
+  const o = value as Record<string, unknown>;
+  const [products, directions, S, hh, vh, updated] = [o.products, o.directions, o.S, o.hh, o.vh, o.updated];
+  const n = target.lengths.length;
+  const perLayer = (v: unknown, key: string): FloatArray[] =>
+    plainArray(v, n, `plusPlus.${key}`).map((a, i) => copyLayer(a, target.dtype, target.lengths[i], `plusPlus.${key}[${i}]`));
+  const scalars = (v: unknown, key: string): number[] => {
+    const out = plainArray(v, n, `plusPlus.${key}`);
+    if (!out.every((x) => typeof x === 'number' && Math.abs(x) <= STATE_MAX)) bad(`plusPlus.${key} must hold ${n} finite numbers, none beyond ${STATE_MAX} in size`);
+    return out as number[];
+  };
+  const flags = plainArray(updated, n, 'plusPlus.updated');
+  if (!flags.every((u) => typeof u === 'boolean')) bad('plusPlus.updated must hold one boolean per layer');
+  return {
+    products: perLayer(products, 'products'),
+    directions: perLayer(directions, 'directions'),
+    S: scalars(S, 'S'),
+    hh: scalars(hh, 'hh'),
+    vh: scalars(vh, 'vh'),
+    updated: flags as boolean[],
   };
 }
 

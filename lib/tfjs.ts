@@ -1,6 +1,6 @@
 /**
- * KOALA for TensorFlow.js: `koala-optim/tfjs`. KoalaMOptimizer and KoalaVOptimizer are
- * tf.Optimizer subclasses, accepted wherever tfjs takes an optimizer (minimize, computeGradients,
+ * KOALA for TensorFlow.js: `koala-optim/tfjs`. KoalaMOptimizer, KoalaVOptimizer and
+ * KoalaPPOptimizer are tf.Optimizer subclasses, accepted wherever tfjs takes an optimizer (minimize, computeGradients,
  * applyGradients, getWeights/setWeights, getConfig/fromConfig; both registered for serialization,
  * so a tfjs-layers model compiled with one saves and loads its optimizer, config and state).
  *
@@ -65,8 +65,8 @@ import './tfjs-peer'; // before tfjs-core: its absence is a coded error
 import * as tf from '@tensorflow/tfjs-core';
 
 import { fail } from './errors';
-import { KoalaM, KoalaV, type KoalaStateDict, type UpdateInfo } from './koala';
-import { checkNumber, normalizeOptions, type KoalaMOptions, type KoalaVOptions } from './options';
+import { KoalaM, KoalaPP, KoalaV, type KoalaStateDict, type UpdateInfo } from './koala';
+import { checkNumber, normalizeOptions, type KoalaMOptions, type KoalaPPOptions, type KoalaVOptions } from './options';
 import { VARIANT, type Variant } from './protocol';
 
 type GradientList = Parameters<tf.Optimizer['applyGradients']>[0];
@@ -93,7 +93,7 @@ interface Binding {
   grads: Float32Array[];
   /** The dataId each variable had after the adapter last wrote or read it. */
   synced: unknown[];
-  koala: KoalaM | KoalaV;
+  koala: KoalaM | KoalaV | KoalaPP;
 }
 
 const STATE_NAME = 'koala/state';
@@ -128,7 +128,7 @@ function writeVariable(v: tf.Variable, values: Float32Array, synced: unknown): u
   return v.dataId;
 }
 
-abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> extends tf.Optimizer {
+abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions | KoalaPPOptions> extends tf.Optimizer {
   /** The options as given (lr is tracked apart, see `lr`). */
   protected readonly options: O;
   /** Statistics of the adapter's work, for logging its overhead. */
@@ -181,7 +181,7 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
   }
 
   /** The core optimizer, once the first step has bound the variables (null before). */
-  get koala(): KoalaM | KoalaV | null {
+  get koala(): KoalaM | KoalaV | KoalaPP | null {
     return this.binding?.koala ?? null;
   }
 
@@ -268,21 +268,22 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
   }
 
   /**
-   * [iterations, the filter state (JSON, exact), then per variable its velocity and its parameter
-   * average (KOALA-M)]. Before the first step: the iterations alone (and a state given to setWeights).
+   * [iterations, the filter state (JSON, exact; KOALA++'s layer scalars too), then per variable its
+   * velocity and its parameter average (KOALA-M), or its product and its direction (KOALA++)].
+   * Before the first step: the iterations alone (and a state given to setWeights).
    */
   override async getWeights(): Promise<NamedTensor[]> {
     const out: NamedTensor[] = [await this.saveIterations()];
     const sd = this.binding ? this.binding.koala.stateDict() : this.pendingState;
     if (sd) {
-      const { velocities, averages, ...scalars } = sd;
-      out.push({ name: STATE_NAME, tensor: tf.scalar(JSON.stringify(scalars), 'string') });
-      sd.layers.forEach(({ name }, i) => {
-        if (velocities[i]) out.push({ name: `${name}/velocity`, tensor: tf.tensor1d(velocities[i] as Float32Array, 'float32') });
-      });
-      sd.layers.forEach(({ name }, i) => {
-        if (averages[i]) out.push({ name: `${name}/average`, tensor: tf.tensor1d(averages[i] as Float32Array, 'float32') });
-      });
+      const { velocities, averages, plusPlus, ...scalars } = sd;
+      const { products, directions, ...ppScalars } = plusPlus ?? { products: [], directions: [] };
+      out.push({ name: STATE_NAME, tensor: tf.scalar(JSON.stringify({ ...scalars, plusPlus: plusPlus ? ppScalars : null }), 'string') });
+      for (const [arrays, kind] of [[velocities, 'velocity'], [averages, 'average'], [products, 'product'], [directions, 'direction']] as const) {
+        sd.layers.forEach(({ name }, i) => {
+          if (arrays[i]) out.push({ name: `${name}/${kind}`, tensor: tf.tensor1d(arrays[i] as Float32Array, 'float32') });
+        });
+      }
     }
     return out;
   }
@@ -300,9 +301,13 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
       return bad(`${STATE_NAME} does not hold a KOALA state`);
     }
     const arrays = await Promise.all(rest.slice(1).map(async (w) => Float32Array.from(await w.tensor.data())));
-    const perKind = scalars.optimizer === 'koala-m' && Array.isArray(scalars.layers) ? scalars.layers.length : 0;
+    const plusPlus = scalars.optimizer === 'koala-pp';
+    const perKind = (scalars.optimizer === 'koala-m' || plusPlus) && Array.isArray(scalars.layers) ? scalars.layers.length : 0;
     if (arrays.length !== 2 * perKind) bad(`expected ${2 * perKind} per-variable weights, got ${arrays.length}`);
-    const sd: KoalaStateDict = { ...scalars, velocities: arrays.slice(0, perKind), averages: arrays.slice(perKind) };
+    const [first, second] = [arrays.slice(0, perKind), arrays.slice(perKind)];
+    const sd: KoalaStateDict = plusPlus
+      ? { ...scalars, velocities: [], averages: [], plusPlus: { ...scalars.plusPlus!, products: first, directions: second } }
+      : { ...scalars, velocities: first, averages: second };
     if (this.binding) {
       this.binding.koala.loadStateDict(sd);
       this.learningRate = this.binding.koala.lr;
@@ -342,7 +347,11 @@ abstract class KoalaOptimizerBase<O extends KoalaMOptions | KoalaVOptions> exten
     const layers = variables.map((v, i) => ({ name: v.name, param: params[i], grad: grads[i] }));
     const total = variables.reduce((n, v) => n + v.size, 0);
     const options = { ...this.options, threads: this.options.threads ?? inLoopThreads(total), lr: this.learningRate };
-    const koala = this.variant === VARIANT.momentum ? new KoalaM(layers, options) : new KoalaV(layers, options as KoalaVOptions);
+    const koala = {
+      [VARIANT.momentum]: () => new KoalaM(layers, options),
+      [VARIANT.vanilla]: () => new KoalaV(layers, options as KoalaVOptions),
+      [VARIANT.plusPlus]: () => new KoalaPP(layers, options as KoalaPPOptions),
+    }[this.variant]();
     if (this.pendingState) {
       try {
         koala.loadStateDict(this.pendingState);
@@ -399,7 +408,17 @@ export class KoalaVOptimizer extends KoalaOptimizerBase<KoalaVOptions> {
   }
 }
 
+/** KOALA++ as a tf.Optimizer. Options: those of KoalaPP. */
+export class KoalaPPOptimizer extends KoalaOptimizerBase<KoalaPPOptions> {
+  static readonly className = 'KoalaPP';
+
+  constructor(options: KoalaPPOptions = {}) {
+    super(VARIANT.plusPlus, options);
+  }
+}
+
 tf.serialization.registerClass(KoalaMOptimizer);
 tf.serialization.registerClass(KoalaVOptimizer);
+tf.serialization.registerClass(KoalaPPOptimizer);
 
-export type { KoalaMOptions, KoalaVOptions } from './options';
+export type { KoalaMOptions, KoalaPPOptions, KoalaVOptions } from './options';

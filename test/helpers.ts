@@ -1,13 +1,54 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { KoalaError, type FloatArray, type KoalaMOptions, type KoalaVOptions } from '../lib';
+import { KoalaError, type FloatArray, type KoalaMOptions, type KoalaPPOptions, type KoalaVOptions } from '../lib';
 
 /**
  * The recorded runs of the official code: test/fixtures/golden (test/fixtures/README.md says where
  * they come from), or KOALA_GOLDEN_DIR (the GPU check, bench/gpu/, sets it).
  */
 export const GOLDEN_DIR = process.env.KOALA_GOLDEN_DIR ?? join(__dirname, 'fixtures', 'golden');
+
+/** The recorded runs of the authors' KOALA++ code (test/fixtures/README.md), or KOALA_GOLDEN_PP_DIR. */
+export const GOLDEN_PP_DIR = process.env.KOALA_GOLDEN_PP_DIR ?? join(__dirname, 'fixtures', 'golden-koala-pp');
+
+export interface GoldenPPStep {
+  lr: number;
+  grads: number[][];
+  loss: number;
+  lossSq: number;
+  /** Per layer vk and Hk (flat) and Sk, null while the layer has never been updated. */
+  afterUpdate: { params: number[][]; vk: (number[] | null)[]; Hk: (number[] | null)[]; Sk: (number | null)[]; R: number };
+}
+
+export interface GoldenPP {
+  file: string;
+  optimizer: 'koala++';
+  options: Record<string, number | boolean | null>;
+  dtype: 'float32' | 'float64';
+  layers: { name: string; shape: number[] }[];
+  initial: { params: number[][] };
+  steps: GoldenPPStep[];
+}
+
+export function goldenPPFiles(): string[] {
+  return readdirSync(GOLDEN_PP_DIR).filter((f) => f.endsWith('.json')).sort();
+}
+
+export function loadGoldenPP(file: string): GoldenPP {
+  return { file, ...JSON.parse(readFileSync(join(GOLDEN_PP_DIR, file), 'utf8')) };
+}
+
+/** The KOALA++ reference's constructor options under this package's names (README, option table). */
+export function optionsOfPP(g: GoldenPP): KoalaPPOptions {
+  const names: Record<string, string> = { sigma: 'sigma0', q: 'q', r: 'r', alpha_r: 'betaR', weight_decay: 'weightDecay', lr: 'lr', is_symmetric: 'symmetric' };
+  const out: Record<string, number | boolean | null> = {};
+  for (const [k, v] of Object.entries(g.options)) {
+    if (!(k in names)) throw new Error(`golden option ${k} has no mapping`);
+    out[names[k]] = v;
+  }
+  return out as KoalaPPOptions;
+}
 
 export interface GoldenStep {
   lr: number;

@@ -4,7 +4,7 @@
  * same batches per seed; results go to results/.
  *
  *   npm start -- [--epochs 4] [--seeds 1,2,3] [--batch 64] [--model mlp|cnn]
- *                [--optimizers koala-m,koala-v,sgd,adam] [--schedule none|step|multistep|cosine]
+ *                [--optimizers koala-m,koala-v,koala-pp,sgd,adam] [--schedule none|step|multistep|cosine]
  *                [--gamma 0.2] [--step-epochs 1] [--warmup-epochs 0] [--subset 1]
  *                [--backend wasm|cpu] [--out results] [--sweep batch]
  *                [--variant official|absolute-target|paper-noise|regularized|paper] [--weight-decay 0]

@@ -49,18 +49,51 @@ function setup(e: Experiment): string {
   return `${model}, ${e.parameters.toLocaleString('en-US')} parameters; ${e.trainSize.toLocaleString('en-US')} train / ${e.testSize.toLocaleString('en-US')} test digits (the \`mnist\` package, stratified split, seed ${c.splitSeed}); batch ${c.batch}, ${c.epochs} epochs, schedule ${c.schedule}, KOALA variant ${c.variant}, weight decay ${c.weightDecay}, seeds ${c.seeds.join(', ')}; tfjs ${e.backend.name} backend; ${machine()}; ${e.seconds.toFixed(0)} s in all.`;
 }
 
-/** The closing comparison: KOALA-M's final test accuracy against the best baseline's. */
-function koalaVsBest(e: Experiment): string | null {
+// Two-sided 5% critical values of Student's t for 1 to 30 degrees of freedom; beyond, the normal's.
+const T_CRITICAL_5 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131,
+  2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048, 2.045, 2.042];
+
+/**
+ * A paired t-test of a against b over the seeds they share (the same seed: the same initial weights
+ * and batch order): the mean difference, t, and whether it is significant at two-sided p < 0.05.
+ * null with fewer than two shared seeds.
+ */
+export function pairedTTest(a: Map<number, number>, b: Map<number, number>): { n: number; diff: number; t: number; significant: boolean } | null {
+  const d = [...a].filter(([seed]) => b.has(seed)).map(([seed, x]) => x - b.get(seed)!);
+  if (d.length < 2) return null;
+  const { mean, sd } = stats(d);
+  const t = sd === 0 ? (mean === 0 ? 0 : Math.sign(mean) * Infinity) : mean / (sd / Math.sqrt(d.length));
+  const critical = T_CRITICAL_5[d.length - 2] ?? 1.96;
+  return { n: d.length, diff: mean, t, significant: Math.abs(t) > critical };
+}
+
+/**
+ * The closing comparison: each KOALA variant's final test accuracy against the best baseline's. A
+ * lead (or a lag) is claimed only where a paired t-test over the seeds finds it significant; any
+ * other gap is "on par", the seeds' spread covering it.
+ */
+function koalaVsBest(e: Experiment): string[] {
   const groups = byOptimizer(e.runs);
-  const koala = groups.get('koala-m');
   const baselines = [...groups].filter(([name]) => name === 'sgd' || name === 'adam');
-  if (!koala || baselines.length === 0) return null;
+  if (baselines.length === 0) return [];
   const [bestName, bestRuns] = baselines.reduce((a, b) => (accuracyStats(b[1]).mean > accuracyStats(a[1]).mean ? b : a));
-  const diff = 100 * (accuracyStats(koala).mean - accuracyStats(bestRuns).mean);
-  const verdict = diff >= 0 ? 'at least as good' : diff >= -1 ? 'within 1 point' : 'more than 1 point behind';
+  const bySeed = (rs: RunResult[]) => new Map(rs.map((r) => [r.seed, 100 * last(r.test).accuracy]));
   const { variant, weightDecay } = e.config;
-  const changed = [variant !== 'official' ? `variant ${variant}` : '', weightDecay !== 0 ? `weight decay ${weightDecay}` : ''].filter((s) => s !== '');
-  return `KOALA-M (${changed.length === 0 ? 'default options' : changed.join(', ')}, lr 1) ends ${Math.abs(diff).toFixed(2)} points ${diff >= 0 ? 'above' : 'below'} the best baseline, ${LABELS[bestName]} (${pct(accuracyStats(koala).mean)}% against ${pct(accuracyStats(bestRuns).mean)}%): ${verdict}.`;
+  const out: string[] = [];
+  for (const name of ['koala-m', 'koala-v', 'koala-pp'] as const) {
+    const koala = groups.get(name);
+    if (!koala) continue;
+    const diff = 100 * (accuracyStats(koala).mean - accuracyStats(bestRuns).mean);
+    const test = pairedTTest(bySeed(koala), bySeed(bestRuns));
+    const verdict =
+      test === null
+        ? 'one seed: no lead or lag can be claimed'
+        : `${test.significant ? (test.diff > 0 ? 'ahead' : 'behind') : 'on par'} (paired t-test over ${test.n} seeds: t = ${test.t.toFixed(2)}, ${test.significant ? '' : 'not '}significant at p < 0.05)`;
+    // The paper's variants are KOALA-M's and KOALA-V's (KOALA++ runs the authors' own form).
+    const changed = [variant !== 'official' && name !== 'koala-pp' ? `variant ${variant}` : '', weightDecay !== 0 ? `weight decay ${weightDecay}` : ''].filter((s) => s !== '');
+    out.push(`${LABELS[name]} (${changed.length === 0 ? 'default options' : changed.join(', ')}, lr 1) ends ${Math.abs(diff).toFixed(2)} points ${diff >= 0 ? 'above' : 'below'} the best baseline, ${LABELS[bestName]} (${pct(accuracyStats(koala).mean)}% against ${pct(accuracyStats(bestRuns).mean)}%): ${verdict}.`);
+  }
+  return out;
 }
 
 export function summaryMarkdown(e: Experiment): string {
@@ -87,7 +120,7 @@ export function summaryMarkdown(e: Experiment): string {
   const refused = e.runs.filter((r) => r.refused > 0);
   if (refused.length > 0) lines.push('', `Refused KOALA updates (non-finite loss or gradient): ${refused.map((r) => `${r.label} seed ${r.seed}: ${r.refused}`).join(', ')}.`);
   const closing = koalaVsBest(e);
-  if (closing) lines.push('', closing);
+  if (closing.length > 0) lines.push('', ...closing.flatMap((c) => [c, '']).slice(0, -1));
   return `${lines.join('\n')}\n`;
 }
 

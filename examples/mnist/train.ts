@@ -44,7 +44,7 @@ export interface ExperimentConfig {
 
 export const DEFAULTS: ExperimentConfig = {
   model: 'mlp',
-  optimizers: ['koala-m', 'koala-v', 'sgd', 'adam'],
+  optimizers: ['koala-m', 'koala-v', 'koala-pp', 'sgd', 'adam'],
   seeds: [1, 2, 3],
   epochs: 8,
   batch: 64,

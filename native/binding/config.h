@@ -62,7 +62,10 @@ inline DType dtype_field(const Napi::Object& cfg) {
 }
 
 inline Variant variant_field(const Napi::Object& cfg) {
-  return number_field(cfg, "variant") == static_cast<int>(Variant::kMomentum) ? Variant::kMomentum : Variant::kVanilla;
+  const double variant = number_field(cfg, "variant");
+  return variant == static_cast<int>(Variant::kMomentum)   ? Variant::kMomentum
+         : variant == static_cast<int>(Variant::kPlusPlus) ? Variant::kPlusPlus
+                                                           : Variant::kVanilla;
 }
 
 inline FilterConfig filter_config(const Napi::Object& cfg) {
@@ -78,6 +81,7 @@ inline FilterConfig filter_config(const Napi::Object& cfg) {
   config.absolute_target = cfg.Get("absoluteTarget").ToBoolean().Value();
   config.paper_state_noise = cfg.Get("paperStateNoise").ToBoolean().Value();
   config.vanilla_along_h = cfg.Get("vanillaAlongH").ToBoolean().Value();
+  config.symmetric = cfg.Get("symmetric").ToBoolean().Value();
   return config;
 }
 
@@ -107,11 +111,17 @@ inline Napi::Object protocol_object(Napi::Env env) {
                            {"nonFiniteParameter", static_cast<int>(StepStatus::kNonFiniteParameter)},
                            {"nonFiniteLoss", static_cast<int>(StepStatus::kNonFiniteLoss)},
                            {"nonFiniteStep", static_cast<int>(StepStatus::kNonFiniteStep)}}));
-  out.Set("variant", table({{"momentum", static_cast<int>(Variant::kMomentum)}, {"vanilla", static_cast<int>(Variant::kVanilla)}}));
+  out.Set("variant", table({{"momentum", static_cast<int>(Variant::kMomentum)},
+                            {"vanilla", static_cast<int>(Variant::kVanilla)},
+                            {"plusPlus", static_cast<int>(Variant::kPlusPlus)}}));
   out.Set("dtype", table({{"float32", static_cast<int>(DType::kFloat32)}, {"float64", static_cast<int>(DType::kFloat64)}}));
   out.Set("layerState",
-          table({{"velocity", static_cast<int>(LayerStateKind::kVelocity)}, {"average", static_cast<int>(LayerStateKind::kAverage)}}));
+          table({{"velocity", static_cast<int>(LayerStateKind::kVelocity)},
+                 {"average", static_cast<int>(LayerStateKind::kAverage)},
+                 {"product", static_cast<int>(LayerStateKind::kProduct)},
+                 {"direction", static_cast<int>(LayerStateKind::kDirection)}}));
   out.Set("noPendingPredict", kNoPendingPredict);
+  out.Set("ppLayerScalars", kPPLayerScalars);
   return out;
 }
 
@@ -144,7 +154,7 @@ inline FilterSnapshot snapshot_arg(Napi::Env env, const Napi::Value& v) {
 }
 
 // The arguments of readLayerState/writeLayerState(kind, layer, array), checked for an optimizer of
-// `variant` and `dtype` over layers of `sizes`: KOALA-M only, an existing layer, an attached array
+// `variant` and `dtype` over layers of `sizes`: KOALA-M's kinds or KOALA++'s, an existing layer, an attached array
 // of the layer's dtype and length.
 struct LayerStateArgs {
   LayerStateKind kind;
@@ -158,10 +168,13 @@ inline LayerStateArgs layer_state_args(const Napi::CallbackInfo& info, Variant v
   if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsTypedArray()) {
     throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "(kind, layer, array)");
   }
-  if (variant != Variant::kMomentum) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "KOALA-V keeps no per-layer state");
+  if (variant == Variant::kVanilla) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "KOALA-V keeps no per-layer state");
   const double kind = info[0].As<Napi::Number>().DoubleValue();
   const double layer = info[1].As<Napi::Number>().DoubleValue();
-  if ((kind != static_cast<int>(LayerStateKind::kVelocity) && kind != static_cast<int>(LayerStateKind::kAverage)) || !(layer >= 0) ||
+  // KOALA-M keeps velocities and averages, KOALA++ products and directions.
+  const bool plus_plus = variant == Variant::kPlusPlus;
+  const double first_kind = static_cast<int>(plus_plus ? LayerStateKind::kProduct : LayerStateKind::kVelocity);
+  if ((kind != first_kind && kind != first_kind + 1) || !(layer >= 0) ||
       layer >= static_cast<double>(sizes.size()) || layer != static_cast<double>(static_cast<std::size_t>(layer))) {
     throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "no such layer state");
   }
@@ -172,6 +185,30 @@ inline LayerStateArgs layer_state_args(const Napi::CallbackInfo& info, Variant v
     throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer state array of the wrong dtype or length, or detached");
   }
   return {static_cast<LayerStateKind>(static_cast<int>(kind)), l, arr.data, arr.bytes};
+}
+
+// KOALA++'s layer scalars (koala/protocol.h PPLayerState) to and from kPPLayerScalars doubles per
+// layer, the layout of lib/protocol.ts PP_LAYER_SCALARS.
+inline void pp_scalars_out(const PPLayerState* layers, std::size_t n, double* out) {
+  for (std::size_t l = 0; l < n; ++l, out += kPPLayerScalars) {
+    out[0] = layers[l].s;
+    out[1] = layers[l].hh;
+    out[2] = layers[l].vh;
+    out[3] = layers[l].updated ? 1.0 : 0.0;
+  }
+}
+
+inline void pp_scalars_in(const double* in, std::size_t n, PPLayerState* layers) {
+  for (std::size_t l = 0; l < n; ++l, in += kPPLayerScalars) layers[l] = {in[0], in[1], in[2], in[3] != 0.0};
+}
+
+// Checks that `v` is a Float64Array of kPPLayerScalars per layer for `num_layers` layers; its data.
+inline double* pp_scalars_arg(Napi::Env env, const Napi::Value& v, std::size_t num_layers) {
+  const TypedView arr = v.IsTypedArray() ? typed_view(env, v) : TypedView{nullptr, napi_uint8_array, 0, 0};
+  if (arr.type != napi_float64_array || arr.data == nullptr || arr.length != num_layers * kPPLayerScalars) {
+    throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer scalars: a Float64Array of 4 numbers per layer");
+  }
+  return static_cast<double*>(arr.data);
 }
 
 // A step's outcome as { status, skipped, maxGain }.

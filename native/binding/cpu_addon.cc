@@ -50,6 +50,8 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
                         InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::SetFilter>>("setFilter"),
                         InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::ReadLayerState>>("readLayerState"),
                         InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::WriteLayerState>>("writeLayerState"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::ReadLayerScalars>>("readLayerScalars"),
+                        InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::WriteLayerScalars>>("writeLayerScalars"),
                         InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::ThreadsInUse>>("threadsInUse"),
                         InstanceMethod<&NativeOptimizer::Guarded<&NativeOptimizer::Dispose>>("dispose"),
                         InstanceValue("deferred", Napi::Boolean::New(env, false), napi_enumerable)});
@@ -288,6 +290,25 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     CpuOptimizer& opt = live(info.Env());
     const auto a = koala::binding::layer_state_args(info, variant_, dtype_, sizes_);
     std::copy_n(static_cast<const char*>(a.data), a.bytes, static_cast<char*>(opt.layer_state(a.kind, a.layer)));
+    return info.Env().Undefined();
+  }
+
+  // KOALA++'s layer scalars, as a Float64Array of kPPLayerScalars per layer (koala/protocol.h).
+  std::vector<koala::PPLayerState>& pp_layers(Napi::Env env) {
+    std::vector<koala::PPLayerState>& layers = live(env).pp_layers();
+    if (layers.empty()) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer scalars are KOALA++'s");
+    return layers;
+  }
+
+  Napi::Value ReadLayerScalars(const Napi::CallbackInfo& info) {
+    std::vector<koala::PPLayerState>& layers = pp_layers(info.Env());
+    koala::binding::pp_scalars_out(layers.data(), layers.size(), koala::binding::pp_scalars_arg(info.Env(), info[0], layers.size()));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value WriteLayerScalars(const Napi::CallbackInfo& info) {
+    std::vector<koala::PPLayerState>& layers = pp_layers(info.Env());
+    koala::binding::pp_scalars_in(koala::binding::pp_scalars_arg(info.Env(), info[0], layers.size()), layers.size(), layers.data());
     return info.Env().Undefined();
   }
 

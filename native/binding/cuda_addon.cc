@@ -105,6 +105,8 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
                         InstanceMethod<&NativeCudaOptimizer::SetFilter>("setFilter"),
                         InstanceMethod<&NativeCudaOptimizer::ReadLayerState>("readLayerState"),
                         InstanceMethod<&NativeCudaOptimizer::WriteLayerState>("writeLayerState"),
+                        InstanceMethod<&NativeCudaOptimizer::ReadLayerScalars>("readLayerScalars"),
+                        InstanceMethod<&NativeCudaOptimizer::WriteLayerScalars>("writeLayerScalars"),
                         InstanceMethod<&NativeCudaOptimizer::Dispose>("dispose"),
                         InstanceValue("deferred", Napi::Boolean::New(env, true), napi_enumerable)});
   }
@@ -282,6 +284,28 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     const auto a = koala::binding::layer_state_args(info, variant_, dtype_, sizes_);
     cuda_call(info.Env(), [&] { opt.write_layer_state(a.kind, a.layer, a.data); });
     return info.Env().Undefined();
+  }
+
+  // KOALA++'s layer scalars, as a Float64Array of kPPLayerScalars per layer (koala/protocol.h).
+  Napi::Value ReadLayerScalars(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    kc::CudaOptimizer& opt = live(env);
+    if (opt.variant() != koala::Variant::kPlusPlus) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer scalars are KOALA++'s");
+    double* out = koala::binding::pp_scalars_arg(env, info[0], opt.num_layers());
+    std::vector<koala::PPLayerState> layers(opt.num_layers());
+    cuda_call(env, [&] { opt.read_layer_scalars(layers.data()); });
+    koala::binding::pp_scalars_out(layers.data(), layers.size(), out);
+    return env.Undefined();
+  }
+
+  Napi::Value WriteLayerScalars(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    kc::CudaOptimizer& opt = live(env);
+    if (opt.variant() != koala::Variant::kPlusPlus) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer scalars are KOALA++'s");
+    std::vector<koala::PPLayerState> layers(opt.num_layers());
+    koala::binding::pp_scalars_in(koala::binding::pp_scalars_arg(env, info[0], opt.num_layers()), layers.size(), layers.data());
+    cuda_call(env, [&] { opt.write_layer_scalars(layers.data()); });
+    return env.Undefined();
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {

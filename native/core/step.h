@@ -58,16 +58,22 @@ struct StepTally {
 
 KOALA_HD StepTally empty_tally() { return {StepStatus::kApplied, true, false, 0.0, 0}; }
 
+// Guards 2 and 3 of Note [step sequence] for one layer's sums (any sums with the members xx, gg and
+// hh: LayerSums, PPLayerSums): a non-finite |x|^2 is a bad parameter, else a non-finite |g|^2 or
+// |h|^2 a bad gradient.
+template <class Sums>
+KOALA_HD StepStatus data_status(const Sums& s) {
+  if (!isfinite(s.xx)) return StepStatus::kNonFiniteParameter;
+  if (!isfinite(s.gg) || !isfinite(s.hh)) return StepStatus::kNonFiniteGradient;
+  return StepStatus::kApplied;
+}
+
 // One layer: its data guard, its gains (written to `gain`, scratch), skipped or not. `next` is the
 // filter with this step's R.
 KOALA_HD StepTally tally_layer(const FilterConfig& c, const FilterState& next, const LayerSums& s, double loss, double lr, double max_value,
                                LayerGain& gain) {
   StepTally t = empty_tally();
-  if (!isfinite(s.xx)) {
-    t.data = StepStatus::kNonFiniteParameter;
-  } else if (!isfinite(s.gg) || !isfinite(s.hh)) {
-    t.data = StepStatus::kNonFiniteGradient;
-  }
+  t.data = data_status(s);
   gain = filter_layer_gain(c, next, s, loss, lr);
   if (gain.skip) {
     t.skipped = 1;

@@ -41,6 +41,9 @@ struct KernelTable {
   double (*momentum_update_predict)(const T* g, T* x, T* v, T* a, std::size_t n, double wd, double k1,
                                     double k2, double kappa);
   void (*vanilla_update)(const T* g, T* x, std::size_t n, double wd, double k);
+  PPLayerSums (*pp_dots)(const T* g, const T* x, const T* v, const T* hp, std::size_t n, double wd);
+  void (*pp_update)(const T* g, T* x, T* v, T* hp, std::size_t n, double wd, bool first, double sigma, double q, double cv,
+                    double lambda, double rk, double k);
 };
 
 struct KernelSet {

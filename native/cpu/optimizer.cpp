@@ -50,7 +50,13 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
     ThreadPool::shared().reserve(threads_ - 1);
   }
   bounds_ = plan_.partition(threads_ == 1 ? 1 : threads_ * ThreadPool::kPartsPerThread);
-  if (config_.variant == Variant::kMomentum) {
+  if (config_.variant == Variant::kPlusPlus) {
+    pp_layers_.assign(sizes_.size(), PPLayerState{0.0, 0.0, 0.0, false});
+    chunk_pp_sums_.resize(plan_.chunks().size());
+    layer_pp_sums_.resize(sizes_.size());
+    pp_gains_.resize(sizes_.size());
+  }
+  if (config_.variant != Variant::kVanilla) {  // KOALA-M's velocity and average, KOALA++'s v and Hp
     const StateLayout layout(sizes_, elem_bytes(), kStateAlign);
     state_offsets_ = layout.offsets;
     velocity_ = alloc_zeroed(layout.total * elem_bytes());
@@ -64,9 +70,12 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
 }
 
 std::size_t CpuOptimizer::native_bytes() const {
+  // Two state vectors per parameter for KOALA-M (velocity, average) and KOALA++ (v, Hp).
   const std::size_t state =
-      config_.variant == Variant::kMomentum ? 2 * StateLayout(sizes_, elem_bytes(), kStateAlign).total * elem_bytes() : 0;
-  return state + chunk_sums_.size() * (sizeof(LayerSums) + sizeof(double)) +
+      config_.variant != Variant::kVanilla ? 2 * StateLayout(sizes_, elem_bytes(), kStateAlign).total * elem_bytes() : 0;
+  const std::size_t plus_plus = chunk_pp_sums_.size() * sizeof(PPLayerSums) +
+                                sizes_.size() * (sizeof(PPLayerState) + sizeof(PPLayerSums) + sizeof(PPLayerGain)) * (pp_layers_.empty() ? 0 : 1);
+  return state + plus_plus + chunk_sums_.size() * (sizeof(LayerSums) + sizeof(double)) +
          sizes_.size() * (sizeof(LayerSums) + sizeof(LayerGain) + 2 * sizeof(std::size_t));
 }
 
@@ -76,8 +85,11 @@ CpuOptimizer::~CpuOptimizer() {
 }
 
 void* CpuOptimizer::layer_state(LayerStateKind kind, std::size_t l) {
-  char* base = static_cast<char*>(kind == LayerStateKind::kVelocity ? velocity_ : average_);
-  return base + state_offsets_[l] * elem_bytes();
+  const bool plus_plus = config_.variant == Variant::kPlusPlus;
+  void* buffer = nullptr;
+  if (kind == (plus_plus ? LayerStateKind::kProduct : LayerStateKind::kVelocity)) buffer = velocity_;
+  if (kind == (plus_plus ? LayerStateKind::kDirection : LayerStateKind::kAverage)) buffer = average_;
+  return buffer == nullptr ? nullptr : static_cast<char*>(buffer) + state_offsets_[l] * elem_bytes();
 }
 
 template <class Fn>
@@ -185,6 +197,51 @@ StepReport CpuOptimizer::update_finish_impl(const LayerBuffers* layers, const La
     }
   });
   if (lazy_predict_) scalars_.pending = sum_chunk_diffs();
+  return report;
+}
+
+StepReport CpuOptimizer::update_plus_plus(const LayerBuffers* layers, double loss, double loss_sq, double lr,
+                                          std::uint8_t* skip_mask) {
+  if (dtype_ == DType::kFloat32) return update_pp<float>(layers, loss, loss_sq, lr, skip_mask);
+  return update_pp<double>(layers, loss, loss_sq, lr, skip_mask);
+}
+
+// KOALA++: the dots pass, decide_step_pp, the update pass (Note [KOALA++ passes], core/step_pp.h).
+template <class T>
+StepReport CpuOptimizer::update_pp(const LayerBuffers* layers, double loss, double loss_sq, double lr,
+                                   std::uint8_t* skip_mask) {
+  const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
+  const double wd = config_.weight_decay;
+  const auto state = [&](LayerStateKind kind, const Chunk& ch) {
+    return static_cast<T*>(layer_state(kind, ch.layer)) + ch.begin;
+  };
+  for_chunks([&](std::size_t c, const Chunk& ch) {
+    const T* g = static_cast<const T*>(layers[ch.layer].grad) + ch.begin;
+    const T* x = static_cast<const T*>(layers[ch.layer].param) + ch.begin;
+    chunk_pp_sums_[c] =
+        kernels.pp_dots(g, x, state(LayerStateKind::kProduct, ch), state(LayerStateKind::kDirection, ch), ch.size, wd);
+  });
+  // Each layer's chunks added up in chunk order (Note [deterministic sums]), then the decision.
+  for (std::size_t l = 0; l < sizes_.size(); ++l) {
+    PPLayerSums total{0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    for (std::size_t c = plan_.first_chunk(l); c < plan_.first_chunk(l + 1); ++c) {
+      const PPLayerSums& p = chunk_pp_sums_[c];
+      total = {total.gg + p.gg, total.xx + p.xx, total.hh + p.hh, total.a + p.a, total.b + p.b, total.vv + p.vv};
+    }
+    layer_pp_sums_[l] = total;
+  }
+  const StepReport report = decide_step_pp(config_, scalars_, layer_pp_sums_.data(), pp_layers_.data(), sizes_.size(), loss,
+                                           loss_sq, lr, dtype_, pp_gains_.data(), skip_mask);
+  if (report.status != StepStatus::kApplied) return report;
+
+  const double sigma = scalars_.filter.sigma;
+  for_chunks([&](std::size_t, const Chunk& ch) {
+    const PPLayerGain& k = pp_gains_[ch.layer];
+    if (k.skip) return;
+    kernels.pp_update(static_cast<const T*>(layers[ch.layer].grad) + ch.begin, static_cast<T*>(layers[ch.layer].param) + ch.begin,
+                      state(LayerStateKind::kProduct, ch), state(LayerStateKind::kDirection, ch), ch.size, wd, k.first, sigma,
+                      config_.q, k.cv, k.lambda, k.rk, k.k);
+  });
   return report;
 }
 

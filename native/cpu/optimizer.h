@@ -1,4 +1,5 @@
-// The CPU backend: owns the per-layer state (velocities, averages), the chunk plan, the partial
+// The CPU backend: owns the per-layer state (KOALA-M's velocities and averages, KOALA++'s products,
+// directions and layer scalars), the chunk plan, the partial
 // sums and the threads; works in place on the caller's parameter and gradient buffers.
 #pragma once
 
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "core/plan.h"
+#include "core/step_pp.h"
 #include "cpu/pool.h"
 #include "koala/filter.h"
 #include "koala/protocol.h"
@@ -61,6 +63,7 @@ class CpuOptimizer {
   // whether the parameters moved: not for KOALA-V, nor when the last update did the element pass
   // already (Note [lazy predict]).
   bool predict(const LayerBuffers* layers) {
+    if (config_.variant == Variant::kPlusPlus) return false;  // KOALA++ predicts nothing
     const PartialPredict p = predict_partial(layers);
     predict_finish(p.sum_sq_diff);
     return p.moved;
@@ -68,7 +71,9 @@ class CpuOptimizer {
   // Stats pass, the step sequence (Note [step sequence], core/step.h), update pass. skip_mask[l] is
   // set to 1 for each layer skipped by |g_l| < eps, else 0. When the status is not kApplied nothing
   // was modified.
+  // KOALA++ has its own passes (Note [KOALA++ passes], core/step_pp.h) and no sharded halves.
   StepReport update(const LayerBuffers* layers, double loss, double loss_sq, double lr, std::uint8_t* skip_mask) {
+    if (config_.variant == Variant::kPlusPlus) return update_plus_plus(layers, loss, loss_sq, lr, skip_mask);
     return update_finish(layers, update_partial(layers), loss, loss_sq, lr, skip_mask);
   }
 
@@ -95,14 +100,20 @@ class CpuOptimizer {
   // Bytes of native memory this optimizer holds: per-layer state and per-chunk sums (reported to V8
   // by the binding, Note [native memory reported]).
   std::size_t native_bytes() const;
-  // Start of layer l's velocity or average (KOALA-M), layer_size(l) elements of the dtype.
+  // Start of layer l's state of that kind, layer_size(l) elements of the dtype; null for a kind
+  // this variant does not keep (KOALA-M: velocity, average; KOALA++: product, direction).
   void* layer_state(LayerStateKind kind, std::size_t l);
+  // KOALA++'s per-layer scalars (empty for the other variants).
+  std::vector<PPLayerState>& pp_layers() { return pp_layers_; }
 
  private:
   template <class T> PartialPredict predict_partial_impl(const LayerBuffers* layers);
   template <class T> void update_partial_impl(const LayerBuffers* layers);
   template <class T> StepReport update_finish_impl(const LayerBuffers* layers, const LayerSums* sums, double loss,
                                                    double loss_sq, double lr, std::uint8_t* skip_mask);
+  StepReport update_plus_plus(const LayerBuffers* layers, double loss, double loss_sq, double lr, std::uint8_t* skip_mask);
+  template <class T> StepReport update_pp(const LayerBuffers* layers, double loss, double loss_sq, double lr,
+                                          std::uint8_t* skip_mask);
   template <class Fn> void for_chunks(Fn&& fn);
   double sum_chunk_diffs() const;  // chunk_diff_ added up in chunk order
 
@@ -116,12 +127,16 @@ class CpuOptimizer {
   int threads_ = 1;                   // parts of a pass, on the shared pool (Note [shared pool])
   std::vector<std::size_t> bounds_;   // the parts of a pass: plan_.partition(a few per thread)
   std::vector<std::size_t> state_offsets_;  // element offset of each layer in velocity_/average_
-  void* velocity_ = nullptr;                // 64-byte aligned, zero-initialized
-  void* average_ = nullptr;
+  void* velocity_ = nullptr;                // 64-byte aligned, zero-initialized; KOALA++: the products v
+  void* average_ = nullptr;                 // KOALA++: the directions Hp
   std::vector<LayerSums> chunk_sums_;
   std::vector<double> chunk_diff_;
   std::vector<LayerSums> layer_sums_;
   std::vector<LayerGain> gains_;
+  std::vector<PPLayerState> pp_layers_;    // KOALA++ (Note [KOALA++ passes], core/step_pp.h)
+  std::vector<PPLayerSums> chunk_pp_sums_;
+  std::vector<PPLayerSums> layer_pp_sums_;
+  std::vector<PPLayerGain> pp_gains_;
 };
 
 }  // namespace koala

@@ -264,6 +264,72 @@ void vanilla_update_chunk(const T* __restrict__ g, T* __restrict__ x, std::size_
   });
 }
 
+// A block rounded to the storage type T (the pointer only picks the overload): KOALA++ takes H
+// and v as stored (Note [KOALA++ passes], core/step_pp.h).
+inline Lanes rounded(const Lanes& v, const double*) { return v; }
+inline Lanes rounded(Lanes v, const float*) {
+  for (std::size_t k = 0; k < kParts; ++k) {
+#if defined(__AVX512F__) && KOALA_CPU_VECTOR_BYTES == 64
+    v.part[k] = _mm512_maskz_cvtps_pd(0xFF, _mm512_maskz_cvtpd_ps(0xFF, v.part[k]));
+#elif defined(__AVX__) && KOALA_CPU_VECTOR_BYTES == 32
+    v.part[k] = _mm256_cvtps_pd(_mm256_cvtpd_ps(v.part[k]));
+#elif defined(__SSE2__) && KOALA_CPU_VECTOR_BYTES == 16
+    v.part[k] = _mm_cvtps_pd(_mm_cvtpd_ps(v.part[k]));
+#else
+    v.part[k] = __builtin_convertvector(__builtin_convertvector(v.part[k], FloatPart), Part);
+#endif
+  }
+  return v;
+}
+
+// KOALA++'s first pass over one chunk: |g|^2, |x|^2, and with H = g + wd x rounded to T, |H|^2,
+// H . Hp, H . v and |v|^2 (a partial block's padding is zeros and adds +0 to each).
+template <class T>
+PPLayerSums pp_dots_chunk(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ v,
+                          const T* __restrict__ hp, std::size_t n, double wd) {
+  Lanes gg = {}, xx = {}, hh = {}, a = {}, b = {}, vv = {};
+  for_each_block(n, [&](std::size_t i, auto m) {
+    const Lanes gi = load(g + i, m), xi = load(x + i, m), vi = load(v + i, m);
+    const Lanes h = rounded(math::decayed_grad<Lanes>(gi, xi, wd), x);
+    gg += gi * gi;
+    xx += xi * xi;
+    hh += h * h;
+    a += h * load(hp + i, m);
+    b += h * vi;
+    vv += vi * vi;
+  });
+  return {sum_lanes(gg), sum_lanes(xx), sum_lanes(hh), sum_lanes(a), sum_lanes(b), sum_lanes(vv)};
+}
+
+// KOALA++'s second pass over one chunk of an updated layer: v <- v', Hp <- H, x <- x - k (v' + Q H),
+// with v' and H as stored. On the layer's first update (First) the previous direction is H and the
+// previous product sigma H (as stored). Compiled for either case, so that the loop tests neither.
+template <bool First, class T>
+void pp_update_blocks(const T* __restrict__ g, T* __restrict__ x, T* __restrict__ v, T* __restrict__ hp, std::size_t n,
+                      double wd, double sigma, double q, double cv, double lambda, double rk, double k) {
+  for_each_block(n, [&](std::size_t i, auto m) {
+    const Lanes xi = load(x + i, m);
+    const Lanes h = rounded(math::decayed_grad<Lanes>(load(g + i, m), xi, wd), x);
+    const Lanes v_prev = First ? rounded(sigma * h, x) : load(v + i, m);
+    const Lanes h_prev = First ? h : load(hp + i, m);
+    const Lanes v_next = rounded(math::pp_product<Lanes>(h, v_prev, h_prev, cv, q, lambda, rk), x);
+    store(x + i, xi - k * (v_next + q * h), m);
+    store(v + i, v_next, m);
+    store(hp + i, h, m);
+  });
+}
+
+template <class T>
+void pp_update_chunk(const T* __restrict__ g, T* __restrict__ x, T* __restrict__ v, T* __restrict__ hp,
+                     std::size_t n, double wd, bool first, double sigma, double q, double cv, double lambda, double rk,
+                     double k) {
+  if (first) {
+    pp_update_blocks<true>(g, x, v, hp, n, wd, sigma, q, cv, lambda, rk, k);
+  } else {
+    pp_update_blocks<false>(g, x, v, hp, n, wd, sigma, q, cv, lambda, rk, k);
+  }
+}
+
 }  // namespace KOALA_CPU_ISA
 }  // namespace cpu
 }  // namespace koala

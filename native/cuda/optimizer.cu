@@ -12,6 +12,7 @@
 #include "core/plan.h"
 #include "cuda/kernels.cuh"
 #include "cuda/launch.h"
+#include "cuda/plusplus.cuh"
 #include "cuda/runtime.cuh"
 
 namespace koala {
@@ -53,6 +54,11 @@ struct CudaOptimizer::Device {
   LayerGain* gains = nullptr;
   std::uint8_t* skip_mask = nullptr;
   DeviceScalars* scalars = nullptr;
+  // KOALA++ (cuda/plusplus.cuh); velocity and average hold its products and directions.
+  PPLayerSums* pp_chunk_sums = nullptr;
+  PPLayerSums* pp_layer_sums = nullptr;
+  PPLayerState* pp_layers = nullptr;
+  PPLayerGain* pp_gains = nullptr;
   double* predict_sum = nullptr;  // the predict's sum |a - x|^2 (Note [sharded device step])
   // The last update's outcome: its scalars and skip mask copied to pinned host memory on the
   // stream, then an event, so that reading it waits for the step and not for later work.
@@ -68,7 +74,9 @@ struct CudaOptimizer::Device {
     DeviceGuard guard(device, /*no_throw=*/true);
     for (void* p : {static_cast<void*>(chunks), static_cast<void*>(first_chunk), static_cast<void*>(layers), velocity, average,
                     static_cast<void*>(chunk_sums), static_cast<void*>(layer_sums), static_cast<void*>(chunk_diff), static_cast<void*>(gains),
-                    static_cast<void*>(skip_mask), static_cast<void*>(scalars), static_cast<void*>(predict_sum)}) {
+                    static_cast<void*>(skip_mask), static_cast<void*>(scalars), static_cast<void*>(predict_sum),
+                    static_cast<void*>(pp_chunk_sums), static_cast<void*>(pp_layer_sums), static_cast<void*>(pp_layers),
+                    static_cast<void*>(pp_gains)}) {
       if (p != nullptr) cudaFree(p);
     }
     if (outcome != nullptr) cudaFreeHost(outcome);
@@ -106,7 +114,7 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
 
   const StateLayout layout(sizes_, elem, kStateAlign);
   d.state_offsets = layout.offsets;
-  const bool momentum = config_.variant == Variant::kMomentum;
+  const bool momentum = config_.variant != Variant::kVanilla;  // KOALA-M's v and a, KOALA++'s v and Hp
   if (momentum) {
     d.velocity = device_alloc<char>(layout.total * elem);
     d.average = device_alloc<char>(layout.total * elem);
@@ -128,6 +136,15 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
   d.gains = device_alloc<LayerGain>(sizes_.size());
   d.skip_mask = device_alloc<std::uint8_t>(sizes_.size());
   d.scalars = device_alloc<DeviceScalars>(1);
+  const std::vector<PPLayerState> never(config_.variant == Variant::kPlusPlus ? sizes_.size() : 0, PPLayerState{0.0, 0.0, 0.0, false});
+  if (config_.variant == Variant::kPlusPlus) {
+    d.pp_chunk_sums = device_alloc<PPLayerSums>(d.num_chunks);
+    d.pp_layer_sums = device_alloc<PPLayerSums>(sizes_.size());
+    d.pp_layers = device_alloc<PPLayerState>(sizes_.size());
+    d.pp_gains = device_alloc<PPLayerGain>(sizes_.size());
+    check(cudaMemcpyAsync(d.pp_layers, never.data(), never.size() * sizeof(PPLayerState), cudaMemcpyHostToDevice, d.stream),
+          "upload layer state");
+  }
   d.predict_sum = device_alloc<double>(1);
   check(cudaMallocHost(&d.outcome, sizeof(DeviceScalars) + sizes_.size()), "cudaMallocHost");
   check(cudaEventCreateWithFlags(&d.outcome_ready, cudaEventDisableTiming), "cudaEventCreate");
@@ -145,6 +162,7 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
 CudaOptimizer::~CudaOptimizer() = default;  // Device frees with its own device current
 
 Moved CudaOptimizer::predict() {
+  if (config_.variant == Variant::kPlusPlus) return Moved::kNo;  // KOALA++ predicts nothing
   DeviceGuard guard(device_);
   RuntimeErrors errors;
   LaunchSequence<RuntimeErrors> seq(errors, broken_, "predict");
@@ -191,6 +209,10 @@ void CudaOptimizer::update(const ScalarArg& loss, const ScalarArg& loss_sq, doub
   DeviceGuard guard(device_);
   RuntimeErrors errors;
   LaunchSequence<RuntimeErrors> seq(errors, broken_, "update");
+  if (config_.variant == Variant::kPlusPlus) {  // its own passes, and no sharded halves
+    launch_update_pp(seq, loss, loss_sq, lr);
+    return;
+  }
   launch_update_sums(seq);
   launch_update_finish(seq, loss, loss_sq, lr);
 }
@@ -249,12 +271,61 @@ void CudaOptimizer::launch_update_finish(Sequence& seq, const ScalarArg& loss, c
   if (lazy_predict_) {
     seq.launch("lazy predict sum", [&] { kernels::lazy_finish_kernel<<<1, kThreads, 0, d.stream>>>(d.scalars, d.chunk_diff, d.num_chunks); });
   }
+  launch_outcome_copy(seq);
+  if (lazy_predict_) pending_ = Pending::kUnknown;
+}
+
+// The last update's outcome to pinned host memory, then its event (Device::outcome).
+template <class Sequence>
+void CudaOptimizer::launch_outcome_copy(Sequence& seq) {
+  Device& d = *dev_;
   seq.launch("outcome copy", [&] {
     cudaMemcpyAsync(d.outcome, d.scalars, sizeof(DeviceScalars), cudaMemcpyDeviceToHost, d.stream);
     cudaMemcpyAsync(static_cast<char*>(d.outcome) + sizeof(DeviceScalars), d.skip_mask, sizes_.size(), cudaMemcpyDeviceToHost, d.stream);
     cudaEventRecord(d.outcome_ready, d.stream);
   });
-  if (lazy_predict_) pending_ = Pending::kUnknown;
+}
+
+// KOALA++: its dots, its step sequence, its update (Note [KOALA++ passes], core/step_pp.h), the outcome copy.
+template <class Sequence>
+void CudaOptimizer::launch_update_pp(Sequence& seq, const ScalarArg& loss, const ScalarArg& loss_sq, double lr) {
+  Device& d = *dev_;
+  const double wd = config_.weight_decay;
+  const auto num_layers = static_cast<std::uint32_t>(sizes_.size());
+  seq.launch("dots pass", [&] {
+    if (dtype_ == DType::kFloat32) {
+      kernels::pp_dots_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.pp_chunk_sums);
+    } else {
+      kernels::pp_dots_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, wd, d.pp_chunk_sums);
+    }
+  });
+  seq.launch("layer sums", [&] { kernels::pp_layer_sums_kernel<<<num_layers, kThreads, 0, d.stream>>>(d.pp_chunk_sums, d.first_chunk, d.pp_layer_sums); });
+  seq.launch("step sequence", [&] {
+    kernels::pp_decide_kernel<<<1, 1, 0, d.stream>>>(config_, dtype_, d.scalars, num_layers, d.pp_layer_sums, d.pp_layers, d.pp_gains,
+                                                     d.skip_mask, loss, loss_sq, lr);
+  });
+  seq.launch("update pass", [&] {
+    if (dtype_ == DType::kFloat32) {
+      kernels::pp_update_kernel<float><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.pp_gains, d.scalars, wd, config_.q);
+    } else {
+      kernels::pp_update_kernel<double><<<d.num_chunks, kThreads, 0, d.stream>>>(d.chunks, d.layers, d.pp_gains, d.scalars, wd, config_.q);
+    }
+  });
+  launch_outcome_copy(seq);
+}
+
+void CudaOptimizer::read_layer_scalars(PPLayerState* out) {
+  DeviceGuard guard(device_);
+  check(cudaMemcpyAsync(out, dev_->pp_layers, sizes_.size() * sizeof(PPLayerState), cudaMemcpyDeviceToHost, dev_->stream),
+        "read layer state");
+  check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
+}
+
+void CudaOptimizer::write_layer_scalars(const PPLayerState* in) {
+  DeviceGuard guard(device_);
+  check(cudaMemcpyAsync(dev_->pp_layers, in, sizes_.size() * sizeof(PPLayerState), cudaMemcpyHostToDevice, dev_->stream),
+        "write layer state");
+  check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
 }
 
 DeviceSums CudaOptimizer::device_sums() const {
@@ -295,7 +366,9 @@ void CudaOptimizer::restore(const FilterSnapshot& snap) {
 }
 
 char* CudaOptimizer::layer_state(LayerStateKind kind, std::size_t layer) {
-  void* base = kind == LayerStateKind::kVelocity ? dev_->velocity : dev_->average;
+  // KOALA++'s products live where KOALA-M's velocities do, its directions where the averages do.
+  const bool first = kind == LayerStateKind::kVelocity || kind == LayerStateKind::kProduct;
+  void* base = first ? dev_->velocity : dev_->average;
   if (base == nullptr) throw std::invalid_argument("KOALA-V keeps no per-layer state");  // the binding refuses first
   return static_cast<char*>(base) + dev_->state_offsets[layer] * (dtype_ == DType::kFloat32 ? 4 : 8);
 }

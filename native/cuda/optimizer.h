@@ -102,15 +102,22 @@ class CudaOptimizer {
   // KOALA-M per-layer state, host buffers of the layer's size and dtype.
   void read_layer_state(LayerStateKind kind, std::size_t layer, void* host_out);
   void write_layer_state(LayerStateKind kind, std::size_t layer, const void* host_in);
+  // KOALA++'s per-layer scalars, num_layers() records.
+  void read_layer_scalars(PPLayerState* out);
+  void write_layer_scalars(const PPLayerState* in);
+  Variant variant() const { return config_.variant; }
 
   std::size_t num_layers() const { return sizes_.size(); }
   std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
 
  private:
+  void update_pp(const ScalarArg& loss, const ScalarArg& loss_sq, double lr);  // cuda/plusplus.cuh
   struct Device;  // device allocations, defined in optimizer.cu
   template <class Sequence> Moved launch_predict(Sequence& seq, bool finish);  // finish: the scalar predict too
   template <class Sequence> void launch_update_sums(Sequence& seq);
   template <class Sequence> void launch_update_finish(Sequence& seq, const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
+  template <class Sequence> void launch_update_pp(Sequence& seq, const ScalarArg& loss, const ScalarArg& loss_sq, double lr);
+  template <class Sequence> void launch_outcome_copy(Sequence& seq);
   char* layer_state(LayerStateKind kind, std::size_t layer);
   void* snapshot_on_device();
 

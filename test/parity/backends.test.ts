@@ -1,6 +1,6 @@
 // The native backend against the js reference (the readable spec) over a table of random layer
 // lists, and the native backend on 1 thread against 2 threads (bitwise).
-import { KoalaM, KoalaV, type FloatArray, type UpdateInfo } from '../../lib';
+import { KoalaM, KoalaPP, KoalaV, type FloatArray, type UpdateInfo } from '../../lib';
 import { bitwiseEqual, makeArray, relNorm, rng } from '../helpers';
 
 const CHUNK = 16384; // native/core/plan.h kChunkElems: a layer longer than this spans chunks
@@ -21,20 +21,20 @@ const CASES: Case[] = [
 const ZERO_GRAD_LAYER = 1; // its gradient stays 0: skipped by |g| < eps at every step
 const STEPS = 200;
 
-type Opt = KoalaM | KoalaV;
+type Opt = KoalaM | KoalaV | KoalaPP;
 
-describe.each(['koala-m', 'koala-v'] as const)('%s', (variant) => {
+describe.each(['koala-m', 'koala-v', 'koala-pp'] as const)('%s', (variant) => {
   describe.each(['float64', 'float32'] as const)('%s', (dtype) => {
     test.each(CASES)('native (1 and 2 threads) vs js: $name', ({ sizes, weightDecay }) => {
       const Ctor = dtype === 'float32' ? Float32Array : Float64Array;
-      const r = rng(sizes.length * 7919 + (dtype === 'float32' ? 1 : 2) + (variant === 'koala-m' ? 10 : 20));
+      const r = rng(sizes.length * 7919 + (dtype === 'float32' ? 1 : 2) + ({ 'koala-m': 10, 'koala-v': 20, 'koala-pp': 30 }[variant]));
       const initial = sizes.map((n) => makeArray(dtype, n, () => r() - 0.5));
       const make = (backend: 'native' | 'js', threads: number) => {
         const params = initial.map((p) => p.slice());
         const grads = sizes.map((n) => new Ctor(n));
         const layers = params.map((param, i) => ({ param, grad: grads[i] }));
         const opts = { backend, threads, weightDecay };
-        const opt: Opt = variant === 'koala-m' ? new KoalaM(layers, opts) : new KoalaV(layers, opts);
+        const opt: Opt = variant === 'koala-m' ? new KoalaM(layers, opts) : variant === 'koala-v' ? new KoalaV(layers, opts) : new KoalaPP(layers, opts);
         return { params, grads, opt };
       };
       const runs = [make('native', 1), make('native', 2), make('js', 1)];
@@ -46,7 +46,8 @@ describe.each(['koala-m', 'koala-v'] as const)('%s', (variant) => {
       let at = 0;
       const grads = sizes.map((n) => flat.subarray(at, (at += n)));
       const tol = dtype === 'float64' ? 1e-12 : 1e-5;
-      const states = (o: Opt): FloatArray[] => (o instanceof KoalaM ? [...o.velocities(), ...o.paramAverages()] : []);
+      const states = (o: Opt): FloatArray[] =>
+        o instanceof KoalaM ? [...o.velocities(), ...o.paramAverages()] : o instanceof KoalaPP ? [...o.products(), ...o.directions()] : [];
       for (let step = 0; step < STEPS; step++) {
         const lr = 0.05 + 0.95 * r();
         const loss = (step % 25 === 24 ? -1 : 1) * (0.05 + 3 * r()); // a negative loss now and then
@@ -70,10 +71,15 @@ describe.each(['koala-m', 'koala-v'] as const)('%s', (variant) => {
           expect(bitwiseEqual(states(two.opt), states(one.opt))).toBe(true);
           expect(two.opt.stateDict().filter).toEqual(one.opt.stateDict().filter);
           expect(relNorm(one.params, js.params)).toBeLessThanOrEqual(tol);
-          if (variant === 'koala-m') expect(relNorm(states(one.opt), states(js.opt))).toBeLessThanOrEqual(tol);
+          if (variant !== 'koala-v') expect(relNorm(states(one.opt), states(js.opt))).toBeLessThanOrEqual(tol);
+          if (variant === 'koala-pp') {
+            expect(two.opt.stateDict().plusPlus).toEqual(one.opt.stateDict().plusPlus);
+            const [s1, sj] = [(one.opt as KoalaPP).state.S, (js.opt as KoalaPP).state.S];
+            s1.forEach((v, l) => expect(Math.abs(v! - sj[l]!)).toBeLessThanOrEqual(tol * Math.abs(sj[l]!)));
+          }
           const [f1, fj] = [one.opt.stateDict().filter, js.opt.stateDict().filter];
           f1.forEach((v, i) => expect(Math.abs(v - fj[i])).toBeLessThanOrEqual(tol * Math.max(1, Math.abs(fj[i]))));
-          expect(Math.abs(infos[0].maxGain - infos[2].maxGain)).toBeLessThanOrEqual(tol * infos[2].maxGain);
+          expect(Math.abs(infos[0].maxGain - infos[2].maxGain)).toBeLessThanOrEqual(tol * Math.abs(infos[2].maxGain));
         }
       }
       // The untouched layer is exactly as it started.

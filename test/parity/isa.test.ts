@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 
 import { nativeStatus } from '../../lib';
 
-// Drives the addon's NativeOptimizer directly (both variants, both dtypes, a standard and a lazy
+// Drives the addon's NativeOptimizer directly (the three variants, both dtypes, a standard and a lazy
 // KOALA-M) and prints the ISA and a hash of every parameter and the filter state.
 const SCRIPT = `
 const { createHash } = require('node:crypto');
@@ -13,13 +13,13 @@ const addon = require(process.argv[1]);
 const threads = Number(process.argv[2]);
 const hash = createHash('sha256');
 const { variant: V, dtype: D } = addon.protocol; // the addon's own constants
-for (const [variant, dtype, lazyPredict] of [[V.momentum, D.float32, false], [V.momentum, D.float64, false], [V.momentum, D.float32, true], [V.vanilla, D.float32, false], [V.vanilla, D.float64, false]]) {
+for (const [variant, dtype, lazyPredict] of [[V.momentum, D.float32, false], [V.momentum, D.float64, false], [V.momentum, D.float32, true], [V.vanilla, D.float32, false], [V.vanilla, D.float64, false], [V.plusPlus, D.float32, false], [V.plusPlus, D.float64, false]]) {
   const Arr = dtype === D.float32 ? Float32Array : Float64Array;
   const sizes = [70001, 3, 16385, 90000];
   const params = sizes.map((n, l) => Arr.from({ length: n }, (_, i) => Math.sin(l * 7 + i)));
   const grads = sizes.map((n) => new Arr(n));
   const config = { variant, dtype, threads, weightDecay: 5e-4, eps: 1e-9, kappa: Math.fround(0.9), qP: Math.fround(0.01), q: 1, betaR: 0.9,
-    adaptiveR: true, lazyPredict, p00: Math.fround(0.1), p01: 0, p11: Math.fround(0.1), qX: 0.01, sigma: 0.1, r: 1 };
+    adaptiveR: true, lazyPredict, symmetric: true, p00: Math.fround(0.1), p01: 0, p11: Math.fround(0.1), qX: 0.01, sigma: 0.1, r: 1 };
   const opt = new addon.NativeOptimizer(config, params, grads, new Uint8Array(sizes.length));
   for (let k = 0; k < 30; k++) {
     opt.predict();
@@ -28,6 +28,11 @@ for (const [variant, dtype, lazyPredict] of [[V.momentum, D.float32, false], [V.
   }
   params.forEach((p) => hash.update(new Uint8Array(p.buffer)));
   hash.update(new Uint8Array(Float64Array.from(Object.values(opt.getFilter())).buffer));
+  if (variant === 2) {
+    const scalars = new Float64Array(4 * sizes.length);
+    opt.readLayerScalars(scalars);
+    hash.update(new Uint8Array(scalars.buffer));
+  }
   opt.dispose();
 }
 console.log(JSON.stringify({ isa: addon.isa, hash: hash.digest('hex') }));

@@ -34,6 +34,7 @@ test('a filter snapshot crosses the boundary by name, both ways, on every host b
     betaR: 0.9,
     adaptiveR: true,
     lazyPredict: true,
+    symmetric: false,
     p00: 0.1,
     p01: 0,
     p11: 0.1,
@@ -56,7 +57,7 @@ test('a filter snapshot crosses the boundary by name, both ways, on every host b
 test('the native binding refuses a snapshot whose step count is not an integer', () => {
   const mod = nativeModule()!;
   const opt = new mod.NativeOptimizer(
-    { variant: 1, dtype: 0, threads: 1, weightDecay: 0, eps: 0, kappa: 0.9, qP: 0, q: 1, betaR: 0.9, adaptiveR: true, lazyPredict: false, p00: 0, p01: 0, p11: 0, qX: 0, sigma: 0.1, r: 1 },
+    { variant: 1, dtype: 0, threads: 1, weightDecay: 0, eps: 0, kappa: 0.9, qP: 0, q: 1, betaR: 0.9, adaptiveR: true, lazyPredict: false, symmetric: false, p00: 0, p01: 0, p11: 0, qX: 0, sigma: 0.1, r: 1 },
     [new Float32Array(2)],
     [new Float32Array(2)],
     new Uint8Array(1),

@@ -6,8 +6,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
 import { initBackend, type BackendName } from '../../examples/mnist/backend';
-import { KoalaError, KoalaM, KoalaV, type KoalaMOptions } from '../../lib';
-import { KoalaMOptimizer, KoalaVOptimizer } from '../../lib/tfjs';
+import { KoalaError, KoalaM, KoalaPP, KoalaV, type KoalaMOptions } from '../../lib';
+import { KoalaMOptimizer, KoalaPPOptimizer, KoalaVOptimizer } from '../../lib/tfjs';
 import { bitwiseEqual, relNorm, rng } from '../helpers';
 
 let X: tf.Tensor2D;
@@ -34,7 +34,7 @@ function model(values: [Float32Array, Float32Array]) {
 }
 
 /** KoalaM (or V) over host arrays, with gradients computed by tfjs at the predicted parameters. */
-function byHand(Koala: typeof KoalaM | typeof KoalaV, options: KoalaMOptions, values: [Float32Array, Float32Array], steps: number, perSample: boolean, before?: (step: number, params: Float32Array[]) => void): Float32Array[] {
+function byHand(Koala: typeof KoalaM | typeof KoalaV | typeof KoalaPP, options: KoalaMOptions, values: [Float32Array, Float32Array], steps: number, perSample: boolean, before?: (step: number, params: Float32Array[]) => void): Float32Array[] {
   const params = values.map((v) => v.slice());
   const grads = params.map((p) => new Float32Array(p.length));
   const koala = new Koala(params.map((param, i) => ({ param, grad: grads[i] })), options);
@@ -70,20 +70,21 @@ describe.each<BackendName>(['cpu', 'wasm'])('on the %s backend', (backendName) =
     ['KoalaM', 'minimize'],
     ['KoalaM', 'minimizePerSample'],
     ['KoalaV', 'minimizePerSample'],
+    ['KoalaPP', 'minimizePerSample'],
   ] as const)('%s through the adapter (%s) gives the parameters of the core optimizer driven by hand, bitwise', (variant, how) => {
     const values = initialValues(7);
     const options = { weightDecay: 1e-3, backend: 'js' as const };
     const m = model(values);
-    const opt = variant === 'KoalaM' ? new KoalaMOptimizer(options) : new KoalaVOptimizer(options);
+    const opt = { KoalaM: () => new KoalaMOptimizer(options), KoalaV: () => new KoalaVOptimizer(options), KoalaPP: () => new KoalaPPOptimizer(options) }[variant]();
     for (let s = 0; s < 3; s++) {
       if (how === 'minimize') opt.minimize(m.mean, false, m.vars);
       else opt.minimizePerSample(m.perSample, false, m.vars);
     }
-    const expected = byHand(variant === 'KoalaM' ? KoalaM : KoalaV, options, values, 3, how === 'minimizePerSample');
+    const expected = byHand({ KoalaM, KoalaV, KoalaPP }[variant], options, values, 3, how === 'minimizePerSample');
     expect(bitwiseEqual(read(m.vars), expected)).toBe(true);
     expect(opt.iterations).toBe(3);
     expect(opt.stats.steps).toBe(3);
-    // KOALA-M writes the parameters back after predict and after update; KOALA-V after update only.
+    // KOALA-M writes the parameters back after predict and after update; KOALA-V and KOALA++ after update only.
     expect(opt.stats.writes).toBe(variant === 'KoalaM' ? 6 : 3);
     expect(opt.lastUpdate?.applied).toBe(true);
     opt.dispose();
@@ -167,6 +168,7 @@ describe('state, config, tfjs-layers and errors (cpu backend)', () => {
     const registry = tf.serialization.SerializationMap.getMap().classNameMap;
     expect(registry.KoalaM[0]).toBe(KoalaMOptimizer);
     expect(registry.KoalaV[0]).toBe(KoalaVOptimizer);
+    expect(registry.KoalaPP[0]).toBe(KoalaPPOptimizer);
     const back = registry.KoalaM[1](KoalaMOptimizer, config) as KoalaMOptimizer;
     expect(back).toBeInstanceOf(KoalaMOptimizer);
     expect(back.getConfig()).toEqual(config);
@@ -175,11 +177,15 @@ describe('state, config, tfjs-layers and errors (cpu backend)', () => {
     expect(v.getConfig()).toEqual({ sigma0: 0.2, q: 0.5, lr: 1 });
   });
 
-  test.each(['KoalaM', 'KoalaV'] as const)('a tfjs-layers model saved with its %s optimizer (includeOptimizer) loads and continues training bitwise', async (variant) => {
+  test.each(['KoalaM', 'KoalaV', 'KoalaPP'] as const)('a tfjs-layers model saved with its %s optimizer (includeOptimizer) loads and continues training bitwise', async (variant) => {
     const make = () =>
       tfl.sequential({ layers: [tfl.layers.dense({ units: 8, activation: 'tanh', inputShape: [4], kernelInitializer: tfl.initializers.glorotUniform({ seed: 3 }) }), tfl.layers.dense({ units: 3, kernelInitializer: tfl.initializers.glorotUniform({ seed: 4 }) })] });
     const original = make();
-    const opt = variant === 'KoalaM' ? new KoalaMOptimizer({ weightDecay: 1e-3, kappa: 0.8 }) : new KoalaVOptimizer({ weightDecay: 1e-3, q: 0.05 });
+    const opt = {
+      KoalaM: () => new KoalaMOptimizer({ weightDecay: 1e-3, kappa: 0.8 }),
+      KoalaV: () => new KoalaVOptimizer({ weightDecay: 1e-3, q: 0.05 }),
+      KoalaPP: () => new KoalaPPOptimizer({ weightDecay: 1e-3, sigma0: 0.2, q: 0.2 }),
+    }[variant]();
     original.compile({ optimizer: opt, loss: 'meanSquaredError' });
     const fit = (m: tfl.LayersModel) => m.fit(X, Y, { epochs: 2, batchSize: 4, shuffle: false, verbose: 0 });
     await fit(original);
@@ -192,8 +198,8 @@ describe('state, config, tfjs-layers and errors (cpu backend)', () => {
       { includeOptimizer: true },
     );
     const loaded = await tfl.loadLayersModel(tf.io.fromMemory(saved!));
-    expect(loaded.optimizer).toBeInstanceOf(variant === 'KoalaM' ? KoalaMOptimizer : KoalaVOptimizer);
-    const restored = loaded.optimizer as KoalaMOptimizer | KoalaVOptimizer;
+    expect(loaded.optimizer).toBeInstanceOf({ KoalaM: KoalaMOptimizer, KoalaV: KoalaVOptimizer, KoalaPP: KoalaPPOptimizer }[variant]);
+    const restored = loaded.optimizer as KoalaMOptimizer | KoalaVOptimizer | KoalaPPOptimizer;
     expect(restored.getConfig()).toEqual(opt.getConfig());
     expect(restored.iterations).toBe(4);
     await fit(original);
@@ -201,6 +207,7 @@ describe('state, config, tfjs-layers and errors (cpu backend)', () => {
     const weights = (m: tfl.LayersModel) => m.getWeights().map((w) => Float32Array.from(w.dataSync() as Float32Array));
     expect(bitwiseEqual(weights(loaded), weights(original))).toBe(true);
     expect(restored.koala?.stateDict().filter).toEqual(opt.koala?.stateDict().filter);
+    expect(restored.koala?.stateDict().plusPlus).toEqual(opt.koala?.stateDict().plusPlus);
     expect(restored.iterations).toBe(8);
     original.dispose();
     loaded.dispose();

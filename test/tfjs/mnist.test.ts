@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { CLASSES, loadSplit } from '../../examples/mnist/data';
 import { parseArgs } from '../../examples/mnist/main';
 import { silentReporter } from '../../examples/mnist/progress';
-import { writeResults } from '../../examples/mnist/report';
+import { pairedTTest, writeResults } from '../../examples/mnist/report';
 import { DEFAULTS, runExperiment } from '../../examples/mnist/train';
 
 test('the split is seeded and stratified', () => {
@@ -61,4 +61,21 @@ test('the command line parses its flags and refuses bad ones', () => {
   expect(() => parseArgs(['--epochs'])).toThrow(/flag value pairs/);
   expect(() => parseArgs(['--lr', '1'])).toThrow(/unknown flag --lr/);
   expect(() => parseArgs(['--epochs', '0'])).toThrow(/at least 1/);
+});
+
+test('the verdict\'s paired t-test over seeds: a lead inside the spread is not significant, a steady one is', () => {
+  const m = (values: [number, number][]) => new Map(values);
+  const base = m([[1, 96.5], [2, 94.8], [3, 96.2]]);
+  // Differences 0, 0.8, 0.1: mean 0.3, sd 0.436, t = 1.19 < 4.303 (2 degrees of freedom).
+  const loose = pairedTTest(m([[1, 96.5], [2, 95.6], [3, 96.3]]), base)!;
+  expect(loose.n).toBe(3);
+  expect(loose.diff).toBeCloseTo(0.3, 12);
+  expect(loose.t).toBeCloseTo(1.1921, 4);
+  expect(loose.significant).toBe(false);
+  // Differences 1, 1.1, 0.9: t = 17.3.
+  const steady = pairedTTest(m([[1, 97.5], [2, 95.9], [3, 97.1], [4, 50]]), base)!; // seed 4 has no pair
+  expect(steady.n).toBe(3);
+  expect(steady.t).toBeCloseTo(17.3205, 3);
+  expect(steady.significant).toBe(true);
+  expect(pairedTTest(m([[1, 97]]), base)).toBeNull();
 });

@@ -3,19 +3,24 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { ERROR_CODES, KoalaError, KoalaM, KoalaV, type FloatArray, type KoalaStateDict } from '../../lib';
+import { ERROR_CODES, KoalaError, KoalaM, KoalaPP, KoalaV, type FloatArray, type KoalaStateDict } from '../../lib';
 import { bitwiseEqual, errorCode, rng, snapshot } from '../helpers';
 
-type Opt = KoalaM | KoalaV;
+type Opt = KoalaM | KoalaV | KoalaPP;
+type Variant = 'm' | 'v' | 'pp';
+
+function create(variant: Variant, layers: { param: FloatArray; grad: FloatArray }[], options: object): Opt {
+  return variant === 'm' ? new KoalaM(layers, options) : variant === 'v' ? new KoalaV(layers, options) : new KoalaPP(layers, options);
+}
 const BACKENDS = ['native', 'js'] as const;
 
-function model(backend: 'native' | 'js', variant: 'm' | 'v' = 'm', sizes = [12, 5, 3]) {
+function model(backend: 'native' | 'js', variant: Variant = 'm', sizes = [12, 5, 3]) {
   const r = rng(sizes.length + sizes[0]);
   const params = sizes.map((n) => Float64Array.from({ length: n }, () => r() - 0.5));
   const grads = sizes.map((n) => Float64Array.from({ length: n }, () => r() - 0.5));
   const layers = params.map((param, i) => ({ param, grad: grads[i], name: `t${i}` }));
-  const opt: Opt = variant === 'm' ? new KoalaM(layers, { backend }) : new KoalaV(layers, { backend });
-  // Two steps, so that velocities, averages and P are all non-trivial.
+  const opt = create(variant, layers, { backend });
+  // Two steps, so that velocities, averages and P (KOALA++: v, Hp, S) are all non-trivial.
   for (let k = 0; k < 2; k++) {
     opt.predict();
     opt.update(0.7, 0.6);
@@ -36,11 +41,19 @@ function take(opt: Opt, params: FloatArray[], grads: FloatArray[]): Snapshot {
 function expectSame(after: Snapshot, before: Snapshot) {
   expect(bitwiseEqual(after.params, before.params)).toBe(true);
   expect(bitwiseEqual(after.grads, before.grads)).toBe(true);
-  const { velocities, averages, ...rest } = after.state;
-  const { velocities: v0, averages: a0, ...rest0 } = before.state;
+  const { velocities, averages, plusPlus, ...rest } = after.state;
+  const { velocities: v0, averages: a0, plusPlus: pp0, ...rest0 } = before.state;
   expect(rest).toStrictEqual(rest0);
   expect(bitwiseEqual(velocities, v0)).toBe(true);
   expect(bitwiseEqual(averages, a0)).toBe(true);
+  if (plusPlus && pp0) {
+    const { products, directions, ...scalars } = plusPlus;
+    expect(scalars).toStrictEqual({ S: pp0.S, hh: pp0.hh, vh: pp0.vh, updated: pp0.updated });
+    expect(bitwiseEqual(products, pp0.products)).toBe(true);
+    expect(bitwiseEqual(directions, pp0.directions)).toBe(true);
+  } else {
+    expect(plusPlus).toStrictEqual(pp0);
+  }
 }
 
 function expectCode(fn: () => unknown, code: string) {
@@ -115,6 +128,21 @@ describe.each(BACKENDS)('%s backend: construction', (backend) => {
     ['onNonFinite', 'ignore'],
   ])('invalid option %s = %p', (key, value) => expectCode(build([{ param: f64(2), grad: f64(2) }], { [key]: value }), 'ERR_KOALA_INVALID_OPTION'));
   test('a KOALA-V option given to KOALA-M', () => expectCode(build([{ param: f64(2), grad: f64(2) }], { sigma0: 1 }), 'ERR_KOALA_INVALID_OPTION'));
+  test.each([
+    ['symmetric', 'yes'],
+    ['symmetric', 1],
+    ['sigma0', -1],
+    ['q', NaN],
+    ['lazyPredict', true],
+    ['kappa', 0.9],
+    ['target', 'absolute'], // the paper's variants are KOALA-M's and KOALA-V's
+    ['shard', { rank: 0, ranks: 2 }], // no sharded step
+  ])('KoalaPP: invalid option %s = %p', (key, value) => {
+    expectCode(() => new KoalaPP([{ param: f64(2), grad: f64(2) }], { backend, [key]: value }), 'ERR_KOALA_INVALID_OPTION');
+  });
+  test("KoalaPP: the reference's is_symmetric is named", () => {
+    expect(() => new KoalaPP([{ param: f64(2), grad: f64(2) }], { backend, is_symmetric: false } as never)).toThrow(/`symmetric`/);
+  });
 });
 
 describe('the native backend checks addresses', () => {
@@ -202,6 +230,42 @@ describe.each(BACKENDS)('%s backend: calls', (backend) => {
     }
     expect(bitwiseEqual(params, p)).toBe(true);
     expect(bitwiseEqual(grads, g)).toBe(true);
+    const pp = model(backend, 'pp').opt as KoalaPP;
+    pp.dispose();
+    for (const call of [() => pp.state, () => pp.products(), () => pp.directions(), () => pp.stateDict()]) expectCode(call, 'ERR_KOALA_DISPOSED');
+  });
+
+  test('KoalaPP: loadStateDict with data that does not fit', () => {
+    const { params, grads, opt } = model(backend, 'pp');
+    const good = opt.stateDict();
+    const pp = good.plusPlus!;
+    const before = take(opt, params, grads);
+    const bad: [string, unknown][] = [
+      ['kind', { ...good, optimizer: 'koala-m' }],
+      ['no plusPlus', { ...good, plusPlus: null }],
+      ['products length', { ...good, plusPlus: { ...pp, products: [new Float64Array(1), ...pp.products.slice(1)] } }],
+      ['directions dtype', { ...good, plusPlus: { ...pp, directions: pp.directions.map((v) => Float32Array.from(v)) } }],
+      ['S NaN', { ...good, plusPlus: { ...pp, S: [NaN, 1, 1] } }],
+      ['hh short', { ...good, plusPlus: { ...pp, hh: [1] } }],
+      ['updated not boolean', { ...good, plusPlus: { ...pp, updated: [1, 1, 1] } }],
+    ];
+    for (const [, sd] of bad) expectCode(() => opt.loadStateDict(sd as KoalaStateDict), 'ERR_KOALA_INVALID_STATE');
+    expectSame(take(opt, params, grads), before);
+    // and a KOALA++ part in a KOALA-M state
+    const m = model(backend, 'm').opt;
+    expectCode(() => m.loadStateDict({ ...m.stateDict(), plusPlus: pp }), 'ERR_KOALA_INVALID_STATE');
+  });
+
+  test('KoalaPP: a direction of zero length on a first update refuses the step (non-finite-step), nothing changed', () => {
+    // weightDecay 1 and g = -x: H = g + wd x = 0 exactly, so alpha = a / |H|^2 = 0 / 0.
+    const params = [Float64Array.from([0.5, -0.25, 2]), Float64Array.from([1, 2])];
+    const grads = [params[0].map((x) => -x), Float64Array.from([0.1, -0.2])];
+    const opt = new KoalaPP(params.map((param, i) => ({ param, grad: grads[i] })), { backend, weightDecay: 1 });
+    opt.predict();
+    const before = take(opt, params, grads);
+    expect(opt.update(0.5, 0.3)).toMatchObject({ applied: false, reason: 'non-finite-step', step: 0 });
+    expectSame(take(opt, params, grads), before);
+    expect(opt.state.S).toEqual([null, null]);
   });
 
   test('loadStateDict with data that does not fit', () => {
@@ -226,7 +290,7 @@ describe.each(BACKENDS)('%s backend: calls', (backend) => {
 });
 
 describe.each(BACKENDS)('%s backend: bad numbers are data', (backend) => {
-  describe.each(['m', 'v'] as const)('KOALA-%s', (variant) => {
+  describe.each(['m', 'v', 'pp'] as const)('KOALA-%s', (variant) => {
     const cases: [string, (p: FloatArray[], g: FloatArray[]) => [number, number], string][] = [
       ['a NaN loss', () => [NaN, 0.3], 'non-finite-loss'],
       ['an Inf lossSq', () => [0.5, Infinity], 'non-finite-loss'],
@@ -250,7 +314,7 @@ describe.each(BACKENDS)('%s backend: bad numbers are data', (backend) => {
 
     test.each(cases)("%s with onNonFinite: 'throw'", (_name, spoil) => {
       const { params, grads, layers } = model(backend, variant);
-      const opt: Opt = variant === 'm' ? new KoalaM(layers, { backend, onNonFinite: 'throw' }) : new KoalaV(layers, { backend, onNonFinite: 'throw' });
+      const opt = create(variant, layers, { backend, onNonFinite: 'throw' });
       opt.predict();
       const [loss, lossSq] = spoil(params, grads);
       const before = take(opt, params, grads);

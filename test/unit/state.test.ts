@@ -1,18 +1,18 @@
 // State as plain data, resuming bitwise, and working in place on memory the caller owns.
-import { KoalaM, KoalaV, type FloatArray, type KoalaStateDict } from '../../lib';
+import { KoalaM, KoalaPP, KoalaV, type FloatArray, type KoalaStateDict } from '../../lib';
 import { STATE_ABS_TOL, STATE_REL_TOL } from '../../lib/state';
 import { bitwiseEqual, errorCode, makeArray, rng, snapshot } from '../helpers';
 
-type Opt = KoalaM | KoalaV;
+type Opt = KoalaM | KoalaV | KoalaPP;
 const BACKENDS = ['native', 'js'] as const;
 
-function drive(opts: Opt[], grads: FloatArray[][], steps: number, seed: number) {
+function drive(opts: Opt[], grads: FloatArray[][], steps: number, seed: number, frozen: number[] = []) {
   const r = rng(seed);
   for (let k = 0; k < steps; k++) {
     const lr = 0.2 + r();
     const loss = 0.1 + r();
     const lossSq = loss * loss * (1 + r());
-    const g = grads[0].map((a) => Float64Array.from(a, () => r() - 0.5));
+    const g = grads[0].map((a, l) => Float64Array.from(a, () => (frozen.includes(l) ? 0 : r() - 0.5)));
     opts.forEach((opt, j) => {
       opt.lr = lr;
       opt.predict();
@@ -23,13 +23,14 @@ function drive(opts: Opt[], grads: FloatArray[][], steps: number, seed: number) 
 }
 
 describe.each(BACKENDS)('%s backend', (backend) => {
-  describe.each(['m', 'v'] as const)('KOALA-%s', (variant) => {
+  describe.each(['m', 'v', 'pp'] as const)('KOALA-%s', (variant) => {
     describe.each(['float32', 'float64'] as const)('%s', (dtype) => {
       const Ctor = dtype === 'float32' ? Float32Array : Float64Array;
       const sizes = [40, 7, 1, 300];
       const create = (params: FloatArray[], grads: FloatArray[], extra: object = {}) => {
         const layers = params.map((param, i) => ({ param, grad: grads[i] }));
-        return variant === 'm' ? new KoalaM(layers, { backend, weightDecay: 1e-3, ...extra }) : new KoalaV(layers, { backend, weightDecay: 1e-3, ...extra });
+        const opts = { backend, weightDecay: 1e-3, ...extra };
+        return variant === 'm' ? new KoalaM(layers, opts) : variant === 'v' ? new KoalaV(layers, opts) : new KoalaPP(layers, opts);
       };
 
       test('stateDict() survives structuredClone, and loading it resumes on a bitwise-identical trajectory', () => {
@@ -37,7 +38,8 @@ describe.each(BACKENDS)('%s backend', (backend) => {
         const pa = sizes.map((n) => makeArray(dtype, n, () => r() - 0.5));
         const ga = sizes.map((n) => new Ctor(n));
         const a = create(pa, ga);
-        drive([a], [ga], 10, 1);
+        // Layer 2 gets no gradient before the save: KOALA++ must carry that it was never updated.
+        drive([a], [ga], 10, 1, [2]);
         a.predict(); // save mid-step, between predict() and update()
         const sd = structuredClone(a.stateDict());
         expect(sd).toMatchObject({ format: 'koala-optim', version: 1, optimizer: `koala-${variant}`, dtype, step: 10, phase: 'predicted' });
@@ -62,6 +64,14 @@ describe.each(BACKENDS)('%s backend', (backend) => {
           expect(bitwiseEqual(b.velocities(), a.velocities())).toBe(true);
           expect(bitwiseEqual(b.paramAverages(), a.paramAverages())).toBe(true);
         }
+        if (a instanceof KoalaPP && b instanceof KoalaPP) {
+          expect(sd.plusPlus!.updated).toEqual([true, true, false, true]);
+          expect(sd.plusPlus!.S[2]).toBe(0);
+          expect(bitwiseEqual(b.products(), a.products())).toBe(true);
+          expect(bitwiseEqual(b.directions(), a.directions())).toBe(true);
+          expect(b.stateDict().plusPlus).toEqual(a.stateDict().plusPlus);
+          expect(b.state.S.every((v) => v !== null)).toBe(true);
+        }
         a.dispose();
         b.dispose();
       });
@@ -82,6 +92,17 @@ describe.each(BACKENDS)('%s backend', (backend) => {
           v[0].fill(7);
           expect(opt.velocities()[0][0]).not.toBe(7);
           expect(opt.paramAverages()[0][0]).not.toBe(0);
+        }
+        if (opt instanceof KoalaPP) {
+          sd.plusPlus!.products.forEach((v) => v.fill(9));
+          sd.plusPlus!.S[0] = 123;
+          expect(opt.products()[0][0]).not.toBe(9);
+          expect(opt.state.S[0]).not.toBe(123);
+          const v = opt.directions();
+          expect(v.map((a) => a.length)).toEqual(sizes);
+          expect(v.every((a) => a instanceof Ctor)).toBe(true);
+          v[0].fill(7);
+          expect(opt.directions()[0][0]).not.toBe(7);
         }
       });
 
@@ -141,12 +162,13 @@ describe.each(BACKENDS)('%s backend', (backend) => {
 describe.each(BACKENDS)('%s backend: loadStateDict is a transaction', (backend) => {
   const sizes = [40, 7, 300];
   type Run = { params: FloatArray[]; grads: FloatArray[]; opt: Opt };
-  const make = (variant: 'm' | 'v', dtype: 'float32' | 'float64', extra: object = {}): Run => {
+  const make = (variant: 'm' | 'v' | 'pp', dtype: 'float32' | 'float64', extra: object = {}): Run => {
     const r = rng(3);
     const params = sizes.map((n) => makeArray(dtype, n, () => r() - 0.5));
     const grads = sizes.map((n) => makeArray(dtype, n, () => 0));
     const layers = params.map((param, i) => ({ param, grad: grads[i] }));
-    const opt = variant === 'm' ? new KoalaM(layers, { backend, weightDecay: 1e-3, ...extra }) : new KoalaV(layers, { backend, weightDecay: 1e-3, ...extra });
+    const opts = { backend, weightDecay: 1e-3, ...extra };
+    const opt = variant === 'm' ? new KoalaM(layers, opts) : variant === 'v' ? new KoalaV(layers, opts) : new KoalaPP(layers, opts);
     return { params, grads, opt };
   };
   const same = (a: Run, sd: KoalaStateDict, params: FloatArray[]) => {
@@ -159,7 +181,7 @@ describe.each(BACKENDS)('%s backend: loadStateDict is a transaction', (backend) 
     expect(bitwiseEqual(a.params, params)).toBe(true);
   };
 
-  describe.each(['m', 'v'] as const)('KOALA-%s', (variant) => {
+  describe.each(['m', 'v', 'pp'] as const)('KOALA-%s', (variant) => {
     test.each(['float32', 'float64'] as const)('%s: a state dict through JSON resumes bitwise, parameters saved beside it', (dtype) => {
       for (const lazyPredict of variant === 'm' ? [false, true] : [false]) {
         const a = make(variant, dtype, variant === 'm' ? { lazyPredict } : {});
@@ -176,6 +198,8 @@ describe.each(BACKENDS)('%s backend: loadStateDict is a transaction', (backend) 
         // Plain number arrays load as well as the index-keyed objects JSON makes of typed arrays.
         const plain = { ...a.opt.stateDict() } as unknown as Record<string, unknown>;
         for (const key of ['velocities', 'averages']) plain[key] = (plain[key] as FloatArray[]).map((x) => Array.from(x));
+        const pp = plain.plusPlus as KoalaStateDict['plusPlus'];
+        if (pp) plain.plusPlus = { ...pp, products: pp.products.map((x) => Array.from(x)), directions: pp.directions.map((x) => Array.from(x)) };
         b.opt.loadStateDict(plain as unknown as KoalaStateDict);
         same(b, a.opt.stateDict(), a.params);
       }

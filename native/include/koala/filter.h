@@ -27,13 +27,14 @@ struct FilterConfig {
   double eps;           // layers with |g_l| < eps are skipped
   double kappa;         // KOALA-M velocity decay (reference `a`)
   double q_p;           // KOALA-M fixed velocity noise (reference `qv`)
-  double q;             // KOALA-V fixed state noise (reference `q`)
+  double q;             // KOALA-V and KOALA++ fixed state noise (reference `q`)
   double beta_r;        // smoothing of the adaptive R (reference `alpha_r`)
   bool adaptive_r;      // false: R stays at its initial (fixed) value
   // The paper's variants (Note [paper variants]); all false is the official code.
   bool absolute_target;    // target L - lr instead of (1 - lr) L
   bool paper_state_noise;  // KOALA-M: q_x = |x - a|^2 / n (eq. 23-24)
   bool vanilla_along_h;    // KOALA-V: step along h = g + wd x instead of the raw g
+  bool symmetric;       // KOALA++: the symmetric least-squares estimate (reference `is_symmetric`)
 };
 
 // Note [paper variants]
@@ -108,6 +109,7 @@ KOALA_HD LayerGain filter_layer_gain(const FilterConfig& c, const FilterState& s
 
 // Step 3 of update(): only when at least one layer was updated (else P stays as it is).
 KOALA_HD void filter_finish(const FilterConfig& c, FilterState& s, double max_gain) {
+  if (c.variant == Variant::kPlusPlus) return;  // KOALA++ keeps no P or sigma to finish (core/step_pp.h)
   if (c.variant == Variant::kVanilla) {
     s.sigma = s.sigma - s.sigma * s.sigma * max_gain;
     return;

@@ -91,5 +91,12 @@ KOALA_HD void momentum_update(Value<V> g, Value<V>& x, Value<V>& v, Value<V>& a,
 template <class V = double>
 KOALA_HD V vanilla_update(Value<V> g, Value<V> x, double wd, double k) { return x - k * decayed_grad<V>(g, x, wd); }
 
+// KOALA++ (Note [KOALA++ passes], core/step_pp.h), one element: the new product v' from the
+// direction h, the previous product and direction, and the layer's coefficients.
+template <class V = double>
+KOALA_HD V pp_product(Value<V> h, Value<V> v_prev, Value<V> h_prev, double cv, double q, double lambda, double rk) {
+  return cv * v_prev + q * (h - lambda * h_prev) + rk * h_prev;
+}
+
 }  // namespace math
 }  // namespace koala

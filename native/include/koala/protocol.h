@@ -8,10 +8,11 @@
 
 namespace koala {
 
-enum class Variant : int { kMomentum = 0, kVanilla = 1 };
+enum class Variant : int { kMomentum = 0, kVanilla = 1, kPlusPlus = 2 };
 enum class DType : int { kFloat32 = 0, kFloat64 = 1 };
-// KOALA-M's per-layer state.
-enum class LayerStateKind : int { kVelocity = 0, kAverage = 1 };
+// Per-layer state: KOALA-M's velocities and averages, KOALA++'s v_l (the covariance-direction
+// product) and previous direction Hp_l.
+enum class LayerStateKind : int { kVelocity = 0, kAverage = 1, kProduct = 2, kDirection = 3 };
 
 // Why an update() left every buffer and the filter untouched (kApplied: it did not). The guards
 // run in this order, the first that fires wins (Note [step sequence], core/step.h).
@@ -28,8 +29,18 @@ enum class StepStatus : int {
 // sum is a sum of squares, never negative, so the marker cannot be taken for one.
 constexpr double kNoPendingPredict = -1.0;
 
+// KOALA++'s per-layer scalars, kept between steps (Note [KOALA++ passes], core/step_pp.h). They
+// cross the boundary as kPPLayerScalars doubles per layer in field order (updated as 0 or 1).
+struct PPLayerState {
+  double s;    // S_l
+  double hh;   // |H_l|^2 of the layer's last update: the next update's Hp . Hp
+  double vh;   // v_l . H_l of the layer's last update: the next update's Hp . v
+  bool updated;  // false until the layer's first update (v, Hp and S are not set before)
+};
+constexpr int kPPLayerScalars = 4;
+
 // The scalar filter. P is symmetric: p01 stands for P[0][1] = P[1][0]. KOALA-V uses sigma instead
-// of P and q_x.
+// of P and q_x; KOALA++ keeps its constant initial scale in sigma and uses only sigma and r.
 struct FilterState {
   double p00, p01, p11;
   double q_x;

@@ -16,6 +16,16 @@ struct LayerSums {
   double gg;  // |g|^2
 };
 
+// Per-layer sums of KOALA++'s first pass (Note [KOALA++ passes], core/step_pp.h).
+struct PPLayerSums {
+  double gg;  // |g|^2
+  double xx;  // |x|^2
+  double hh;  // |H|^2
+  double a;   // H . Hp
+  double b;   // H . v
+  double vv;  // |v|^2
+};
+
 struct StepReport {
   StepStatus status;
   std::size_t skipped_layers;  // layers with |g_l| < eps (each flagged in the caller's skip mask)
