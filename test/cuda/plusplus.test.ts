@@ -1,16 +1,11 @@
 // KOALA++ on a GPU: the authors' recorded runs through device buffers, random layer lists against
 // the CPU backend, a refused step, and a state dict round trip. Skipped, with the reason printed,
-// where no usable CUDA device is present.
+// where no usable CUDA device is present (failing instead under KOALA_REQUIRE_CUDA=1: gpu.ts).
 import { cuda, KoalaPP, type DeviceTensor, type DType, type FloatArray } from '../../lib';
 import { goldenPPFiles, loadGoldenPP, makeArray, optionsOfPP, relMax, relNorm, rng } from '../helpers';
+import { describeGpu, reportGpuSkip } from './gpu';
 
-const status = cuda.available();
-const describeGpu = status.available ? describe : describe.skip;
-
-(status.available ? test.skip : test)('without a usable GPU the KOALA++ CUDA tests are skipped, and the reason is given', () => {
-  expect(status.reason).not.toBe('');
-  console.log(`KOALA++ CUDA tests skipped: ${status.reason}`);
-});
+reportGpuSkip('KOALA++ CUDA tests');
 
 function upload(arrays: FloatArray[], dtype: DType): DeviceTensor[] {
   return arrays.map((a) => {
