@@ -22,7 +22,12 @@ interface Stepper {
 }
 
 function variables(sizes: number[], value: number, name: string): tf.Variable[] {
-  return sizes.map((n, i) => tf.variable(tf.fill([n], value), true, `${name}${i}`));
+  return sizes.map((n, i) => {
+    const init = tf.fill([n], value);
+    const variable = tf.variable(init, true, `${name}${i}`); // holds a reference of its own
+    init.dispose();
+    return variable;
+  });
 }
 
 function gradients(sizes: number[]): tf.Tensor1D[] {
@@ -44,7 +49,7 @@ export function tfjsKoalaM(sizes: number[]): Stepper {
   let [p00, p01, p11, qx, r] = [0.1, 0, 0.1, 0.01, 1];
   const predict = () => {
     let sumSq = 0;
-    for (let l = 0; l < sizes.length; l++) sumSq += tf.tidy(() => tf.sum(tf.square(tf.sub(a[l], x[l])))).dataSync()[0];
+    for (let l = 0; l < sizes.length; l++) sumSq += tf.tidy(() => tf.sum(tf.square(tf.sub(a[l], x[l]))).dataSync()[0]);
     qx = 0.9 * qx + 0.1 * (Math.sqrt(sumSq) / n);
     for (let l = 0; l < sizes.length; l++) {
       tf.tidy(() => {
