@@ -7,14 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARRY=.gpu-carry
-GOLDEN=${KOALA_GOLDEN_DIR:-test/fixtures/golden}
 
 rm -rf "$CARRY"
 npm run build:native
 test -f build-cmake/Release/koala_optim_cuda.node || { echo "no CUDA addon was built: is nvcc on the PATH?" >&2; exit 1; }
 npx tsc -p bench/gpu/tsconfig.json
 cp build-cmake/Release/koala_optim.node build-cmake/Release/koala_optim_cuda.node build-cmake/Release/koala_optim_dev.node "$CARRY/"
-tar -C "$(dirname "$GOLDEN")" -cJf "$CARRY/golden.tar.xz" "$(basename "$GOLDEN")"
+tar -C test/fixtures -cJf "$CARRY/golden.tar.xz" golden golden-koala-pp  # KOALA-M/V and KOALA++ runs
 xz -9 -T0 -c "$(readlink -f "$(command -v node)")" > "$CARRY/node.xz"
 tar -cJf "$CARRY/headers.tar.xz" node_modules/node-addon-api node_modules/node-api-headers
 

@@ -36,7 +36,7 @@ untar_xz "$CARRY/jest.tar.xz" "$W" && untar_xz "$CARRY/golden.tar.xz" "$W" || { 
 node --version >> "$OUT/run.log" 2>&1 || { log "the carried node does not run on this machine"; exit 1; }
 nvidia-smi -L >> "$OUT/run.log" 2>&1 || log "nvidia-smi: no GPU listed"
 export KOALA_OPTIM_ADDON=$CARRY/koala_optim.node KOALA_OPTIM_CUDA_ADDON=$CARRY/koala_optim_cuda.node
-export KOALA_OPTIM_DEV_ADDON=$CARRY/koala_optim_dev.node KOALA_GOLDEN_DIR=$W/golden
+export KOALA_OPTIM_DEV_ADDON=$CARRY/koala_optim_dev.node KOALA_GOLDEN_DIR=$W/golden KOALA_GOLDEN_PP_DIR=$W/golden-koala-pp
 
 # Loading and probing are told apart: an addon that does not load here is rebuilt with this
 # machine's compilers; an addon that loads but sees no device is not (the tests then say why).
