@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 
 import type { Backend } from './backend';
 import { fail, nativeCall as call } from './errors';
-import { checkDeviceDescriptor, dtypeOf, type DeviceLayerTable, type DeviceScalar, type DeviceTensor, type DType, type FloatArray } from './layers';
+import { checkDeviceDescriptor, dtypeOf, zeros, type DeviceLayerTable, type DeviceScalar, type DeviceTensor, type DType, type FloatArray } from './layers';
 import { addonPaths, loadAddon, type LoadedAddon } from './native';
 import type { BackendConfig } from './options';
 import { DTYPE, type BackendStep, type FilterSnapshot, type LayerStateKind, type PredictMoved, type ProtocolConstants } from './protocol';
@@ -216,7 +216,7 @@ export const cuda = {
   download(t: DeviceTensor, stream: bigint = 0n): FloatArray {
     const d = checkDeviceDescriptor(t, 'tensor', true);
     checkStream(stream);
-    const out = d.dtype === 'float32' ? new Float32Array(d.length) : new Float64Array(d.length);
+    const out = zeros(d.dtype, d.length);
     call(() => usable().copyToHost(out, d.ptr, d.deviceId, stream));
     return out;
   },

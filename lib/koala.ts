@@ -7,6 +7,7 @@ import {
   checkHostOverlap,
   isDeviceDescriptor,
   validateLayers,
+  zeros,
   type DeviceScalar,
   type DeviceTensor,
   type DType,
@@ -484,9 +485,8 @@ abstract class KoalaBase {
 
   private layerStates(kind: LayerStateKind): FloatArray[] {
     this.ready();
-    const Ctor = this.dtype === 'float32' ? Float32Array : Float64Array;
     return this.table.lengths.map((n, i) => {
-      const out = new Ctor(n);
+      const out = zeros(this.dtype, n);
       nativeCall(() => this.impl.readLayerState(kind, i, out));
       return out;
     });

@@ -5,6 +5,11 @@ import { fail } from './errors';
 export type FloatArray = Float32Array | Float64Array;
 export type DType = 'float32' | 'float64';
 
+/** A new zeroed array of `n` elements of the dtype. */
+export function zeros(dtype: DType, n: number): FloatArray {
+  return dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+}
+
 /**
  * A tensor in CUDA device memory that another library owns (DLPack-style): `ptr` is the address
  * of its first element, a BigInt (e.g. `BigInt(torchTensor.data_ptr())`), `length` its number of

@@ -7,7 +7,7 @@
  */
 import type { Backend } from './backend';
 import { fail } from './errors';
-import type { FloatArray } from './layers';
+import { zeros, type FloatArray } from './layers';
 import type { BackendConfig } from './options';
 import { DTYPE, LAYER_STATE, NO_PENDING_PREDICT, PP_LAYER_SCALARS, STEP_STATUS, type BackendStep, type FilterSnapshot, type LayerStateKind } from './protocol';
 
@@ -59,7 +59,7 @@ export class ReferencePPBackend implements Backend {
   }
 
   private make(n: number): FloatArray {
-    return this.cfg.dtype === DTYPE.float32 ? new Float32Array(n) : new Float64Array(n);
+    return zeros(this.cfg.dtype === DTYPE.float32 ? 'float32' : 'float64', n);
   }
 
   /** KOALA++ predicts nothing. */

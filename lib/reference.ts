@@ -4,7 +4,7 @@
  * in double; a Float32Array store rounds once, as the native backend does (Note [opmath], native/include/koala/math.h).
  */
 import type { Backend } from './backend';
-import type { FloatArray } from './layers';
+import { zeros, type FloatArray } from './layers';
 import type { BackendConfig } from './options';
 import { DTYPE, LAYER_STATE, NO_PENDING_PREDICT, STEP_STATUS, VARIANT, type BackendStep, type FilterSnapshot, type LayerStateKind } from './protocol';
 
@@ -38,7 +38,7 @@ export class ReferenceBackend implements Backend {
     this.params = params;
     this.grads = grads;
     this.skipMask = skipMask;
-    const make = (p: FloatArray) => (cfg.dtype === DTYPE.float32 ? new Float32Array(p.length) : new Float64Array(p.length));
+    const make = (p: FloatArray) => zeros(cfg.dtype === DTYPE.float32 ? 'float32' : 'float64', p.length);
     this.velocities = cfg.variant === VARIANT.momentum ? params.map(make) : [];
     this.averages = cfg.variant === VARIANT.momentum ? params.map(make) : [];
     this.total = cfg.modelElems ?? params.reduce((n, p) => n + p.length, 0);

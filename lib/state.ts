@@ -4,7 +4,7 @@
  * validates all of it before the optimizer writes anything (Note [state as a transaction]).
  */
 import { fail, KoalaError } from './errors';
-import { dtypeOf, type DType, type FloatArray } from './layers';
+import { dtypeOf, zeros, type DType, type FloatArray } from './layers';
 import { inRange, WANT, type ShardSpec } from './options';
 import type { Phase } from './koala';
 import { NO_PENDING_PREDICT, VARIANT, type FilterSnapshot, type Variant } from './protocol';
@@ -287,7 +287,7 @@ function plainArray(value: unknown, length: number, what: string): unknown[] {
  * state from JSON holds the same numbers, which round to themselves).
  */
 function copyLayer(a: unknown, dtype: DType, length: number, what: string): FloatArray {
-  const out = dtype === 'float32' ? new Float32Array(length) : new Float64Array(length);
+  const out = zeros(dtype, length);
   const kind = dtypeOf(a);
   if (kind !== null) {
     if (kind !== dtype) bad(`${what} is a ${kind} array; this state's dtype is ${dtype}`);
