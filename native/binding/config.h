@@ -49,8 +49,6 @@ inline napi_typedarray_type array_type(DType dtype) {
   return dtype == DType::kFloat32 ? napi_float32_array : napi_float64_array;
 }
 
-inline std::size_t elem_bytes(DType dtype) { return dtype == DType::kFloat32 ? 4 : 8; }
-
 inline double number_field(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
   if (!v.IsNumber()) throw_coded(o.Env(), "ERR_KOALA_INVALID_OPTION", std::string("config.") + key + " must be a number");

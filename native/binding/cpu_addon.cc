@@ -158,7 +158,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   // aliasing is checked on addresses here, after lib/ checked buffer identity.
   void check_aliasing(Napi::Env env) {
     std::vector<koala::MemoryRange> ranges;
-    const std::size_t bytes = koala::binding::elem_bytes(dtype_);
+    const std::size_t bytes = koala::dtype_bytes(dtype_);
     for (std::size_t l = 0; l < sizes_.size(); ++l) {
       if (sizes_[l] == 0) continue;  // an empty slice holds no bytes
       const auto p = reinterpret_cast<std::uintptr_t>(buffers_[l].param);

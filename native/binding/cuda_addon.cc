@@ -136,7 +136,7 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
     const bool lazy = koala::binding::lazy_predict(cfg);
     const std::uintptr_t stream = stream_arg(cfg.Get("stream"));
     const double model_elems = koala::binding::model_elems(cfg);
-    const std::size_t elem = koala::binding::elem_bytes(dtype_);
+    const std::size_t elem = koala::dtype_bytes(dtype_);
     std::vector<kc::LayerPointers> layers;
     std::vector<koala::MemoryRange> ranges;
     for (std::size_t l = 0; l < count; ++l) {
@@ -166,7 +166,7 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
   // Note [device scalar check] (binding/scalar_check.h).
   void check_scalar(Napi::Env env, const kc::ScalarArg& s, int slot) {
     if (s.device_ptr == nullptr) return;
-    const std::size_t elem = koala::binding::elem_bytes(s.dtype);
+    const std::size_t elem = koala::dtype_bytes(s.dtype);
     const std::string why = checked_scalars_.check(slot, reinterpret_cast<std::uintptr_t>(s.device_ptr), elem, [&] {
       return cuda_call(env, [&] { return kc::check_device_pointer(s.device_ptr, elem, elem, device_); });
     });

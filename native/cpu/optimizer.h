@@ -96,7 +96,7 @@ class CpuOptimizer {
   int threads() const { return threads_; }
   std::size_t num_layers() const { return sizes_.size(); }
   std::size_t layer_size(std::size_t l) const { return sizes_[l]; }
-  std::size_t elem_bytes() const { return dtype_ == DType::kFloat32 ? 4 : 8; }
+  std::size_t elem_bytes() const { return dtype_bytes(dtype_); }
   // Bytes of native memory this optimizer holds: per-layer state and per-chunk sums (reported to V8
   // by the binding, Note [native memory reported]).
   std::size_t native_bytes() const;

@@ -105,7 +105,7 @@ CudaOptimizer::CudaOptimizer(int device, DType dtype, std::vector<std::size_t> s
   const ChunkPlan plan(sizes_, kChunkElems);
   d.num_chunks = plan.chunks().size();
   d.total = model_elems > 0 ? model_elems : static_cast<double>(plan.total_elems());
-  const std::size_t elem = dtype_ == DType::kFloat32 ? 4 : 8;
+  const std::size_t elem = dtype_bytes(dtype_);
 
   std::vector<DeviceChunk> chunks;
   for (const Chunk& c : plan.chunks()) chunks.push_back({c.layer, static_cast<std::uint32_t>(c.size), c.begin});
@@ -370,19 +370,19 @@ char* CudaOptimizer::layer_state(LayerStateKind kind, std::size_t layer) {
   const bool first = kind == LayerStateKind::kVelocity || kind == LayerStateKind::kProduct;
   void* base = first ? dev_->velocity : dev_->average;
   if (base == nullptr) throw std::invalid_argument("KOALA-V keeps no per-layer state");  // the binding refuses first
-  return static_cast<char*>(base) + dev_->state_offsets[layer] * (dtype_ == DType::kFloat32 ? 4 : 8);
+  return static_cast<char*>(base) + dev_->state_offsets[layer] * dtype_bytes(dtype_);
 }
 
 void CudaOptimizer::read_layer_state(LayerStateKind kind, std::size_t layer, void* host_out) {
   DeviceGuard guard(device_);
-  const std::size_t bytes = sizes_[layer] * (dtype_ == DType::kFloat32 ? 4 : 8);
+  const std::size_t bytes = sizes_[layer] * dtype_bytes(dtype_);
   check(cudaMemcpyAsync(host_out, layer_state(kind, layer), bytes, cudaMemcpyDeviceToHost, dev_->stream), "read layer state");
   check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
 }
 
 void CudaOptimizer::write_layer_state(LayerStateKind kind, std::size_t layer, const void* host_in) {
   DeviceGuard guard(device_);
-  const std::size_t bytes = sizes_[layer] * (dtype_ == DType::kFloat32 ? 4 : 8);
+  const std::size_t bytes = sizes_[layer] * dtype_bytes(dtype_);
   check(cudaMemcpyAsync(layer_state(kind, layer), host_in, bytes, cudaMemcpyHostToDevice, dev_->stream), "write layer state");
   check(cudaStreamSynchronize(dev_->stream), "cudaStreamSynchronize");
 }

@@ -4,12 +4,15 @@
 // test/parity/protocol.test.ts asserts that the two agree. Values are part of the contract.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace koala {
 
 enum class Variant : int { kMomentum = 0, kVanilla = 1, kPlusPlus = 2 };
 enum class DType : int { kFloat32 = 0, kFloat64 = 1 };
+// Bytes of one element of a dtype.
+constexpr std::size_t dtype_bytes(DType dtype) { return dtype == DType::kFloat32 ? 4 : 8; }
 // Per-layer state: KOALA-M's velocities and averages, KOALA++'s v_l (the covariance-direction
 // product) and previous direction Hp_l.
 enum class LayerStateKind : int { kVelocity = 0, kAverage = 1, kProduct = 2, kDirection = 3 };
