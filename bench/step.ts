@@ -186,25 +186,47 @@ function parseThreads(value: string): number[] {
 }
 
 /**
- * The in-cache step against the memory-bound one: KOALA-M and the fused Adam at 1M, 2M, 3M and 16M
- * parameters (4 tensors), all timed in alternation, round after round, so that every size sees the
- * same machine; medians in ns per parameter.
+ * The in-cache step against the memory-bound one: KOALA-M at 1M, 2M, 3M and 16M parameters (4
+ * tensors), all timed in alternation, round after round, so that every size sees the same machine;
+ * medians in ns per parameter.
  */
 function measureInCache(t: number): NonNullable<Report['inCache']> {
   const sizes = [1e6, 2e6, 3e6, 1.6e7];
-  const contenders = ['KOALA-M', 'Adam (fused, native)'].map((name) => nativeContenders([t]).find((c) => c.name === name)!);
-  const steppers = sizes.map((n) => {
-    const buffers = allocate(fourTensors(n));
-    return contenders.map((c) => c.make(buffers));
-  });
-  const times = sizes.map(() => contenders.map(() => [] as number[]));
-  for (let round = 0; round < 15; round++) {
-    steppers.forEach((row, i) => row.forEach((s, j) => times[i][j].push(...time(s, 0, 3).times)));
-  }
-  steppers.flat().forEach((s) => s.dispose());
-  const out = sizes.map((params, i) => ({ params, koalaNs: (median(times[i][0]) * 1e9) / params, adamNs: (median(times[i][1]) * 1e9) / params }));
-  for (const r of out) console.log(`in cache, alternated: ${r.params} params, KOALA-M ${r.koalaNs.toFixed(3)} ns/param, Adam ${r.adamNs.toFixed(3)} ns/param`);
+  const koala = nativeContenders([t]).find((c) => c.name === 'KOALA-M')!;
+  const steppers = sizes.map((n) => koala.make(allocate(fourTensors(n))));
+  const times = sizes.map(() => [] as number[]);
+  for (let round = 0; round < 15; round++) steppers.forEach((s, i) => times[i].push(...time(s, 0, 3).times));
+  steppers.forEach((s) => s.dispose());
+  const out = sizes.map((params, i) => ({ params, koalaNs: (median(times[i]) * 1e9) / params }));
+  for (const r of out) console.log(`in cache, alternated: ${r.params} params, KOALA-M ${r.koalaNs.toFixed(3)} ns/param`);
   return { threads: t, sizes: out };
+}
+
+/** Rounds of the KOALA-M / Adam alternation on each list of ADAM_PAIR_FROM parameters and up. */
+const ADAM_PAIR_ROUNDS = 15;
+const ADAM_PAIR_FROM = 1e6;
+
+/**
+ * KOALA-M and the fused Adam on one list at `t` threads, timed in alternation: each round warms up
+ * and times a few steps of one, then of the other, so that both see the same machine (this one's
+ * memory bandwidth drifts by 30% within a minute, with the other work on it). The ratio is the
+ * median over the rounds of the ratio of their medians in that round.
+ */
+function measureAdamPair(buffers: Buffers, t: number): NonNullable<Report['adamPairs']>[number] {
+  const [koala, adam] = ['KOALA-M', 'Adam (fused, native)'].map((name) => nativeContenders([t]).find((c) => c.name === name)!.make(buffers));
+  const koalaTimes: number[] = [];
+  const adamTimes: number[] = [];
+  const ratios: number[] = [];
+  for (let round = 0; round < ADAM_PAIR_ROUNDS; round++) {
+    const k = time(koala, 0, 3).times;
+    const a = time(adam, 0, 3).times;
+    koalaTimes.push(...k);
+    adamTimes.push(...a);
+    ratios.push(median(k) / median(a));
+  }
+  koala.dispose();
+  adam.dispose();
+  return { list: buffers.list.name, params: total(buffers.list), threads: t, rounds: ADAM_PAIR_ROUNDS, koalaMs: median(koalaTimes) * 1e3, adamMs: median(adamTimes) * 1e3, ratio: median(ratios) };
 }
 
 async function main(): Promise<void> {
@@ -244,6 +266,7 @@ async function main(): Promise<void> {
   if (!verbose) console.log(`measuring ${contenders.length} contenders on ${lists.length} lists (${full ? 'full' : 'quick'} mode; --verbose shows each measurement)...`);
 
   const rows: Row[] = [];
+  const adamPairs: NonNullable<Report['adamPairs']> = [];
   const started = Date.now();
   for (const list of lists) {
     const buffers = allocate(list);
@@ -273,6 +296,11 @@ async function main(): Promise<void> {
       };
       rows.push(row);
       if (verbose) process.stdout.write(`${list.name.padEnd(28)} ${`${c.name} x${c.threads}`.padEnd(34)} ${row.medianMs.toFixed(3).padStart(10)} ms\n`);
+    }
+    if (total(list) >= ADAM_PAIR_FROM) {
+      const pair = measureAdamPair(buffers, Math.max(...threads));
+      adamPairs.push(pair);
+      if (verbose) process.stdout.write(`${list.name.padEnd(28)} ${'KOALA-M / Adam, alternated'.padEnd(34)} ${pair.ratio.toFixed(3).padStart(10)}\n`);
     }
   }
 
@@ -305,6 +333,7 @@ async function main(): Promise<void> {
     rows,
     paired,
     inCache,
+    adamPairs,
   };
   const { markdown, svg, json } = await renderReport(report);
   mkdirSync(outDir, { recursive: true });

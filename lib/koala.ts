@@ -113,8 +113,9 @@ export type BackendName = 'native' | 'js' | 'cuda';
 // bindings (native/core/overlap.h), and in the js backend's own terms (buffers and offsets,
 // checkHostOverlap) for the js backend only; the non-finite guards in the step sequence of each
 // backend (Note [step sequence], native/core/step.h). The detachment check is the facade's
-// (ready(), for every call); the native binding re-reads the data pointers on every call for its
-// own memory safety, and refuses a detached array there too, as it must when called directly.
+// (ready(), for every call); the native binding checks on every call that each array's memory is
+// still there, for its own memory safety (Note [attachment check], native/binding/cpu_addon.cc),
+// and refuses a detached or shrunk array there too, as it must when called directly.
 function createBackend(
   choice: BackendChoice,
   config: BackendConfig,

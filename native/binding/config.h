@@ -25,22 +25,42 @@ namespace binding {
   throw err;
 }
 
-// A typed array's data, element type, length and size in bytes (data is null when its buffer was detached).
+// A typed array's data, element type, length and size in bytes (data is null when its buffer was
+// detached), and the ArrayBuffer or SharedArrayBuffer it views, at byte `offset`.
 struct TypedView {
   void* data;
   napi_typedarray_type type;
   std::size_t length;
   std::size_t bytes;
-};
-
-inline TypedView typed_view(Napi::Env env, napi_value value) {
-  TypedView out{nullptr, napi_uint8_array, 0, 0};
   napi_value buffer;
   std::size_t offset;
-  if (napi_get_typedarray_info(env, value, &out.type, &out.length, &out.data, &buffer, &offset) != napi_ok) {
+};
+
+// Bytes per element of a typed-array type.
+inline std::size_t element_bytes(napi_typedarray_type type) {
+  switch (type) {
+    case napi_int8_array:
+    case napi_uint8_array:
+    case napi_uint8_clamped_array:
+      return 1;
+    case napi_int16_array:
+    case napi_uint16_array:
+      return 2;
+    case napi_int32_array:
+    case napi_uint32_array:
+    case napi_float32_array:
+      return 4;
+    default:  // float64, bigint64, biguint64
+      return 8;
+  }
+}
+
+inline TypedView typed_view(Napi::Env env, napi_value value) {
+  TypedView out{nullptr, napi_uint8_array, 0, 0, nullptr, 0};
+  if (napi_get_typedarray_info(env, value, &out.type, &out.length, &out.data, &out.buffer, &out.offset) != napi_ok) {
     throw_coded(env, "ERR_KOALA_INVALID_ARRAY", "expected a typed array");
   }
-  out.bytes = Napi::TypedArray(env, value).ByteLength();
+  out.bytes = out.length * element_bytes(out.type);
   return out;
 }
 
@@ -202,7 +222,7 @@ inline void pp_scalars_in(const double* in, std::size_t n, PPLayerState* layers)
 
 // Checks that `v` is a Float64Array of kPPLayerScalars per layer for `num_layers` layers; its data.
 inline double* pp_scalars_arg(Napi::Env env, const Napi::Value& v, std::size_t num_layers) {
-  const TypedView arr = v.IsTypedArray() ? typed_view(env, v) : TypedView{nullptr, napi_uint8_array, 0, 0};
+  const TypedView arr = v.IsTypedArray() ? typed_view(env, v) : TypedView{nullptr, napi_uint8_array, 0, 0, nullptr, 0};
   if (arr.type != napi_float64_array || arr.data == nullptr || arr.length != num_layers * kPPLayerScalars) {
     throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer scalars: a Float64Array of 4 numbers per layer");
   }

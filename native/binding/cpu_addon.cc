@@ -73,17 +73,22 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     }
     dtype_ = koala::binding::dtype_field(cfg);
     variant_ = koala::binding::variant_field(cfg);
+    const napi_typedarray_type want = koala::binding::array_type(dtype_);
     std::vector<std::size_t> sizes;
     for (std::size_t l = 0; l < count; ++l) {
       const TypedView p = typed_view(env, params.Get(l));
-      typed_view(env, grads.Get(l));  // an object, before a reference is taken to it
+      const TypedView g = typed_view(env, grads.Get(l));
+      if (p.type != want || g.type != want) {
+        throw_coded(env, "ERR_KOALA_DTYPE_MISMATCH", "layer " + std::to_string(l) + ": param and grad must match the optimizer's dtype");
+      }
+      if (g.length != p.length) throw_coded(env, "ERR_KOALA_INVALID_LAYERS", "layer " + std::to_string(l) + ": param and grad lengths differ");
       sizes.push_back(p.length);
-      params_.push_back(Napi::Persistent(params.Get(l).As<Napi::Object>()));
-      grads_.push_back(Napi::Persistent(grads.Get(l).As<Napi::Object>()));
+      buffers_.push_back({p.data, g.data});
+      backings_.push_back(backing(env, p));
+      backings_.push_back(backing(env, g));
     }
     sizes_ = sizes;
-    buffers_.resize(count);
-    resolve(env);  // dtype and length of every array
+    check_attached(env);
     check_aliasing(env);
     mask_ = Napi::Persistent(info[3].As<Napi::Object>());
     const TypedView mask = typed_view(env, mask_.Value());
@@ -136,21 +141,47 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     return *opt_;
   }
 
-  // Fetches every layer's data pointers anew (a buffer may have been detached since the last
-  // call) and checks dtype and length against the layer table.
-  void resolve(Napi::Env env) {
-    const napi_typedarray_type want = koala::binding::array_type(dtype_);
+  // Note [attachment check]
+  // Every call that touches the parameters first checks that the memory each layer's param and
+  // grad had at construction is still theirs: the view's ArrayBuffer not detached (transferred,
+  // or a wasm memory that grew) nor shrunk below the view's end (a resizable ArrayBuffer), and its
+  // data where it was. The check reads the ArrayBuffer (napi_get_arraybuffer_info: its data and
+  // byte length), not the view: napi_get_typedarray_info tests the view against each typed-array
+  // kind in turn and took 0.25 us per array, most of a small step's time with 161 tensors
+  // (bench/RESULTS.md, the cost of a tensor). A typed array's kind and its place in its buffer
+  // never change, so they are checked once, here at construction. A SharedArrayBuffer cannot be
+  // detached or shrunk (it only grows, in place), so a view of one needs no check. lib/ checks
+  // the views' lengths before each call too (Note [checks in one place], lib/koala.ts).
+  struct Backing {
+    Napi::ObjectReference buffer;  // the view's ArrayBuffer; empty for a SharedArrayBuffer
+    std::size_t offset;            // the view's byte offset in it
+    std::size_t end;               // and of its end
+    void* data;
+  };
+
+  static Backing backing(Napi::Env env, const TypedView& v) {
+    bool plain = false;
+    if (napi_is_arraybuffer(env, v.buffer, &plain) != napi_ok) throw_coded(env, "ERR_KOALA_INVALID_ARRAY", "expected a typed array");
+    Backing b{Napi::ObjectReference(), v.offset, v.offset + v.bytes, v.data};
+    if (plain) b.buffer = Napi::Persistent(Napi::Object(env, v.buffer));
+    return b;
+  }
+
+  static bool attached(Napi::Env env, const Backing& b) {
+    if (b.buffer.IsEmpty()) return true;
+    void* base = nullptr;
+    std::size_t length = 0;
+    if (napi_get_arraybuffer_info(env, b.buffer.Value(), &base, &length) != napi_ok) return false;
+    return base != nullptr && length >= b.end && static_cast<char*>(base) + b.offset == b.data;
+  }
+
+  void check_attached(Napi::Env env) {
     for (std::size_t l = 0; l < sizes_.size(); ++l) {
-      const TypedView p = typed_view(env, params_[l].Value());
-      const TypedView g = typed_view(env, grads_[l].Value());
-      if (p.type != want || g.type != want) {
-        throw_coded(env, "ERR_KOALA_DTYPE_MISMATCH", "layer " + std::to_string(l) + ": param and grad must match the optimizer's dtype");
-      }
-      // An empty slice of a sharded layer may have no data pointer (Note [sharded step]).
-      if (p.length != sizes_[l] || g.length != sizes_[l] || (sizes_[l] > 0 && (p.data == nullptr || g.data == nullptr))) {
+      // An empty slice of a sharded layer holds no bytes and may have no data (Note [sharded step]).
+      if (sizes_[l] == 0) continue;
+      if (!attached(env, backings_[2 * l]) || !attached(env, backings_[2 * l + 1])) {
         throw_coded(env, "ERR_KOALA_DETACHED", "layer " + std::to_string(l) + ": param or grad was detached or resized");
       }
-      buffers_[l] = {p.data, g.data};
     }
   }
 
@@ -172,7 +203,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
 
   Napi::Value Predict(const Napi::CallbackInfo& info) {
     CpuOptimizer& opt = live(info.Env());
-    resolve(info.Env());
+    check_attached(info.Env());
     return Napi::Boolean::New(info.Env(), opt.predict(buffers_.data()));
   }
 
@@ -183,7 +214,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) {
       throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "update(loss, lossSq, lr) takes three numbers");
     }
-    resolve(env);
+    check_attached(env);
     std::uint8_t* mask = skip_mask(env);
     last_ = opt.update(buffers_.data(), info[0].As<Napi::Number>().DoubleValue(), info[1].As<Napi::Number>().DoubleValue(),
                        info[2].As<Napi::Number>().DoubleValue(), mask);
@@ -227,7 +258,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     CpuOptimizer& opt = live(env);
     if (info.Length() != 1) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "predictPartial(out)");
     double* out = doubles_arg(env, info[0], 1);
-    resolve(env);
+    check_attached(env);
     const koala::PartialPredict p = opt.predict_partial(buffers_.data());
     *out = p.sum_sq_diff;
     return Napi::Boolean::New(env, p.moved);
@@ -247,7 +278,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
     CpuOptimizer& opt = live(env);
     if (info.Length() != 1) throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "updatePartial(out)");
     koala::LayerSums* out = sums_arg(env, info[0]);
-    resolve(env);
+    check_attached(env);
     std::copy_n(opt.update_partial(buffers_.data()), sizes_.size(), out);
     return env.Undefined();
   }
@@ -260,7 +291,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
       throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "updateFinish(sums, loss, lossSq, lr)");
     }
     const koala::LayerSums* sums = sums_arg(env, info[0]);
-    resolve(env);
+    check_attached(env);
     std::uint8_t* mask = skip_mask(env);
     last_ = opt.update_finish(buffers_.data(), sums, info[1].As<Napi::Number>().DoubleValue(), info[2].As<Napi::Number>().DoubleValue(),
                               info[3].As<Napi::Number>().DoubleValue(), mask);
@@ -319,8 +350,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     opt_.reset();
     release_memory();
-    params_.clear();
-    grads_.clear();
+    backings_.clear();
     mask_.Reset();
     return info.Env().Undefined();
   }
@@ -328,7 +358,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   DType dtype_ = DType::kFloat32;
   koala::Variant variant_ = koala::Variant::kMomentum;
   std::vector<std::size_t> sizes_;
-  std::vector<Napi::ObjectReference> params_, grads_;
+  std::vector<Backing> backings_;  // layer l's param at 2l, its grad at 2l + 1 (Note [attachment check])
   Napi::ObjectReference mask_;
   std::vector<LayerBuffers> buffers_;
   koala::StepReport last_{koala::StepStatus::kApplied, 0, 0.0};

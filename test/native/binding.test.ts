@@ -36,6 +36,11 @@ function make(over: Record<string, unknown> = {}): RawOptimizer {
   return new (Native())({ ...CONFIG, ...over }, params, grads, new Uint8Array(SIZES.length));
 }
 
+/** ES2024's resizable ArrayBuffer: Node 20 has it, this project's TypeScript library (ES2022) does not name it. */
+type Resizable = ArrayBuffer & { resize(bytes: number): void };
+const resizable = (bytes: number, maxByteLength: number): Resizable =>
+  new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(bytes, { maxByteLength });
+
 /** The code of what fn throws ('no error' when it returns). */
 function codeOf(fn: () => unknown): string {
   try {
@@ -61,7 +66,7 @@ describeNative('the raw NativeOptimizer binding', () => {
       ['a grad that is a number', () => new C(CONFIG, params, [grads[0], 7], mask), 'ERR_KOALA_INVALID_ARRAY'],
       ['a grad that is a plain array', () => new C(CONFIG, params, [grads[0], [0, 0, 0]], mask), 'ERR_KOALA_INVALID_ARRAY'],
       ['a param of the other dtype', () => new C(CONFIG, [new Float64Array(5), params[1]], grads, mask), 'ERR_KOALA_DTYPE_MISMATCH'],
-      ['a grad shorter than its param', () => new C(CONFIG, params, [grads[0], new Float32Array(2)], mask), 'ERR_KOALA_DETACHED'],
+      ['a grad shorter than its param', () => new C(CONFIG, params, [grads[0], new Float32Array(2)], mask), 'ERR_KOALA_INVALID_LAYERS'],
       ['a grad over its param', () => new C(CONFIG, params, [params[0], grads[1]], mask), 'ERR_KOALA_OVERLAP'],
       ['a skip mask of the wrong length', () => new C(CONFIG, params, grads, new Uint8Array(1)), 'ERR_KOALA_INVALID_ARGUMENT'],
       ['a skip mask of the wrong type', () => new C(CONFIG, params, grads, new Float64Array(2)), 'ERR_KOALA_INVALID_ARGUMENT'],
@@ -191,6 +196,54 @@ describeNative('the raw NativeOptimizer binding', () => {
     structuredClone(params[1].buffer, { transfer: [params[1].buffer] });
     expect(codeOf(() => opt.predict())).toBe('ERR_KOALA_DETACHED');
     expect(codeOf(() => opt.update(0.5, 0.3, 1))).toBe('ERR_KOALA_DETACHED');
+  });
+
+  test('a resizable buffer shrunk below a layer is a coded error at the next call; grown back, the step runs as before', () => {
+    // Layer 1's param views bytes 8..20 of a resizable buffer: a fixed-length view at an offset,
+    // and layer 0's grad is a length-tracking view of another (Note [attachment check]).
+    const fixed = resizable(32, 64);
+    const tracking = resizable(20, 64);
+    const { params, grads } = layers();
+    const p1 = new Float32Array(fixed, 8, 3);
+    p1.set(params[1]);
+    const g0 = new Float32Array(tracking);
+    g0.set(grads[0]);
+    const opt = new (Native())(CONFIG, [params[0], p1], [g0, grads[1]], new Uint8Array(SIZES.length));
+    const twin = make();
+    for (const [buffer, shrunk] of [[fixed, 16], [tracking, 16]] as const) {
+      const before = buffer.byteLength;
+      buffer.resize(shrunk);
+      expect(codeOf(() => opt.predict())).toBe('ERR_KOALA_DETACHED');
+      expect(codeOf(() => opt.update(0.5, 0.3, 1))).toBe('ERR_KOALA_DETACHED');
+      buffer.resize(before); // the bytes it grows by read as zeros: the layers' values again
+      p1.set(params[1]);
+      g0.set(grads[0]);
+    }
+    for (const o of [opt, twin]) {
+      o.predict();
+      o.update(0.5, 0.3, 1);
+    }
+    const out = [new Float32Array(5), new Float32Array(5)];
+    opt.readLayerState(0, 0, out[0]);
+    twin.readLayerState(0, 0, out[1]);
+    expect(out[0]).toEqual(out[1]);
+    expect(twin.getFilter()).toEqual(opt.getFilter());
+  });
+
+  test('views of a SharedArrayBuffer step like plain arrays', () => {
+    const shared = new SharedArrayBuffer(64);
+    const { params, grads } = layers();
+    const p0 = new Float32Array(shared, 4, 5);
+    p0.set(params[0]);
+    const opt = new (Native())(CONFIG, [p0, params[1]], grads, new Uint8Array(SIZES.length));
+    const twin = make();
+    for (const o of [opt, twin]) {
+      o.predict();
+      o.update(0.5, 0.3, 1);
+    }
+    const { params: twinParams } = layers();
+    expect(p0).not.toEqual(twinParams[0]); // the step moved it
+    expect(twin.getFilter()).toEqual(opt.getFilter());
   });
 
   test('every call after dispose() is ERR_KOALA_DISPOSED, and dispose() again is harmless', () => {
