@@ -1,5 +1,5 @@
 export { KoalaM, KoalaPP, KoalaV } from './koala';
-export type { BackendName, KoalaMState, KoalaPPLayers, KoalaPPState, KoalaStateDict, KoalaVState, Phase, SkipReason, UpdateInfo } from './koala';
+export type { BackendName, KoalaMState, KoalaPPLayers, KoalaPPState, KoalaStateDict, KoalaVState, StateVariants, Phase, SkipReason, UpdateInfo } from './koala';
 export { cuda } from './cuda';
 export type { CudaStatus } from './cuda';
 export { shardLayers, shardRange } from './shard';

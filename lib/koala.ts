@@ -43,9 +43,9 @@ import { ReferenceBackend } from './reference';
 import { ReferencePPBackend } from './reference-pp';
 import { checkShard } from './shard';
 import type { ShardSpec } from './options';
-import { parseStateDict, toStateDict, type KoalaPPLayers, type KoalaStateDict, type StateTarget } from './state';
+import { parseStateDict, stateVariants, toStateDict, type KoalaPPLayers, type KoalaStateDict, type StateTarget, type StateVariants } from './state';
 
-export type { KoalaPPLayers, KoalaStateDict } from './state';
+export type { KoalaPPLayers, KoalaStateDict, StateVariants } from './state';
 
 /**
  * Where a step stands. update() needs a predict() since the last applied update: calling it twice
@@ -168,6 +168,8 @@ abstract class KoalaBase {
   private disposed = false;
   /** This rank's slices (Note [sharded step]); null when unsharded. */
   private readonly shardSpec: ShardSpec | null;
+  /** The variant a state dict records (Note [state variants], lib/state.ts). */
+  private readonly variants: StateVariants;
   /** The sums of the split calls: host arrays, or the CUDA backend's device buffers. */
   private readonly predictSums: Float64Array | DeviceTensor;
   private readonly updateSums: Float64Array | DeviceTensor;
@@ -183,6 +185,7 @@ abstract class KoalaBase {
     const { shard, modelElems } = sharded ? checkShard(opts.shard, this.table) : { shard: null, modelElems: 0 };
     this.shardSpec = shard;
     this.variant = variant;
+    this.variants = stateVariants(variant, opts.config);
     this.dtype = this.table.dtype;
     this.layerNames = Object.freeze([...this.table.names]);
     this.learningRate = opts.lr;
@@ -466,7 +469,7 @@ abstract class KoalaBase {
   }
 
   private stateTarget(): StateTarget {
-    return { variant: this.variant, dtype: this.dtype, lengths: this.table.lengths, shard: this.shardSpec };
+    return { variant: this.variant, dtype: this.dtype, lengths: this.table.lengths, shard: this.shardSpec, variants: this.variants };
   }
 
   /**

@@ -5,7 +5,7 @@
  */
 import { fail, KoalaError } from './errors';
 import { dtypeOf, zeros, type DType, type FloatArray } from './layers';
-import { inRange, WANT, type ShardSpec } from './options';
+import { inRange, WANT, type BackendConfig, type ShardSpec, type StateNoise, type TargetLoss, type VanillaDirection } from './options';
 import type { Phase } from './koala';
 import { NO_PENDING_PREDICT, VARIANT, type FilterSnapshot, type Variant } from './protocol';
 
@@ -45,6 +45,36 @@ export interface KoalaStateDict {
   averages: FloatArray[];
   /** KOALA++ only (absent or null for the others). */
   plusPlus?: KoalaPPLayers | null;
+  /**
+   * The variant of the algorithm the state belongs to (Note [state variants]); absent in states
+   * saved by 0.2.0 and earlier, which load into any variant of their optimizer.
+   */
+  variants?: StateVariants;
+}
+
+/**
+ * Note [state variants]
+ * The options that choose another algorithm, not another setting of one: KOALA-M's target loss
+ * and state-noise estimate, KOALA-V's target loss and step direction (the paper's variants, Note
+ * [paper variants], native/include/koala/filter.h), KOALA++'s symmetric estimate. A state is the
+ * filter of one of them: the official state-noise estimate keeps an average of sqrt(|x - a|^2) / n
+ * where the paper's keeps |x - a|^2 / n, so a state carried across would feed one quantity into the
+ * other's formula. A state dict records its variant, and loadStateDict() refuses another one with
+ * ERR_KOALA_INVALID_STATE, as it refuses another optimizer. Settings (lr, kappa, the noises, weight
+ * decay, R's smoothing, lazy predict) are not recorded: a run may resume with other ones (the
+ * learning rate is restored with the state; schedules set it again).
+ */
+export type StateVariants =
+  | { target: TargetLoss; stateNoise: StateNoise }
+  | { target: TargetLoss; direction: VanillaDirection }
+  | { symmetric: boolean };
+
+/** The variant of an optimizer built with `config` (Note [state variants]). */
+export function stateVariants(variant: Variant, config: Pick<BackendConfig, 'absoluteTarget' | 'paperStateNoise' | 'vanillaAlongH' | 'symmetric'>): StateVariants {
+  const target: TargetLoss = config.absoluteTarget === true ? 'absolute' : 'relative';
+  if (variant === VARIANT.momentum) return { target, stateNoise: config.paperStateNoise === true ? 'paper' : 'official' };
+  if (variant === VARIANT.vanilla) return { target, direction: config.vanillaAlongH === true ? 'regularized' : 'gradient' };
+  return { symmetric: config.symmetric === true };
 }
 
 /**
@@ -73,6 +103,7 @@ export interface StateTarget {
   lengths: readonly number[];
   /** A sharded rank's slices (checked by lib/shard.ts at construction), or null. */
   shard: ShardSpec | null;
+  variants: StateVariants;
 }
 
 /** A validated state, every value copied out of the caller's data. */
@@ -112,6 +143,7 @@ export function toStateDict(
     velocities,
     averages,
     plusPlus,
+    variants: { ...target.variants },
   };
 }
 
@@ -174,9 +206,9 @@ function parse(sd: unknown, target: StateTarget): ParsedState {
   if (typeof sd !== 'object' || sd === null) bad('not a koala-optim state dict');
   const o = sd as Record<string, unknown>;
   // Each field read once, here (Note [state as a transaction]).
-  const [format, version, optimizer, dtype, layers, shard, step, phase, lr, filter, pendingPredict, velocities, averages, plusPlus] = [
+  const [format, version, optimizer, dtype, layers, shard, step, phase, lr, filter, pendingPredict, velocities, averages, plusPlus, variants] = [
     o.format, o.version, o.optimizer, o.dtype, o.layers, o.shard, o.step, o.phase, o.lr, o.filter, o.pendingPredict, o.velocities, o.averages,
-    o.plusPlus,
+    o.plusPlus, o.variants,
   ];
   if (format !== 'koala-optim') bad('not a koala-optim state dict');
   if (version !== STATE_VERSION) bad(`version ${String(version)} is not supported (this build reads ${STATE_VERSION})`);
@@ -184,6 +216,7 @@ function parse(sd: unknown, target: StateTarget): ParsedState {
   const pp = target.variant === VARIANT.plusPlus;
   if (optimizer !== OPTIMIZER_NAMES[target.variant]) bad(`it holds a ${String(optimizer)} state`);
   if (dtype !== target.dtype) bad(`its dtype is ${String(dtype)}, this optimizer's is ${target.dtype}`);
+  checkSameVariants(variants, target.variants);
   const lengths = target.lengths;
   const layerList = plainArray(layers, lengths.length, 'layers');
   layerList.forEach((l, i) => {
@@ -271,6 +304,20 @@ function checkSameShard(theirs: unknown, mine: ShardSpec | null): void {
   const same = (value: unknown, key: 'layerLengths' | 'offsets'): boolean =>
     plainArray(value, count, `shard.${key}`).every((v, i) => v === mine![key][i]);
   if (!same(layerLengths, 'layerLengths') || !same(offsets, 'offsets')) bad('its shard (the slices it holds) differs from this rank\'s');
+}
+
+/** A state of another variant is refused (Note [state variants]); one saved before they were recorded is not checked. */
+function checkSameVariants(theirs: unknown, mine: StateVariants): void {
+  if (theirs === undefined) return;
+  if (typeof theirs !== 'object' || theirs === null || Array.isArray(theirs)) bad('variants must be an object');
+  const keys = Object.keys(mine) as (keyof StateVariants)[];
+  const own = Object.keys(theirs as object);
+  const extra = own.find((k) => !(keys as string[]).includes(k));
+  if (extra !== undefined || own.length !== keys.length) bad(`variants must name ${keys.join(' and ')}, got ${own.join(', ') || 'nothing'}`);
+  for (const key of keys) {
+    const value = (theirs as Record<string, unknown>)[key];
+    if (value !== mine[key]) bad(`it was saved with ${key} ${JSON.stringify(value)}, this optimizer's is ${JSON.stringify(mine[key])}: another variant of the algorithm`);
+  }
 }
 
 /** The elements of a real Array of `length` elements, each read once. */

@@ -93,6 +93,12 @@ const corruptionArb: fc.Arbitrary<Corruption | null> = fc.oneof(
       fc.record({ field: fc.constant('scalar' as const), key: fc.constant('pendingPredict'), value: fc.constantFrom<unknown>(-1, NaN, 0.5, null) }),
       fc.record({ field: fc.constant('scalar' as const), key: fc.constant('layers'), value: fc.constantFrom<unknown>([], null, [{ length: 1 }]) }),
       fc.record({ field: fc.constant('scalar' as const), key: fc.constant('velocities'), value: fc.constantFrom<unknown>([], null, [new Float32Array(1)]) }),
+      // Another variant's, a malformed one, or none (a state saved by 0.2.0).
+      fc.record({
+        field: fc.constant('scalar' as const),
+        key: fc.constant('variants'),
+        value: fc.constantFrom<unknown>(undefined, null, {}, 'official', { target: 'absolute', stateNoise: 'paper' }, { target: 'relative', direction: 'regularized' }, { symmetric: false }),
+      }),
     ),
   },
   { weight: 2, arbitrary: fc.constant({ field: 'json' as const }) },

@@ -268,6 +268,11 @@ describe.each(BACKENDS)('%s backend: loadStateDict is a transaction', (backend) 
         ['a getter that throws', Object.defineProperty({ ...good }, 'lr', { enumerable: true, get: () => { throw new RangeError('boom'); } })],
         ['a Proxy that throws', new Proxy(good, { get: (t, k) => (k === 'filter' ? (() => { throw new Error('boom'); })() : Reflect.get(t, k)) })],
         ['a layer list entry that is not an object', { ...good, layers: [1, 2, 3] }],
+        ['variants not an object', { ...good, variants: 'official' }],
+        ['variants null', { ...good, variants: null }],
+        ['variants as an array', { ...good, variants: [] }],
+        ['variants with a key too many', { ...good, variants: { ...good.variants, kappa: 0.9 } }],
+        ['variants with a key missing', { ...good, variants: Object.fromEntries(Object.entries(good.variants!).slice(1)) }],
       ];
       if (variant === 'm') {
         cases.push(
@@ -303,6 +308,40 @@ describe.each(BACKENDS)('%s backend: loadStateDict is a transaction', (backend) 
       // The donor itself loads: the cases fail on the spoiled field alone.
       a.opt.loadStateDict(donor);
       same(a, donor, params);
+    });
+
+    // Note [state variants]: each variant option, flipped, makes the optimizer of another algorithm.
+    const flips: Record<'m' | 'v' | 'pp', [object, object][]> = {
+      m: [[{ stateNoise: 'official' }, { stateNoise: 'paper' }], [{ target: 'relative' }, { target: 'absolute' }]],
+      v: [[{ direction: 'gradient' }, { direction: 'regularized' }], [{ target: 'relative' }, { target: 'absolute' }]],
+      pp: [[{ symmetric: true }, { symmetric: false }]],
+    };
+    test('a state records its variant and loads only into the same one; one saved without (0.2.0) loads into any', () => {
+      const defaults = { m: { target: 'relative', stateNoise: 'official' }, v: { target: 'relative', direction: 'gradient' }, pp: { symmetric: true } }[variant];
+      expect(make(variant, 'float64').opt.stateDict().variants).toStrictEqual(defaults);
+      for (const [mine, theirs] of flips[variant]) {
+        for (const [from, to] of [[mine, theirs], [theirs, mine]]) {
+          const a = make(variant, 'float64', from);
+          drive([a.opt], [a.grads], 3, 6);
+          const sd = a.opt.stateDict();
+          expect(sd.variants).toStrictEqual({ ...defaults, ...from });
+          const b = make(variant, 'float64', to);
+          drive([b.opt], [b.grads], 2, 7);
+          const before = b.opt.stateDict();
+          const params = b.params.map((p) => p.slice());
+          expect(errorCode(() => b.opt.loadStateDict(sd))).toBe('ERR_KOALA_INVALID_STATE');
+          expect(() => b.opt.loadStateDict(sd)).toThrow(`it was saved with ${Object.keys(from)[0]} ${JSON.stringify(Object.values(from)[0])}`);
+          same(b, before, params);
+          const { variants, ...old } = sd; // as 0.2.0 wrote it
+          expect(variants).toBeDefined();
+          b.opt.loadStateDict(old);
+          expect(b.opt.stateDict()).toMatchObject({ ...old, variants: { ...defaults, ...to } });
+          // The same variant loads, through JSON too.
+          const c = make(variant, 'float64', from);
+          c.opt.loadStateDict(JSON.parse(JSON.stringify(sd)) as KoalaStateDict);
+          expect(c.opt.stateDict().filter).toEqual(sd.filter);
+        }
+      }
     });
   });
 });
