@@ -25,6 +25,9 @@ using koala::binding::throw_coded;
 using koala::binding::TypedView;
 using koala::binding::typed_view;
 
+// What a C++ exception that no cuda_call mapped becomes (Note [coded native errors]).
+constexpr char kCudaFailure[] = "ERR_KOALA_CUDA";
+
 // Runs a CUDA call, turning a C++ exception into a coded error: a device that does not exist is
 // ERR_KOALA_INVALID_DEVICE_POINTER, a bad argument ERR_KOALA_INVALID_ARGUMENT, the rest goes through
 // the addons' one exception guard (Note [coded native errors], binding/guard.h): a host allocation
@@ -38,7 +41,7 @@ auto cuda_call(Napi::Env env, Fn&& fn) -> decltype(fn()) {
   } catch (const std::invalid_argument& e) {
     throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", e.what());
   } catch (...) {
-    koala::binding::rethrow_coded(env, "ERR_KOALA_CUDA");
+    koala::binding::rethrow_coded(env, kCudaFailure);
   }
 }
 
@@ -93,28 +96,28 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeCudaOptimizer",
-                       {InstanceMethod<&NativeCudaOptimizer::Predict>("predict"),
-                        InstanceMethod<&NativeCudaOptimizer::Update>("update"),
-                        InstanceMethod<&NativeCudaOptimizer::PredictPartial>("predictPartial"),
-                        InstanceMethod<&NativeCudaOptimizer::PredictFinish>("predictFinish"),
-                        InstanceMethod<&NativeCudaOptimizer::UpdatePartial>("updatePartial"),
-                        InstanceMethod<&NativeCudaOptimizer::UpdateFinish>("updateFinish"),
-                        InstanceMethod<&NativeCudaOptimizer::DeviceSums>("deviceSums"),
-                        InstanceMethod<&NativeCudaOptimizer::LastStep>("lastStep"),
-                        InstanceMethod<&NativeCudaOptimizer::GetFilter>("getFilter"),
-                        InstanceMethod<&NativeCudaOptimizer::SetFilter>("setFilter"),
-                        InstanceMethod<&NativeCudaOptimizer::ReadLayerState>("readLayerState"),
-                        InstanceMethod<&NativeCudaOptimizer::WriteLayerState>("writeLayerState"),
-                        InstanceMethod<&NativeCudaOptimizer::ReadLayerScalars>("readLayerScalars"),
-                        InstanceMethod<&NativeCudaOptimizer::WriteLayerScalars>("writeLayerScalars"),
-                        InstanceMethod<&NativeCudaOptimizer::Dispose>("dispose"),
+                       {InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::Predict>>("predict"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::Update>>("update"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::PredictPartial>>("predictPartial"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::PredictFinish>>("predictFinish"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::UpdatePartial>>("updatePartial"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::UpdateFinish>>("updateFinish"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::DeviceSums>>("deviceSums"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::LastStep>>("lastStep"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::GetFilter>>("getFilter"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::SetFilter>>("setFilter"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::ReadLayerState>>("readLayerState"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::WriteLayerState>>("writeLayerState"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::ReadLayerScalars>>("readLayerScalars"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::WriteLayerScalars>>("writeLayerScalars"),
+                        InstanceMethod<&NativeCudaOptimizer::Guarded<&NativeCudaOptimizer::Dispose>>("dispose"),
                         InstanceValue("deferred", Napi::Boolean::New(env, true), napi_enumerable)});
   }
 
   // new NativeCudaOptimizer(config, params: BigInt[], grads: BigInt[], lengths: number[], skipMask: Uint8Array)
   // config: the CPU config plus deviceId and stream (a BigInt, 0n for the legacy default stream).
   // Every argument is checked before any CUDA call.
-  explicit NativeCudaOptimizer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeCudaOptimizer>(info) {
+  explicit NativeCudaOptimizer(const Napi::CallbackInfo& info) try : Napi::ObjectWrap<NativeCudaOptimizer>(info) {
     Napi::Env env = info.Env();
     if (info.Length() != 5 || !info[0].IsObject() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray() ||
         !info[4].IsTypedArray()) {
@@ -160,9 +163,20 @@ class NativeCudaOptimizer : public Napi::ObjectWrap<NativeCudaOptimizer> {
       return std::make_unique<kc::CudaOptimizer>(device_, dtype_, sizes_, std::move(layers), config, initial, lazy, stream, model_elems);
     });
     mask_ = Napi::Persistent(info[4].As<Napi::Object>());
+  } catch (...) {
+    koala::binding::rethrow_coded(info.Env(), kCudaFailure);
   }
 
  private:
+  using MethodPtr = Napi::Value (NativeCudaOptimizer::*)(const Napi::CallbackInfo&);
+
+  // Method M under the exception guard (Note [coded native errors], binding/guard.h); the CUDA
+  // calls inside it go through cuda_call, which maps CUDA's own errors first.
+  template <MethodPtr M>
+  Napi::Value Guarded(const Napi::CallbackInfo& info) {
+    return koala::binding::guarded(info.Env(), kCudaFailure, [&] { return (this->*M)(info); });
+  }
+
   // Note [device scalar check] (binding/scalar_check.h).
   void check_scalar(Napi::Env env, const kc::ScalarArg& s, int slot) {
     if (s.device_ptr == nullptr) return;
@@ -334,6 +348,7 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
 
 // malloc(bytes, deviceId) -> BigInt
 Napi::Value Malloc(const Napi::CallbackInfo& info) {
+  if (!info[0].IsNumber() || !(info[0].As<Napi::Number>().DoubleValue() >= 0)) throw_coded(info.Env(), "ERR_KOALA_INVALID_ARGUMENT", "malloc(bytes, deviceId): bytes must be a number >= 0");
   const std::size_t bytes = static_cast<std::size_t>(info[0].As<Napi::Number>().Int64Value());
   const int device = device_arg(info[1]);
   return Napi::BigInt::New(info.Env(), static_cast<std::uint64_t>(cuda_call(info.Env(), [&] { return kc::device_malloc(bytes, device); })));
@@ -377,12 +392,12 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeCudaOptimizer", NativeCudaOptimizer::Define(env));
   exports.Set("protocol", koala::binding::protocol_object(env));
-  exports.Set("probe", Napi::Function::New<Probe>(env, "probe"));
-  exports.Set("malloc", Napi::Function::New<Malloc>(env, "malloc"));
-  exports.Set("free", Napi::Function::New<Free>(env, "free"));
-  exports.Set("copyToDevice", Napi::Function::New<CopyToDevice>(env, "copyToDevice"));
-  exports.Set("copyToHost", Napi::Function::New<CopyToHost>(env, "copyToHost"));
-  exports.Set("synchronize", Napi::Function::New<Synchronize>(env, "synchronize"));
+  exports.Set("probe", Napi::Function::New<koala::binding::guard_fn<kCudaFailure, Probe>>(env, "probe"));
+  exports.Set("malloc", Napi::Function::New<koala::binding::guard_fn<kCudaFailure, Malloc>>(env, "malloc"));
+  exports.Set("free", Napi::Function::New<koala::binding::guard_fn<kCudaFailure, Free>>(env, "free"));
+  exports.Set("copyToDevice", Napi::Function::New<koala::binding::guard_fn<kCudaFailure, CopyToDevice>>(env, "copyToDevice"));
+  exports.Set("copyToHost", Napi::Function::New<koala::binding::guard_fn<kCudaFailure, CopyToHost>>(env, "copyToHost"));
+  exports.Set("synchronize", Napi::Function::New<koala::binding::guard_fn<kCudaFailure, Synchronize>>(env, "synchronize"));
   return exports;
 }
 

@@ -68,5 +68,12 @@ auto guarded(Napi::Env env, const char* other_code, Fn&& fn) -> decltype(fn()) {
   }
 }
 
+// A Node-API function callback F under rethrow_coded, for Napi::Function::New<guard_fn<Code, F>>:
+// Code is the addon's catch-all code, a `constexpr char[]` of its own.
+template <const char* Code, Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value guard_fn(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), Code, [&] { return F(info); });
+}
+
 }  // namespace binding
 }  // namespace koala

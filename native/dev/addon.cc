@@ -15,6 +15,7 @@
 #endif
 
 #include "binding/config.h"
+#include "binding/guard.h"
 #include "binding/scalar_check.h"
 #include "core/plan.h"
 #include "core/step.h"
@@ -27,6 +28,9 @@ namespace {
 using koala::binding::throw_coded;
 using koala::binding::TypedView;
 using koala::binding::typed_view;
+
+// What a C++ exception in a hook or a benchmark kernel becomes (Note [coded native errors]).
+constexpr char kDevFailure[] = "ERR_KOALA_NATIVE";
 
 float* float32_data(Napi::Env env, const Napi::Value& v, std::size_t n) {
   const TypedView view = typed_view(env, v);
@@ -250,15 +254,15 @@ Napi::Value DecideStepHook(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("externalMemory", Napi::Function::New<ExternalMemory>(env, "externalMemory"));
-  exports.Set("decideStep", Napi::Function::New<DecideStepHook>(env, "decideStep"));
-  exports.Set("launchSequence", Napi::Function::New<LaunchSequenceHook>(env, "launchSequence"));
-  exports.Set("scalarCheck", Napi::Function::New<ScalarCheckHook>(env, "scalarCheck"));
-  exports.Set("planChunks", Napi::Function::New<PlanChunks>(env, "planChunks"));
-  exports.Set("streamCopy", Napi::Function::New<StreamCopy>(env, "streamCopy"));
-  exports.Set("streamTriad", Napi::Function::New<StreamTriad>(env, "streamTriad"));
-  exports.Set("adamStep", Napi::Function::New<AdamStep>(env, "adamStep"));
-  exports.Set("mxcsr", Napi::Function::New<Mxcsr>(env, "mxcsr"));
+  exports.Set("externalMemory", Napi::Function::New<koala::binding::guard_fn<kDevFailure, ExternalMemory>>(env, "externalMemory"));
+  exports.Set("decideStep", Napi::Function::New<koala::binding::guard_fn<kDevFailure, DecideStepHook>>(env, "decideStep"));
+  exports.Set("launchSequence", Napi::Function::New<koala::binding::guard_fn<kDevFailure, LaunchSequenceHook>>(env, "launchSequence"));
+  exports.Set("scalarCheck", Napi::Function::New<koala::binding::guard_fn<kDevFailure, ScalarCheckHook>>(env, "scalarCheck"));
+  exports.Set("planChunks", Napi::Function::New<koala::binding::guard_fn<kDevFailure, PlanChunks>>(env, "planChunks"));
+  exports.Set("streamCopy", Napi::Function::New<koala::binding::guard_fn<kDevFailure, StreamCopy>>(env, "streamCopy"));
+  exports.Set("streamTriad", Napi::Function::New<koala::binding::guard_fn<kDevFailure, StreamTriad>>(env, "streamTriad"));
+  exports.Set("adamStep", Napi::Function::New<koala::binding::guard_fn<kDevFailure, AdamStep>>(env, "adamStep"));
+  exports.Set("mxcsr", Napi::Function::New<koala::binding::guard_fn<kDevFailure, Mxcsr>>(env, "mxcsr"));
   exports.Set("chunkElems", static_cast<double>(koala::kChunkElems));
   exports.Set("isa", Napi::String::New(env, koala::cpu::selected_isa().description));
   return exports;

@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
 import { nativeStatus } from '../../lib';
+import { addonPaths } from '../../lib/native';
 
 function prlimitPath(): string | null {
   return ['/usr/bin/prlimit', '/bin/prlimit'].find((p) => existsSync(p)) ?? null;
@@ -87,4 +88,47 @@ maybe('threads the system refuses to start are a coded error or fewer threads, n
   }
   expect(lines[3]).toBe('small 0');
   console.log(`with threads refused: ${lines.slice(0, 3).join('; ')}`);
+});
+
+// The CUDA binding's constructor builds its layer tables before any CUDA call, so running out of
+// host memory there needs no GPU: it is ERR_KOALA_OUT_OF_MEMORY like the CPU's (it used to escape
+// as a C++ exception, which aborts the process), and the addon goes on answering.
+const cudaAddon = addonPaths('koala_optim_cuda').find((p) => existsSync(p));
+(skip || !cudaAddon ? test.skip : test)('the CUDA binding out of host memory while it builds its tables: ERR_KOALA_OUT_OF_MEMORY, no abort', () => {
+  const child = spawnSync(
+    process.execPath,
+    [
+      '-e',
+      `
+const { execFileSync } = require('node:child_process');
+const { readFileSync } = require('node:fs');
+const [addonPath, prlimit] = process.argv.slice(1);
+const addon = require(addonPath);
+const n = 4e6; // 4M layers: the tables want about 300 MB
+const ptrs = new Array(n).fill(1n << 40n), lengths = new Array(n).fill(1);
+const config = { variant: 0, dtype: 0, threads: 1, weightDecay: 0, eps: 1e-9, kappa: 0.9, qP: 0.01, q: 1, betaR: 0.9, adaptiveR: true,
+  lazyPredict: false, p00: 0.1, p01: 0, p11: 0.1, qX: 0.01, sigma: 0.1, r: 1, deviceId: 0, stream: 0n };
+const vmKb = Number(/VmSize:\\s*(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]);
+execFileSync(prlimit, ['--pid', String(process.pid), '--as=' + (vmKb + 64 * 1024) * 1024]);
+for (const [what, args] of [['huge', [config, ptrs, ptrs, lengths, new Uint8Array(n)]], ['one layer', [config, [1n << 40n], [2n << 40n], [1], new Uint8Array(1)]]]) {
+  try {
+    new addon.NativeCudaOptimizer(...args);
+    console.log(what + ': built');
+  } catch (e) {
+    console.log(what + ': ' + e.code);
+  }
+}
+`,
+      cudaAddon!,
+      prlimitPath()!,
+    ],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
+  if (child.status !== 0) console.log(`child: status ${child.status}, signal ${child.signal}\n${child.stderr.slice(-2000)}`);
+  expect(child.signal).toBeNull();
+  expect(child.status).toBe(0);
+  const [huge, one] = child.stdout.trim().split('\n');
+  expect(huge).toBe('huge: ERR_KOALA_OUT_OF_MEMORY');
+  // One layer gets as far as the device check: no driver here, or pointers no device holds.
+  expect(one).toMatch(/^one layer: ERR_KOALA_(INVALID_DEVICE_POINTER|CUDA)$/);
 });
