@@ -18,12 +18,27 @@
  * - SGD a second time, identical to the first: their difference is the noise of the run;
  * - the KOALA-M step run back to back at the same size and threads (on an adapter bound to a
  *   model of its own, timed after every round of steps), against its in-loop time (the adapter's
- *   koalaMs per step).
+ *   koalaMs per step);
+ * - the same step timed after a gap as long as the forward and backward pass, in which the thread
+ *   only waits and touches no memory (Note [cache decay]), and a triad over the step's own bytes
+ *   timed both ways.
  *
- *   npm run bench:training -- [--epochs 2] [--seeds 1,2,3] [--out results/bench] [--record yes]
+ *   npm run bench:training -- [--epochs 2] [--seeds 1,2,3] [--out results/bench] [--record]
  *
- * Writes training.json and training.md to the out folder; --record yes also puts training.md in
+ * Writes training.json and training.md to the out folder; --record also puts training.md in
  * bench/RESULTS.md, in place of its section of the same heading (appended if it has none).
+ *
+ * Note [cache decay]
+ * Back to back the step finds its 3.8 MB (parameters, gradients, velocities, averages) in the
+ * caches; in the loop it finds them cold. Not because tfjs evicts them, it turned out: a thread
+ * that does nothing but read the clock for 4 ms (no memory of its own) before each step makes the
+ * 235k-parameter KOALA-M step take 1.8-2.7x its back-to-back time here, against 1.0x after
+ * 0.25 ms and 1.4x after 0.5-2 ms; a compute-only loop is not slowed at all, and a triad over
+ * 2.8 MB, our code not involved, is 3x slower after 1 ms (numbers from this 2-core cloud machine,
+ * whose last-level cache other tenants share). So on this machine the caches empty within a
+ * millisecond whatever the process does, and the forward and backward pass lasts four. The probe
+ * measures it in every run: the step and the triad after such a gap ("cold"), beside the same
+ * back to back ("warm").
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
@@ -38,6 +53,8 @@ import { loadSplit } from '../examples/mnist/data';
 import { rng, shuffle } from '../examples/mnist/random';
 import { DEFAULTS, epochOrders, stepsPerEpoch, Training, type ExperimentConfig, type RunResult } from '../examples/mnist/train';
 import { KoalaMOptimizer } from '../lib/tfjs';
+import { parseFlags, usage, UsageError, type FlagSpec } from './args';
+import { devKernels } from './dev-addon';
 
 const CONTENDERS: OptimizerName[] = ['koala-m', 'koala-v', 'sgd'];
 const TWO_THREADS = 'KOALA-M, 2 threads';
@@ -52,21 +69,30 @@ interface Options {
 
 const HEADING = '## In training: the main job\'s model (`npm run bench:training`)';
 
-function parseArgs(argv: string[]): Options {
-  const o: Options = { epochs: 2, seeds: [1, 2, 3], out: join('results', 'bench'), record: false };
-  for (let i = 0; i < argv.length; i += 2) {
-    const [flag, value] = [argv[i], argv[i + 1]];
-    if (value === undefined) throw new Error(`expected --flag value pairs, got ${argv.slice(i).join(' ')}`);
-    if (flag === '--epochs') o.epochs = Number(value);
-    else if (flag === '--seeds') o.seeds = value.split(',').map(Number);
-    else if (flag === '--out') o.out = value;
-    else if (flag === '--record') o.record = value === 'yes';
-    else throw new Error(`unknown flag ${flag}`);
-  }
-  if (!Number.isInteger(o.epochs) || o.epochs < 1 || o.seeds.length === 0 || !o.seeds.every(Number.isInteger)) {
-    throw new Error('--epochs must be an integer >= 1 and --seeds a list of integers');
-  }
-  return o;
+const FLAGS: FlagSpec[] = [
+  { name: 'epochs', value: 'N', default: '2', help: 'epochs per run' },
+  { name: 'seeds', value: 'LIST', default: '1,2,3', help: 'the seeds, comma-separated: one run of every contender per seed' },
+  { name: 'out', value: 'DIR', default: 'results/bench', help: 'where training.json and training.md go' },
+  { name: 'record', default: 'off', help: 'also put training.md in bench/RESULTS.md, in place of its section' },
+];
+
+const SYNOPSIS = [
+  'usage: npm run bench:training -- [flags]',
+  '',
+  "Trains the main job's default model (MLP, batch 64, tfjs wasm) with KOALA-M, KOALA-V and SGD with",
+  'momentum side by side and reports ms per step as the main job does, and the KOALA-M step in the loop',
+  'against the same step back to back and after a gap (Note [cache decay]).',
+];
+
+/** The options, or null for --help. */
+function parseArgs(argv: string[]): Options | null {
+  const flags = parseFlags(argv, FLAGS);
+  if (!flags) return null;
+  const epochs = Number(flags.get('epochs') ?? 2);
+  const seeds = (flags.get('seeds') ?? '1,2,3').split(',').map(Number);
+  if (!Number.isInteger(epochs) || epochs < 1) throw new UsageError(`--epochs must be an integer >= 1, got ${flags.get('epochs')}`);
+  if (seeds.length === 0 || !seeds.every(Number.isInteger)) throw new UsageError(`--seeds must be integers joined by commas, got ${flags.get('seeds')}`);
+  return { epochs, seeds, out: flags.get('out') ?? join('results', 'bench'), record: flags.has('record') };
 }
 
 interface Contender {
@@ -88,11 +114,30 @@ const median = (xs: number[]) => {
 };
 const msPerStep = (r: RunResult) => (1000 * r.seconds) / r.steps;
 
+/** How long the probe's gap lasts: about the forward and backward pass of the model here (Note [in-loop time], lib/tfjs.ts). */
+const GAP_MS = 4;
+
+/** Waits `ms` reading the clock: no memory traffic of its own (Note [cache decay]). */
+function idle(ms: number): void {
+  const t0 = performance.now();
+  while (performance.now() - t0 < ms);
+}
+
+/** The probe's times of one round, in ms. */
+interface ProbeTimes {
+  warm: number;
+  cold: number;
+  triadWarm: number;
+  triadCold: number;
+}
+
 /**
  * A KOALA-M adapter bound to a model of its own, whose step (predict and update) is timed right
- * after an untimed one: the step back to back, as on the bench, at the adapter's thread count.
+ * after an untimed one (warm: back to back, as on the bench, at the adapter's thread count) and
+ * after an idle gap of GAP_MS (cold), and a triad over as many bytes as the step's arrays hold, in
+ * the development addon's code on one thread, timed the same two ways (Note [cache decay]).
  */
-function backToBackProbe(): { time(): number; threads: number; dispose(): void } {
+function backToBackProbe(): { time(): ProbeTimes; threads: number; dispose(): void } {
   const model = createModel('mlp', 99);
   const opt = new KoalaMOptimizer();
   const x = tf.randomUniform([DEFAULTS.batch, 784], 0, 1, 'float32', 5);
@@ -103,13 +148,27 @@ function backToBackProbe(): { time(): number; threads: number; dispose(): void }
     koala.predict();
     koala.update(0.5, 0.3);
   };
+  // Parameters, gradients, velocities and averages: 4 arrays of the model's size, in 3 for the triad.
+  const n = Math.round((4 * model.variables.reduce((sum, v) => sum + v.size, 0)) / 3);
+  const [a, b, c] = [0, 1, 2].map(() => new Float32Array(n).fill(1));
+  const native = devKernels();
+  const triad = () => native.streamTriad(a, b, c, 3, 1);
+  const timed = (f: () => void) => {
+    const t0 = performance.now();
+    f();
+    return performance.now() - t0;
+  };
   return {
     threads: koala.threads,
     time: () => {
       step();
-      const t0 = performance.now();
-      step();
-      return performance.now() - t0;
+      const warm = timed(step);
+      idle(GAP_MS);
+      const cold = timed(step);
+      triad();
+      const triadWarm = timed(triad);
+      idle(GAP_MS);
+      return { warm, cold, triadWarm, triadCold: timed(triad) };
     },
     dispose: () => {
       opt.dispose();
@@ -122,7 +181,7 @@ function backToBackProbe(): { time(): number; threads: number; dispose(): void }
  * The contenders of a seed trained side by side (Note [lockstep runs]); each run's time is its
  * own. After every round of steps the back-to-back probe is timed once.
  */
-function lockstep(config: ExperimentConfig, seed: number, split: ReturnType<typeof loadSplit>, probe: ReturnType<typeof backToBackProbe>, probeMs: number[]): RunResult[] {
+function lockstep(config: ExperimentConfig, seed: number, split: ReturnType<typeof loadSplit>, probe: ReturnType<typeof backToBackProbe>, probeMs: ProbeTimes[]): RunResult[] {
   const ms = CONTENDER_LIST.map(() => 0);
   const timed = <T>(i: number, f: () => T): T => {
     const t0 = performance.now();
@@ -149,6 +208,10 @@ function lockstep(config: ExperimentConfig, seed: number, split: ReturnType<type
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
+  if (!o) {
+    process.stdout.write(usage(SYNOPSIS, FLAGS));
+    return;
+  }
   const started = performance.now();
   const loadAtStart = loadavg()[0];
   const base: ExperimentConfig = { ...DEFAULTS, epochs: o.epochs };
@@ -156,7 +219,7 @@ async function main(): Promise<void> {
   if (backend.name !== 'wasm') throw new Error(`the wasm backend did not start: ${backend.fallback}`);
   const split = loadSplit({ seed: base.splitSeed, subset: base.subset });
   const probe = backToBackProbe();
-  const probeMs: number[] = [];
+  const probeMs: ProbeTimes[] = [];
   lockstep({ ...base, epochs: 1 }, 0, { train: { ...split.train, size: 20 * base.batch }, test: split.test }, probe, []);
 
   const runs: { label: string; seed: number; run: RunResult }[] = [];
@@ -164,8 +227,9 @@ async function main(): Promise<void> {
     lockstep(base, seed, split, probe, probeMs).forEach((run, i) => runs.push({ label: CONTENDER_LIST[i].label, seed, run }));
     process.stdout.write(`seed ${seed}: ${runs.slice(-CONTENDER_LIST.length).map((r) => `${r.label} ${msPerStep(r.run).toFixed(2)}`).join(', ')} ms/step\n`);
   }
-  // A mean, as the adapter's koalaMs is (time slices lost to other processes count in both).
-  const b2b = { ms: probeMs.reduce((a, b) => a + b, 0) / probeMs.length, medianMs: median(probeMs), threads: probe.threads };
+  // Means, as the adapter's koalaMs is (time slices lost to other processes count in both).
+  const mean = (key: keyof ProbeTimes) => probeMs.reduce((a, p) => a + p[key], 0) / probeMs.length;
+  const b2b = { ms: mean('warm'), medianMs: median(probeMs.map((p) => p.warm)), coldMs: mean('cold'), triadWarmMs: mean('triadWarm'), triadColdMs: mean('triadCold'), gapMs: GAP_MS, threads: probe.threads };
   probe.dispose();
 
   const sgdOf = (seed: number) => msPerStep(runs.find((r) => r.seed === seed && r.label === LABELS.sgd)!.run);
@@ -204,6 +268,7 @@ async function main(): Promise<void> {
     '',
     `- KOALA-M / SGD ms per step: ${koalaM.vsSgd.toFixed(3)} (target at most 1.15). The noise of this run: the same SGD run twice gives ${again.vsSgd.toFixed(3)}x (median), its two copies differing by up to ${(100 * (noise - 1)).toFixed(0)}% in one seed.`,
     `- The KOALA-M step in the loop against the same step run back to back (${b2b.threads} thread${b2b.threads > 1 ? 's' : ''}, same model, timed after every round of the same run), means per step: ${fmt(koalaM.koalaMs)} ms against ${b2b.ms.toFixed(3)} ms (median ${b2b.medianMs.toFixed(3)} ms), ${(koalaM.koalaMs! / b2b.ms).toFixed(2)}x (target at most 1.3x).`,
+    `- The same step after ${b2b.gapMs} ms in which the thread only reads the clock (Note [cache decay], bench/training.ts): ${b2b.coldMs.toFixed(3)} ms, ${(b2b.coldMs / b2b.ms).toFixed(2)}x its back-to-back time; the step in the loop is ${(koalaM.koalaMs! / b2b.coldMs).toFixed(2)}x that. A triad over as many bytes (one thread, the development addon's code) after the same gap: ${(b2b.triadColdMs / b2b.triadWarmMs).toFixed(2)}x its back-to-back time (${b2b.triadColdMs.toFixed(3)} against ${b2b.triadWarmMs.toFixed(3)} ms).`,
     '',
   ].join('\n');
   mkdirSync(o.out, { recursive: true });
@@ -226,6 +291,6 @@ function withSection(text: string, md: string): string {
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
-  process.exitCode = 1;
+  process.stderr.write(`${e instanceof UsageError ? 'usage: ' : ''}${e instanceof Error ? e.message : String(e)}\n`);
+  process.exitCode = e instanceof UsageError ? 2 : 1;
 });
