@@ -29,7 +29,8 @@ export const PACKAGE_ROOT =
 export const PREBUILD_DIR = join(PACKAGE_ROOT, 'prebuilds', `${process.platform}-${process.arch}`);
 
 /** How a user gets a native addon where none loads (the install script says the same). */
-export const REBUILD_HINT = 'npm rebuild koala-optim builds it from source; it needs a C++17 compiler, cmake and make (nvcc too for the CUDA addon)';
+export const REBUILD_HINT =
+  'npm rebuild koala-optim builds it from source (npm 12 and later first need `npm install-scripts approve koala-optim`: they run no unapproved install script); it needs a C++17 compiler, cmake and make (nvcc too for the CUDA addon)';
 
 /**
  * Note [addon search]: the files an addon `name` (koala_optim, koala_optim_cuda, koala_optim_dev)
