@@ -45,8 +45,15 @@
  *   at 400k it is 0.84 against 0.61 ms, at 1M 2.05 against 1.50 ms, at 4M 9.0 against 4.8 ms.
  *   A short spin before sleeping does not reach across a gap of milliseconds. Hence
  *   Note [adapter threads].
- * - Cold caches after the backward pass: small at this size. Writing 16 MB before each update
- *   makes its 1-thread median 0.25 ms against 0.23 ms back to back (under 10%).
+ * - Cold caches: on the first machine, writing 16 MB before each update made its 1-thread median
+ *   0.25 ms against 0.23 ms back to back (under 10%). On a later one (AMD EPYC Zen 3, whose
+ *   last-level cache other tenants share) the caches empty within a millisecond whatever the
+ *   process does: after 4 ms of a thread only reading the clock, the step takes 1.5-2.7x its
+ *   back-to-back time, and a triad over the same bytes, our code not involved, 1.5-3x (Note
+ *   [cache decay], bench/training.ts, which measures both in every run). In the loop the step
+ *   then costs 1.3-1.4x that cold step more (tfjs's own memory traffic) and about 2x the
+ *   back-to-back one. Software prefetching in the passes (one page ahead, or a quarter page)
+ *   did not shorten the cold step beyond the noise, so the passes have none.
  * - Copies: the slice() before every write-back (see Note [tfjs host copies]), removed.
  * - The adapter's timers: koalaMs is predict() and update() as the core optimizer runs them
  *   (its checks, the native call, reading the filter for the returned info); copyMs the gradient
