@@ -43,7 +43,33 @@ const anything: fc.Arbitrary<unknown> = fc.oneof(
 // A construction: mostly a valid one (so that the methods are reached), sometimes a config field
 // or a layer list replaced by anything.
 const mostly = <T>(good: fc.Arbitrary<T>, bad: fc.Arbitrary<T>) => fc.oneof({ arbitrary: good, weight: 6 }, { arbitrary: bad, weight: 1 });
+// The memory under the layers: plain arrays, views at an offset into a SharedArrayBuffer, or views
+// of resizable ArrayBuffers, fixed-length at an offset or length-tracking (Note [attachment check]).
+const MEMORY = ['plain', 'shared', 'resizable-fixed', 'resizable-tracking'] as const;
+type Memory = (typeof MEMORY)[number];
+type Resizable = ArrayBuffer & { resize(bytes: number): void; readonly maxByteLength: number; readonly resizable: boolean };
+const resizable = (bytes: number, maxByteLength: number): Resizable =>
+  new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(bytes, { maxByteLength });
+
+function layerArray(Arr: Float32ArrayConstructor | Float64ArrayConstructor, memory: Memory, n: number, value: number): Float32Array | Float64Array {
+  const b = Arr.BYTES_PER_ELEMENT;
+  const a =
+    memory === 'plain' ? new Arr(n)
+      : memory === 'shared' ? new Arr(new SharedArrayBuffer((n + 2) * b) as unknown as ArrayBuffer, b, n)
+        : memory === 'resizable-fixed' ? new Arr(resizable((n + 2) * b, (n + 4) * b), b, n)
+          : new Arr(resizable(n * b, (n + 4) * b));
+  return a.fill(value);
+}
+
+// What can happen to that memory between two calls: a resizable buffer resized (to anything from
+// empty to its largest), a buffer detached (transferred away).
+const memoryEvent = fc.oneof(
+  fc.tuple(fc.constant('@resize'), fc.tuple(fc.nat(3), fc.boolean(), fc.double({ min: 0, max: 1, noNaN: true }))),
+  fc.tuple(fc.constant('@detach'), fc.tuple(fc.nat(3), fc.boolean())),
+) as fc.Arbitrary<[string, unknown[]]>;
+
 const construction = fc.record({
+  memory: fc.constantFrom(...MEMORY),
   variant: mostly(fc.constantFrom(0, 1), fc.constantFrom(2, -1, 0.5, NaN)),
   dtype: mostly(fc.constantFrom(0, 1), fc.constantFrom(7, -1)),
   threads: mostly(fc.constantFrom(1, 2), fc.constantFrom(0, -5, NaN, 1e300)),
@@ -55,9 +81,37 @@ const construction = fc.record({
 // Methods with random arguments, and the well-formed calls in between, so that steps really run.
 const wellFormed = fc.constantFrom<[string, unknown[]]>(['predict', []], ['update', [0.5, 0.3, 1]], ['lastStep', []], ['getFilter', []], ['threadsInUse', []]);
 const calls = fc.array(
-  fc.oneof(wellFormed, fc.tuple(fc.constantFrom(...METHODS.filter((m) => m !== 'dispose')), fc.array(anything, { maxLength: 4 })), fc.constant<[string, unknown[]]>(['dispose', []])),
+  fc.oneof(
+    { arbitrary: wellFormed, weight: 4 },
+    { arbitrary: fc.tuple(fc.constantFrom(...METHODS.filter((m) => m !== 'dispose')), fc.array(anything, { maxLength: 4 })), weight: 4 },
+    { arbitrary: memoryEvent, weight: 1 },
+    { arbitrary: fc.constant<[string, unknown[]]>(['dispose', []]), weight: 1 },
+  ),
   { minLength: 1, maxLength: 12 },
 );
+
+/** A memory event on layer `l`'s param or grad (the test's, not a call into the binding). */
+function happen(event: string, args: unknown[], params: (Float32Array | Float64Array)[], grads: (Float32Array | Float64Array)[]): string {
+  const [l, grad] = args as [number, boolean];
+  const a = (grad ? grads : params)[l % params.length];
+  const buffer = a.buffer as Resizable | SharedArrayBuffer;
+  if (event === '@resize') {
+    if (!(buffer instanceof ArrayBuffer) || !buffer.resizable) return 'not resizable';
+    try {
+      buffer.resize(Math.floor((args[2] as number) * buffer.maxByteLength));
+    } catch {
+      return 'detached already';
+    }
+    return 'resized';
+  }
+  if (buffer instanceof SharedArrayBuffer) return 'shared: cannot detach';
+  try {
+    structuredClone(buffer, { transfer: [buffer] });
+  } catch {
+    return 'detached already';
+  }
+  return 'detached';
+}
 
 /** The outcome of one call: 'ok', or the error's code (a TypeError from V8's own receiver check counts as coded). */
 function outcome(fn: () => unknown): string {
@@ -81,20 +135,26 @@ function outcome(fn: () => unknown): string {
       const Arr = c.dtype === 1 ? Float64Array : Float32Array;
       const config: Record<string, unknown> = { ...CONFIG, variant: c.variant, dtype: c.dtype, threads: c.threads };
       if (c.brokenField) config[c.brokenField[0]] = c.brokenField[1];
-      const args: unknown[] = [config, c.lengths.map((n) => new Arr(n).fill(0.5)), c.lengths.map((n) => new Arr(n).fill(0.1)), new Uint8Array(c.lengths.length)];
+      const params = c.lengths.map((n) => layerArray(Arr, c.memory, n, 0.5));
+      const grads = c.lengths.map((n) => layerArray(Arr, c.memory, n, 0.1));
+      const args: unknown[] = [config, params, grads, new Uint8Array(c.lengths.length)];
       if (c.brokenArg) args[c.brokenArg[0]] = c.brokenArg[1];
       let opt: Raw | null = null;
       count(`construction: ${outcome(() => (opt = new Native(...args)))}`);
       if (!opt) return;
       const live = opt as Raw;
-      for (const [method, methodArgs] of sequence) count(`${method}: ${outcome(() => live[method](...methodArgs))}`);
+      for (const [method, methodArgs] of sequence) {
+        if (method.startsWith('@')) count(`${method}: ${happen(method, methodArgs, params, grads)}`);
+        else count(`${method}: ${outcome(() => live[method](...methodArgs))}`);
+      }
       outcome(() => live.dispose());
     }),
     { numRuns: RUNS, seed: SEED },
   );
   console.log([...tally].sort().map(([k, n]) => `  ${k}: ${n}`).join('\n'));
   // The runs reach successful constructions and calls as well as refusals.
-  for (const key of ['construction: ok', 'construction: ERR_KOALA_INVALID_LAYERS', 'getFilter: ok', 'predict: ok', 'update: ok', 'setFilter: ERR_KOALA_INVALID_ARGUMENT']) {
+  for (const key of ['construction: ok', 'construction: ERR_KOALA_INVALID_LAYERS', 'getFilter: ok', 'predict: ok', 'update: ok', 'setFilter: ERR_KOALA_INVALID_ARGUMENT',
+    '@resize: resized', '@detach: detached', 'predict: ERR_KOALA_DETACHED']) {
     expect([key, (tally.get(key) ?? 0) > 0]).toEqual([key, true]);
   }
 });
