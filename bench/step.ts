@@ -202,31 +202,55 @@ function measureInCache(t: number): NonNullable<Report['inCache']> {
   return { threads: t, sizes: out };
 }
 
-/** Rounds of the KOALA-M / Adam alternation on each list of ADAM_PAIR_FROM parameters and up. */
-const ADAM_PAIR_ROUNDS = 15;
+/** Rounds of an alternation (measurePair). */
+const PAIR_ROUNDS = 15;
+/** KOALA-M is timed in alternation with the fused Adam on each list of this many parameters and up. */
 const ADAM_PAIR_FROM = 1e6;
+/** KOALA-M (standard and lazy) and KOALA++ are timed in alternation with the triad on each list of this many parameters and up. */
+const TRIAD_PAIR_FROM = 16e6;
 
 /**
- * KOALA-M and the fused Adam on one list at `t` threads, timed in alternation: each round warms up
- * and times a few steps of one, then of the other, so that both see the same machine (this one's
- * memory bandwidth drifts by 30% within a minute, with the other work on it). The ratio is the
- * median over the rounds of the ratio of their medians in that round.
+ * Two contenders on one list, timed in alternation: each round warms up and times a few steps of
+ * one, then of the other, so that both see the same machine (this one's memory bandwidth drifts by
+ * 30% within a minute, with the other work on it). Returns their median times and the median over
+ * the rounds of the ratio of their medians in the round (a's time over b's).
  */
-function measureAdamPair(buffers: Buffers, t: number): NonNullable<Report['adamPairs']>[number] {
-  const [koala, adam] = ['KOALA-M', 'Adam (fused, native)'].map((name) => nativeContenders([t]).find((c) => c.name === name)!.make(buffers));
-  const koalaTimes: number[] = [];
-  const adamTimes: number[] = [];
-  const ratios: number[] = [];
-  for (let round = 0; round < ADAM_PAIR_ROUNDS; round++) {
-    const k = time(koala, 0, 3).times;
-    const a = time(adam, 0, 3).times;
-    koalaTimes.push(...k);
-    adamTimes.push(...a);
-    ratios.push(median(k) / median(a));
+function measurePair(buffers: Buffers, a: Contender, b: Contender): { aMs: number; bMs: number; ratio: number } {
+  const [sa, sb] = [a.make(buffers), b.make(buffers)];
+  const [ta, tb, ratios] = [[] as number[], [] as number[], [] as number[]];
+  for (let round = 0; round < PAIR_ROUNDS; round++) {
+    const x = time(sa, 0, 3).times;
+    const y = time(sb, 0, 3).times;
+    ta.push(...x);
+    tb.push(...y);
+    ratios.push(median(x) / median(y));
   }
-  koala.dispose();
-  adam.dispose();
-  return { list: buffers.list.name, params: total(buffers.list), threads: t, rounds: ADAM_PAIR_ROUNDS, koalaMs: median(koalaTimes) * 1e3, adamMs: median(adamTimes) * 1e3, ratio: median(ratios) };
+  sa.dispose();
+  sb.dispose();
+  return { aMs: median(ta) * 1e3, bMs: median(tb) * 1e3, ratio: median(ratios) };
+}
+
+/** The alternations of one list at `t` threads: KOALA-M against Adam, and the big lists' KOALA steps against the triad. */
+function measurePairs(buffers: Buffers, t: number, report: { adamPairs: NonNullable<Report['adamPairs']>; triadPairs: NonNullable<Report['triadPairs']> }, verbose: boolean) {
+  const n = total(buffers.list);
+  const native = nativeContenders([t]);
+  const named = (name: string) => native.find((c) => c.name === name)!;
+  const base = { list: buffers.list.name, params: n, threads: t, rounds: PAIR_ROUNDS };
+  if (n >= ADAM_PAIR_FROM) {
+    const p = measurePair(buffers, named('KOALA-M'), named('Adam (fused, native)'));
+    report.adamPairs.push({ ...base, koalaMs: p.aMs, adamMs: p.bMs, ratio: p.ratio });
+    if (verbose) process.stdout.write(`${buffers.list.name.padEnd(28)} ${'KOALA-M / Adam, alternated'.padEnd(34)} ${p.ratio.toFixed(3).padStart(10)}\n`);
+  }
+  if (n >= TRIAD_PAIR_FROM) {
+    for (const name of ['KOALA-M', 'KOALA-M lazy', 'KOALA++']) {
+      const c = named(name);
+      const p = measurePair(buffers, c, named('triad'));
+      // GB/s against the triad's: (bytes / time) / (12 / triad's time).
+      const percent = (100 * c.bytesPerParam) / 12 / p.ratio;
+      report.triadPairs.push({ ...base, contender: name, percent });
+      if (verbose) process.stdout.write(`${buffers.list.name.padEnd(28)} ${`${name} / triad, alternated`.padEnd(34)} ${percent.toFixed(0).padStart(9)}%\n`);
+    }
+  }
 }
 
 async function main(): Promise<void> {
@@ -266,7 +290,7 @@ async function main(): Promise<void> {
   if (!verbose) console.log(`measuring ${contenders.length} contenders on ${lists.length} lists (${full ? 'full' : 'quick'} mode; --verbose shows each measurement)...`);
 
   const rows: Row[] = [];
-  const adamPairs: NonNullable<Report['adamPairs']> = [];
+  const pairs = { adamPairs: [] as NonNullable<Report['adamPairs']>, triadPairs: [] as NonNullable<Report['triadPairs']> };
   const started = Date.now();
   for (const list of lists) {
     const buffers = allocate(list);
@@ -297,11 +321,7 @@ async function main(): Promise<void> {
       rows.push(row);
       if (verbose) process.stdout.write(`${list.name.padEnd(28)} ${`${c.name} x${c.threads}`.padEnd(34)} ${row.medianMs.toFixed(3).padStart(10)} ms\n`);
     }
-    if (total(list) >= ADAM_PAIR_FROM) {
-      const pair = measureAdamPair(buffers, Math.max(...threads));
-      adamPairs.push(pair);
-      if (verbose) process.stdout.write(`${list.name.padEnd(28)} ${'KOALA-M / Adam, alternated'.padEnd(34)} ${pair.ratio.toFixed(3).padStart(10)}\n`);
-    }
+    measurePairs(buffers, Math.max(...threads), pairs, verbose);
   }
 
   // The ResNet-50 list against the same total in four tensors, both KOALA-M at all threads, timed in
@@ -333,7 +353,7 @@ async function main(): Promise<void> {
     rows,
     paired,
     inCache,
-    adamPairs,
+    ...pairs,
   };
   const { markdown, svg, json } = await renderReport(report);
   mkdirSync(outDir, { recursive: true });
