@@ -160,6 +160,27 @@ describe('state, config, tfjs-layers and errors (cpu backend)', () => {
     [optA, optB, a, b].forEach((x) => x.dispose());
   });
 
+  test('the weights carry the state\'s variant: another variant\'s refuses them with nothing changed (Note [state variants])', async () => {
+    const a = model(initialValues(12));
+    const optA = new KoalaMOptimizer({ backend: 'js', stateNoise: 'paper' });
+    for (let s = 0; s < 2; s++) optA.minimizePerSample(a.perSample, false, a.vars);
+    const weights = await optA.getWeights();
+    const b = model(initialValues(13));
+    const optB = new KoalaMOptimizer({ backend: 'js' });
+    optB.minimizePerSample(b.perSample, false, b.vars);
+    const before = optB.koala!.stateDict();
+    const params = read(b.vars);
+    await expect(optB.setWeights(weights)).rejects.toMatchObject({ code: 'ERR_KOALA_INVALID_STATE' });
+    expect(optB.koala!.stateDict()).toEqual(before);
+    expect(bitwiseEqual(read(b.vars), params)).toBe(true);
+    const optC = new KoalaMOptimizer({ backend: 'js', stateNoise: 'paper' });
+    optC.minimizePerSample(b.perSample, false, b.vars);
+    await optC.setWeights(weights);
+    expect(optC.koala!.stateDict().variants).toEqual({ target: 'relative', stateNoise: 'paper' });
+    tf.dispose(weights.map((w) => w.tensor));
+    [optA, optB, optC, a, b].forEach((x) => x.dispose());
+  });
+
   test('getConfig/fromConfig round-trip, and both classes are registered for serialization', () => {
     const opt = new KoalaMOptimizer({ kappa: 0.8, weightDecay: 5e-4, r: null });
     opt.lr = 0.5;
