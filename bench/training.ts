@@ -158,17 +158,19 @@ function backToBackProbe(): { time(): ProbeTimes; threads: number; dispose(): vo
     f();
     return performance.now() - t0;
   };
+  // f after an untimed f (warm), then after the gap (cold).
+  const warmCold = (f: () => void): [number, number] => {
+    f();
+    const warm = timed(f);
+    idle(GAP_MS);
+    return [warm, timed(f)];
+  };
   return {
     threads: koala.threads,
     time: () => {
-      step();
-      const warm = timed(step);
-      idle(GAP_MS);
-      const cold = timed(step);
-      triad();
-      const triadWarm = timed(triad);
-      idle(GAP_MS);
-      return { warm, cold, triadWarm, triadCold: timed(triad) };
+      const [warm, cold] = warmCold(step);
+      const [triadWarm, triadCold] = warmCold(triad);
+      return { warm, cold, triadWarm, triadCold };
     },
     dispose: () => {
       opt.dispose();

@@ -84,11 +84,9 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
       if (g.length != p.length) throw_coded(env, "ERR_KOALA_INVALID_LAYERS", "layer " + std::to_string(l) + ": param and grad lengths differ");
       sizes.push_back(p.length);
       buffers_.push_back({p.data, g.data});
-      backings_.push_back(backing(env, p));
-      backings_.push_back(backing(env, g));
+      backings_.push_back({backing(env, p), backing(env, g)});
     }
     sizes_ = sizes;
-    check_attached(env);
     check_aliasing(env);
     mask_ = Napi::Persistent(info[3].As<Napi::Object>());
     const TypedView mask = typed_view(env, mask_.Value());
@@ -149,37 +147,40 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   // byte length), not the view: napi_get_typedarray_info tests the view against each typed-array
   // kind in turn and took 0.25 us per array, most of a small step's time with 161 tensors
   // (bench/RESULTS.md, the cost of a tensor). A typed array's kind and its place in its buffer
-  // never change, so they are checked once, here at construction. A SharedArrayBuffer cannot be
+  // never change, so they are checked once, at construction. A SharedArrayBuffer cannot be
   // detached or shrunk (it only grows, in place), so a view of one needs no check. lib/ checks
   // the views' lengths before each call too (Note [checks in one place], lib/koala.ts).
   struct Backing {
     Napi::ObjectReference buffer;  // the view's ArrayBuffer; empty for a SharedArrayBuffer
     std::size_t offset;            // the view's byte offset in it
     std::size_t end;               // and of its end
-    void* data;
+  };
+  struct LayerBacking {
+    Backing param, grad;
   };
 
   static Backing backing(Napi::Env env, const TypedView& v) {
     bool plain = false;
     if (napi_is_arraybuffer(env, v.buffer, &plain) != napi_ok) throw_coded(env, "ERR_KOALA_INVALID_ARRAY", "expected a typed array");
-    Backing b{Napi::ObjectReference(), v.offset, v.offset + v.bytes, v.data};
+    Backing b{Napi::ObjectReference(), v.offset, v.offset + v.bytes};
     if (plain) b.buffer = Napi::Persistent(Napi::Object(env, v.buffer));
     return b;
   }
 
-  static bool attached(Napi::Env env, const Backing& b) {
+  // Whether the view that had `data` at construction (buffers_) still has it, whole.
+  static bool attached(Napi::Env env, const Backing& b, const void* data) {
     if (b.buffer.IsEmpty()) return true;
     void* base = nullptr;
     std::size_t length = 0;
     if (napi_get_arraybuffer_info(env, b.buffer.Value(), &base, &length) != napi_ok) return false;
-    return base != nullptr && length >= b.end && static_cast<char*>(base) + b.offset == b.data;
+    return base != nullptr && length >= b.end && static_cast<char*>(base) + b.offset == data;
   }
 
   void check_attached(Napi::Env env) {
     for (std::size_t l = 0; l < sizes_.size(); ++l) {
       // An empty slice of a sharded layer holds no bytes and may have no data (Note [sharded step]).
       if (sizes_[l] == 0) continue;
-      if (!attached(env, backings_[2 * l]) || !attached(env, backings_[2 * l + 1])) {
+      if (!attached(env, backings_[l].param, buffers_[l].param) || !attached(env, backings_[l].grad, buffers_[l].grad)) {
         throw_coded(env, "ERR_KOALA_DETACHED", "layer " + std::to_string(l) + ": param or grad was detached or resized");
       }
     }
@@ -358,7 +359,7 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   DType dtype_ = DType::kFloat32;
   koala::Variant variant_ = koala::Variant::kMomentum;
   std::vector<std::size_t> sizes_;
-  std::vector<Backing> backings_;  // layer l's param at 2l, its grad at 2l + 1 (Note [attachment check])
+  std::vector<LayerBacking> backings_;  // per layer (Note [attachment check])
   Napi::ObjectReference mask_;
   std::vector<LayerBuffers> buffers_;
   koala::StepReport last_{koala::StepStatus::kApplied, 0, 0.0};
