@@ -178,7 +178,6 @@ struct LayerStateArgs {
   LayerStateKind kind;
   std::size_t layer;
   void* data;
-  std::size_t bytes;
 };
 
 inline LayerStateArgs layer_state_args(const Napi::CallbackInfo& info, Variant variant, DType dtype, const std::vector<std::size_t>& sizes) {
@@ -202,7 +201,7 @@ inline LayerStateArgs layer_state_args(const Napi::CallbackInfo& info, Variant v
   if (arr.type != array_type(dtype) || arr.length != sizes[l] || (sizes[l] > 0 && arr.data == nullptr)) {
     throw_coded(env, "ERR_KOALA_INVALID_ARGUMENT", "layer state array of the wrong dtype or length, or detached");
   }
-  return {static_cast<LayerStateKind>(static_cast<int>(kind)), l, arr.data, arr.bytes};
+  return {static_cast<LayerStateKind>(static_cast<int>(kind)), l, arr.data};
 }
 
 // KOALA++'s layer scalars (koala/protocol.h PPLayerState) to and from kPPLayerScalars doubles per

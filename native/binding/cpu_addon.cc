@@ -314,14 +314,14 @@ class NativeOptimizer : public Napi::ObjectWrap<NativeOptimizer> {
   Napi::Value ReadLayerState(const Napi::CallbackInfo& info) {
     CpuOptimizer& opt = live(info.Env());
     const auto a = koala::binding::layer_state_args(info, variant_, dtype_, sizes_);
-    std::copy_n(static_cast<const char*>(opt.layer_state(a.kind, a.layer)), a.bytes, static_cast<char*>(a.data));
+    opt.read_layer_state(a.kind, a.layer, a.data);
     return info.Env().Undefined();
   }
 
   Napi::Value WriteLayerState(const Napi::CallbackInfo& info) {
     CpuOptimizer& opt = live(info.Env());
     const auto a = koala::binding::layer_state_args(info, variant_, dtype_, sizes_);
-    std::copy_n(static_cast<const char*>(a.data), a.bytes, static_cast<char*>(opt.layer_state(a.kind, a.layer)));
+    opt.write_layer_state(a.kind, a.layer, a.data);
     return info.Env().Undefined();
   }
 

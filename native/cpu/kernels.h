@@ -37,6 +37,12 @@ template <class T>
 struct KernelTable {
   LayerSums (*stats)(const T* g, const T* x, std::size_t n, double wd);
   double (*momentum_predict)(T* x, T* v, const T* a, std::size_t n, double kappa);
+  // Note [deferred decay] (cpu/optimizer.h): the predict's move alone, the decay alone, and the
+  // update of a velocity whose decay is pending.
+  double (*momentum_move)(T* x, const T* v, const T* a, std::size_t n);
+  void (*momentum_decay)(T* v, std::size_t n, double kappa);
+  void (*momentum_decay_update)(const T* g, T* x, T* v, T* a, std::size_t n, double wd, double k1, double k2,
+                                double kappa);
   void (*momentum_update)(const T* g, T* x, T* v, T* a, std::size_t n, double wd, double k1, double k2);
   double (*momentum_update_predict)(const T* g, T* x, T* v, T* a, std::size_t n, double wd, double k1,
                                     double k2, double kappa);

@@ -1,5 +1,6 @@
 #include "cpu/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -39,6 +40,7 @@ CpuOptimizer::CpuOptimizer(DType dtype, std::vector<std::size_t> layer_sizes,
       scalars_{initial, kNoPendingPredict, 0},
       lazy_predict_(lazy_predict && config.variant == Variant::kMomentum),
       plan_(sizes_, kChunkElems),
+      decay_pending_(sizes_.size(), 0),
       chunk_sums_(plan_.chunks().size()),
       chunk_diff_(plan_.chunks().size()),
       layer_sums_(sizes_.size()),
@@ -92,6 +94,24 @@ void* CpuOptimizer::layer_state(LayerStateKind kind, std::size_t l) {
   return buffer == nullptr ? nullptr : static_cast<char*>(buffer) + state_offsets_[l] * elem_bytes();
 }
 
+void CpuOptimizer::read_layer_state(LayerStateKind kind, std::size_t l, void* out) {
+  const void* state = layer_state(kind, l);
+  const std::size_t n = sizes_[l];
+  std::memcpy(out, state, n * elem_bytes());
+  if (kind == LayerStateKind::kVelocity && decay_pending_[l]) {  // Note [deferred decay]
+    if (dtype_ == DType::kFloat32) {
+      cpu::cpu_kernels().f32.momentum_decay(static_cast<float*>(out), n, config_.kappa);
+    } else {
+      cpu::cpu_kernels().f64.momentum_decay(static_cast<double*>(out), n, config_.kappa);
+    }
+  }
+}
+
+void CpuOptimizer::write_layer_state(LayerStateKind kind, std::size_t l, const void* in) {
+  std::memcpy(layer_state(kind, l), in, sizes_[l] * elem_bytes());
+  if (kind == LayerStateKind::kVelocity) decay_pending_[l] = 0;
+}
+
 template <class Fn>
 void CpuOptimizer::for_chunks(Fn&& fn) {
   const auto run_part = [&](int t) {
@@ -114,12 +134,20 @@ PartialPredict CpuOptimizer::predict_partial_impl(const LayerBuffers* layers) {
   }
   if (config_.variant != Variant::kMomentum) return {0.0, false};
   const cpu::KernelTable<T>& kernels = cpu::cpu_kernels().table<T>();
+  const bool later = decays_later();
   for_chunks([&](std::size_t c, const Chunk& ch) {
     T* x = static_cast<T*>(layers[ch.layer].param) + ch.begin;
     T* v = static_cast<T*>(layer_state(LayerStateKind::kVelocity, ch.layer)) + ch.begin;
     T* a = static_cast<T*>(layer_state(LayerStateKind::kAverage, ch.layer)) + ch.begin;
-    chunk_diff_[c] = kernels.momentum_predict(x, v, a, ch.size, config_.kappa);
+    if (!later) {
+      chunk_diff_[c] = kernels.momentum_predict(x, v, a, ch.size, config_.kappa);
+      return;
+    }
+    // Note [deferred decay]: the last predict's decay, if no update did it, then the move.
+    if (decay_pending_[ch.layer]) kernels.momentum_decay(v, ch.size, config_.kappa);
+    chunk_diff_[c] = kernels.momentum_move(x, v, a, ch.size);
   });
+  if (later) std::fill(decay_pending_.begin(), decay_pending_.end(), 1);
   return {sum_chunk_diffs(), true};
 }
 
@@ -189,7 +217,13 @@ StepReport CpuOptimizer::update_finish_impl(const LayerBuffers* layers, const La
     T* v = static_cast<T*>(layer_state(LayerStateKind::kVelocity, ch.layer)) + ch.begin;
     T* a = static_cast<T*>(layer_state(LayerStateKind::kAverage, ch.layer)) + ch.begin;
     if (!lazy_predict_) {
-      if (!k.skip) kernels.momentum_update(g, x, v, a, ch.size, wd, k.k1, k.k2);
+      if (!decay_pending_[ch.layer]) {
+        if (!k.skip) kernels.momentum_update(g, x, v, a, ch.size, wd, k.k1, k.k2);
+      } else if (k.skip) {
+        kernels.momentum_decay(v, ch.size, config_.kappa);  // Note [deferred decay]
+      } else {
+        kernels.momentum_decay_update(g, x, v, a, ch.size, wd, k.k1, k.k2, config_.kappa);
+      }
     } else if (k.skip) {
       chunk_diff_[c] = kernels.momentum_predict(x, v, a, ch.size, config_.kappa);
     } else {
@@ -197,6 +231,7 @@ StepReport CpuOptimizer::update_finish_impl(const LayerBuffers* layers, const La
     }
   });
   if (lazy_predict_) scalars_.pending = sum_chunk_diffs();
+  std::fill(decay_pending_.begin(), decay_pending_.end(), 0);
   return report;
 }
 

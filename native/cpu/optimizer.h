@@ -31,6 +31,19 @@ struct LayerBuffers {
 // parameters are already the predicted ones. Layers skipped by the update still get their
 // element-wise predict; a refused update does none, so the next predict() does it in full.
 
+// Note [deferred decay]
+// Without lazy predict, the KOALA-M predict's element pass only moves the parameters (x += v) and
+// leaves v *= kappa pending, per layer; the update pass, which reads and writes every velocity
+// anyway, does the decay first (a layer it skips gets the decay alone). The predict then writes
+// 16 bytes per float32 parameter instead of 20, a step moves 52 instead of 56, and the results
+// are bitwise those of the eager predict: the decay is the same operation on the same value
+// (in float32 storage with a float kappa, as Note [float32 predict] says, the float product), done
+// later. What must see the decayed velocity does: read_layer_state() hands it out as it would be
+// after the decay; write_layer_state() stores a decayed velocity, so that layer's decay is no
+// longer pending; a second predict before an update does the first one's decay then; a refused
+// update leaves it pending, as it leaves everything. KOALA-V and KOALA++ have no velocity to
+// decay; with lazy predict the update pass does the whole predict (Note [lazy predict]).
+
 // Note [sharded step]
 // A rank of a sharded (ZeRO-1 style) optimizer holds a slice of every layer (possibly empty) and
 // the state of that slice only. The quantities a step needs whole are sums: the predict's
@@ -100,9 +113,11 @@ class CpuOptimizer {
   // Bytes of native memory this optimizer holds: per-layer state and per-chunk sums (reported to V8
   // by the binding, Note [native memory reported]).
   std::size_t native_bytes() const;
-  // Start of layer l's state of that kind, layer_size(l) elements of the dtype; null for a kind
-  // this variant does not keep (KOALA-M: velocity, average; KOALA++: product, direction).
-  void* layer_state(LayerStateKind kind, std::size_t l);
+  // Layer l's state of that kind, layer_size(l) elements of the dtype, copied out of or into the
+  // optimizer (a velocity as it is after any pending decay: Note [deferred decay]). The kind must
+  // be one this variant keeps (KOALA-M: velocity, average; KOALA++: product, direction).
+  void read_layer_state(LayerStateKind kind, std::size_t l, void* out);
+  void write_layer_state(LayerStateKind kind, std::size_t l, const void* in);
   // KOALA++'s per-layer scalars (empty for the other variants).
   std::vector<PPLayerState>& pp_layers() { return pp_layers_; }
 
@@ -115,6 +130,8 @@ class CpuOptimizer {
   template <class T> StepReport update_pp(const LayerBuffers* layers, double loss, double loss_sq, double lr,
                                           std::uint8_t* skip_mask);
   template <class Fn> void for_chunks(Fn&& fn);
+  void* layer_state(LayerStateKind kind, std::size_t l);  // null for a kind this variant does not keep
+  bool decays_later() const { return config_.variant == Variant::kMomentum && !lazy_predict_; }
   double sum_chunk_diffs() const;  // chunk_diff_ added up in chunk order
 
   DType dtype_;
@@ -129,6 +146,7 @@ class CpuOptimizer {
   std::vector<std::size_t> state_offsets_;  // element offset of each layer in velocity_/average_
   void* velocity_ = nullptr;                // 64-byte aligned, zero-initialized; KOALA++: the products v
   void* average_ = nullptr;                 // KOALA++: the directions Hp
+  std::vector<std::uint8_t> decay_pending_;  // per layer: 1 while v *= kappa waits (Note [deferred decay])
   std::vector<LayerSums> chunk_sums_;
   std::vector<double> chunk_diff_;
   std::vector<LayerSums> layer_sums_;

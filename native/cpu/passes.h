@@ -106,6 +106,17 @@ inline void narrow(float* p, Part v) {
 #endif
 }
 
+// The same, from a register.
+inline Part widen(FloatPart f) {
+#if defined(__AVX512F__) && KOALA_CPU_VECTOR_BYTES == 64
+  return _mm512_maskz_cvtps_pd(0xFF, f);
+#elif defined(__AVX__) && KOALA_CPU_VECTOR_BYTES == 32
+  return _mm256_cvtps_pd(f);
+#else
+  return __builtin_convertvector(f, Part);
+#endif
+}
+
 inline Lanes load(const float* p, Full) {
   Lanes v;
   for (std::size_t k = 0; k < kParts; ++k) v.part[k] = widen(p + k * kPartLanes);
@@ -153,6 +164,25 @@ inline void store_float(float* p, const FloatLanes& v, std::size_t m) {
   float block[kLanes];
   store_float(block, v, Full{});
   std::memcpy(p, block, m * sizeof(float));
+}
+
+// A block rounded to the storage type T (the pointer only picks the overload): KOALA++ takes H
+// and v as stored (Note [KOALA++ passes], core/step_pp.h), a deferred decay the velocity as the
+// predict would have stored it (Note [deferred decay], cpu/optimizer.h).
+inline Lanes rounded(const Lanes& v, const double*) { return v; }
+inline Lanes rounded(Lanes v, const float*) {
+  for (std::size_t k = 0; k < kParts; ++k) {
+#if defined(__AVX512F__) && KOALA_CPU_VECTOR_BYTES == 64
+    v.part[k] = _mm512_maskz_cvtps_pd(0xFF, _mm512_maskz_cvtpd_ps(0xFF, v.part[k]));
+#elif defined(__AVX__) && KOALA_CPU_VECTOR_BYTES == 32
+    v.part[k] = _mm256_cvtps_pd(_mm256_cvtpd_ps(v.part[k]));
+#elif defined(__SSE2__) && KOALA_CPU_VECTOR_BYTES == 16
+    v.part[k] = _mm_cvtps_pd(_mm_cvtpd_ps(v.part[k]));
+#else
+    v.part[k] = __builtin_convertvector(__builtin_convertvector(v.part[k], FloatPart), Part);
+#endif
+  }
+  return v;
 }
 
 // The lanes of a partial block past its m elements set to zero, so that they add nothing to a sum.
@@ -225,6 +255,78 @@ double momentum_predict_chunk(T* __restrict__ x, T* __restrict__ v, const T* __r
   return sum_lanes(dd);
 }
 
+// KOALA-M predict with the velocity's decay deferred (Note [deferred decay], cpu/optimizer.h):
+// x += v, v left as it is; returns the chunk's sum of (a - x)^2 on the pre-predict x. In float32
+// storage the move is a float addition (Note [float32 predict]: bitwise the double formula's).
+template <class T>
+double momentum_move_chunk(T* __restrict__ x, const T* __restrict__ v, const T* __restrict__ a, std::size_t n) {
+  Lanes dd = {};
+  for_each_block(n, [&](std::size_t i, auto m) {
+    if constexpr (std::is_same<T, float>::value) {
+      dd += math::squared_gap<Lanes>(load(a + i, m), load(x + i, m));
+      FloatLanes xi = load_float(x + i, m);
+      const FloatLanes vi = load_float(v + i, m);
+      for (std::size_t k = 0; k < kParts; ++k) xi.part[k] = math::momentum_move<FloatPart>(xi.part[k], vi.part[k]);
+      store_float(x + i, xi, m);
+    } else {
+      const Lanes xi = load(x + i, m);
+      dd += math::squared_gap<Lanes>(load(a + i, m), xi);
+      store(x + i, math::momentum_move<Lanes>(xi, load(v + i, m)), m);
+    }
+  });
+  return sum_lanes(dd);
+}
+
+// The deferred decay of one block of velocities, v *= kappa as the predict would have stored it,
+// widened: with float storage and a float kappa (FloatKappa) a float multiplication (Note [float32
+// predict]), else the double formula rounded to T.
+template <bool FloatKappa, class T, class M>
+inline Lanes decayed(const T* v, M m, double kappa) {
+  if constexpr (FloatKappa) {
+    const float kappa_f = static_cast<float>(kappa);
+    const FloatLanes f = load_float(v, m);
+    Lanes out;
+    for (std::size_t k = 0; k < kParts; ++k) out.part[k] = widen(math::velocity_decay<FloatPart, float>(f.part[k], kappa_f));
+    return out;
+  } else {
+    return rounded(math::velocity_decay<Lanes>(load(v, m), kappa), v);
+  }
+}
+
+// Calls fn(std::true_type{}) when T is float and kappa a float (the float decay of decayed()),
+// else fn(std::false_type{}), so that a loop is compiled for either case and tests neither.
+template <class T, class Fn>
+inline void with_decay_kind(double kappa, Fn&& fn) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (is_float(kappa)) return fn(std::true_type{});
+  }
+  fn(std::false_type{});
+}
+
+// The deferred decay alone, v *= kappa: a layer the update skips, or a second predict before an
+// update (Note [deferred decay]).
+template <class T>
+void momentum_decay_chunk(T* __restrict__ v, std::size_t n, double kappa) {
+  with_decay_kind<T>(kappa, [&](auto float_kappa) {
+    for_each_block(n, [&](std::size_t i, auto m) { store(v + i, decayed<decltype(float_kappa)::value>(v + i, m, kappa), m); });
+  });
+}
+
+// The KOALA-M update on a velocity whose decay is deferred: v *= kappa, then the update.
+template <class T>
+void momentum_decay_update_chunk(const T* __restrict__ g, T* __restrict__ x, T* __restrict__ v, T* __restrict__ a,
+                                 std::size_t n, double wd, double k1, double k2, double kappa) {
+  with_decay_kind<T>(kappa, [&](auto float_kappa) {
+    for_each_block(n, [&](std::size_t i, auto m) {
+      Lanes xi = load(x + i, m), vi = decayed<decltype(float_kappa)::value>(v + i, m, kappa), ai = load(a + i, m);
+      math::momentum_update<Lanes>(load(g + i, m), xi, vi, ai, wd, k1, k2);
+      store(x + i, xi, m);
+      store(v + i, vi, m);
+      store(a + i, ai, m);
+    });
+  });
+}
+
 // Lazy predict: the KOALA-M update, then at once the next step's element-wise predict; returns the
 // chunk's sum of (a - x)^2 on the updated values (Note [lazy predict], cpu/optimizer.h).
 template <class T>
@@ -262,24 +364,6 @@ void vanilla_update_chunk(const T* __restrict__ g, T* __restrict__ x, std::size_
   for_each_block(n, [&](std::size_t i, auto m) {
     store(x + i, math::vanilla_update<Lanes>(load(g + i, m), load(x + i, m), wd, k), m);
   });
-}
-
-// A block rounded to the storage type T (the pointer only picks the overload): KOALA++ takes H
-// and v as stored (Note [KOALA++ passes], core/step_pp.h).
-inline Lanes rounded(const Lanes& v, const double*) { return v; }
-inline Lanes rounded(Lanes v, const float*) {
-  for (std::size_t k = 0; k < kParts; ++k) {
-#if defined(__AVX512F__) && KOALA_CPU_VECTOR_BYTES == 64
-    v.part[k] = _mm512_maskz_cvtps_pd(0xFF, _mm512_maskz_cvtpd_ps(0xFF, v.part[k]));
-#elif defined(__AVX__) && KOALA_CPU_VECTOR_BYTES == 32
-    v.part[k] = _mm256_cvtps_pd(_mm256_cvtpd_ps(v.part[k]));
-#elif defined(__SSE2__) && KOALA_CPU_VECTOR_BYTES == 16
-    v.part[k] = _mm_cvtps_pd(_mm_cvtpd_ps(v.part[k]));
-#else
-    v.part[k] = __builtin_convertvector(__builtin_convertvector(v.part[k], FloatPart), Part);
-#endif
-  }
-  return v;
 }
 
 // KOALA++'s first pass over one chunk: |g|^2, |x|^2, and with H = g + wd x rounded to T, |H|^2,

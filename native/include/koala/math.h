@@ -59,12 +59,20 @@ KOALA_HD V squared_gap(Value<V> a, Value<V> x) {
   return d * d;
 }
 
-// KOALA-M predict, the move: x += v, v *= kappa. S is the type kappa is multiplied in (Note
+// KOALA-M predict, the parameter's move: x + v.
+template <class V = double>
+KOALA_HD V momentum_move(Value<V> x, Value<V> v) { return x + v; }
+
+// KOALA-M predict, the velocity's decay: kappa v. S is the type kappa is multiplied in (Note
 // [float32 predict], cpu/passes.h).
 template <class V = double, class S = double>
+KOALA_HD V velocity_decay(Value<V> v, Value<S> kappa) { return kappa * v; }
+
+// KOALA-M predict, both: x += v, v *= kappa.
+template <class V = double, class S = double>
 KOALA_HD void momentum_advance(Value<V>& x, Value<V>& v, Value<S> kappa) {
-  x = x + v;
-  v = kappa * v;
+  x = momentum_move<V>(x, v);
+  v = velocity_decay<V, S>(v, kappa);
 }
 
 // KOALA-M predict, one element: returns (a - x)^2 on the pre-predict x, then x += v, v *= kappa.
