@@ -4,7 +4,8 @@
  * optimizer step against the memory bound and the tools a user would pick instead, all measured in
  * this one process (shared/docs/PERFORMANCE.md). `--help` lists the flags.
  *
- * Counted bytes per parameter (float32): KOALA-M 56, KOALA-M lazy 36, KOALA-V 20, KOALA++ 44 (Note
+ * Counted bytes per parameter (float32): KOALA-M 52 (native: Note [deferred decay],
+ * native/cpu/optimizer.h; the js backend and the tfjs port 56), KOALA-M lazy 36, KOALA-V 20, KOALA++ 44 (Note
  * [KOALA++ passes], native/core/step_pp.h), fused Adam 28, triad 12 and copy 8 per element. GB/s = counted bytes / median time.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -112,7 +113,7 @@ function nativeContenders(threads: number[]): Contender[] {
           return { step: () => ((hyper[4] += 1), native.adamStep(x, g, m, v, hyper, t)), dispose: () => undefined };
         },
       },
-      optimizer('KOALA-M', 56, t, (b) => new KoalaM(layers(b), { backend: 'native', threads: t, weightDecay: WD })),
+      optimizer('KOALA-M', 52, t, (b) => new KoalaM(layers(b), { backend: 'native', threads: t, weightDecay: WD })),
       optimizer('KOALA-M lazy', 36, t, (b) => new KoalaM(layers(b), { backend: 'native', threads: t, weightDecay: WD, lazyPredict: true })),
       optimizer('KOALA-V', 20, t, (b) => new KoalaV(layers(b), { backend: 'native', threads: t, weightDecay: WD })),
       optimizer('KOALA++', 44, t, (b) => new KoalaPP(layers(b), { backend: 'native', threads: t, weightDecay: WD })),

@@ -74,7 +74,7 @@ export interface KoalaMOptions extends CommonOptions {
   /** Fixed state noise of the velocities (reference `qv`). Default 0.01. */
   qP?: number;
   /**
-   * Fold the next step's element-wise predict into update(): 36 instead of 56 bytes per float32
+   * Fold the next step's element-wise predict into update(): 36 instead of 52 bytes per float32
    * parameter, but between update() and the next predict() the parameters are already the
    * predicted ones (evaluate after predict(), or not in that gap). Default false.
    */

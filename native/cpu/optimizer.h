@@ -26,7 +26,7 @@ struct LayerBuffers {
 // Note [lazy predict]
 // With lazy_predict (KOALA-M), the update pass also does the next step's element-wise predict:
 // x += v, v *= kappa, and the sum |a - x|^2 on the updated x and a. A step then moves 36 bytes per
-// float32 parameter instead of 56, and predict() only does the scalar part, with the sum kept as
+// float32 parameter instead of 52 (Note [deferred decay]), and predict() only does the scalar part, with the sum kept as
 // the snapshot's pending sum. The price: between update() and the next predict() the caller's
 // parameters are already the predicted ones. Layers skipped by the update still get their
 // element-wise predict; a refused update does none, so the next predict() does it in full.
