@@ -35,7 +35,7 @@
       "target_name": "koala_kernels_avx2",
       "type": "static_library",
       "sources": ["native/cpu/kernels_avx2.cpp"],
-      "cflags_cc": ["-mavx2"]
+      "cflags_cc": ["-mavx2", "-mfma"]
     },
     {
       "target_name": "koala_kernels_avx512",

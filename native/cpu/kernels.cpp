@@ -35,7 +35,7 @@ bool isa_usable(Isa isa) {
     case Isa::kAvx512: return __builtin_cpu_supports("avx512f");
 #endif
 #ifdef KOALA_HAVE_AVX2
-    case Isa::kAvx2: return __builtin_cpu_supports("avx2");
+    case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
     case Isa::kBaseline: return true;
     default: return false;

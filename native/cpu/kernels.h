@@ -2,14 +2,15 @@
 //
 // Note [instruction sets]
 // cpu/passes.h is compiled in kernels_baseline.cpp (the compiler's default target: SSE2 on
-// x86-64) and, on x86-64, in kernels_avx2.cpp (-mavx2) and kernels_avx512.cpp (-mavx512f), each
+// x86-64) and, on x86-64, in kernels_avx2.cpp (-mavx2 -mfma: chosen where the processor has both) and
+// kernels_avx512.cpp (-mavx512f), each
 // inside a namespace of its own. selected_isa() picks the widest set the processor (and the OS,
 // which must save the 512-bit registers) supports, except AVX-512 on a processor that splits
 // 512-bit operations in two (AMD Zen 4, where AVX2 is faster: kernels.cpp), unless
 // KOALA_OPTIM_ISA=avx512|avx2|baseline asks for one: a set the processor lacks, or an unknown
 // name, falls back to the default and says so in the isa string. Every set does the same double arithmetic in the same order on
-// the same lanes (Note [vector lanes], cpu/passes.h; no fused multiply-add: -ffp-contract=off, and
-// no reassociation), so all give bitwise the same results; only the width of the vectors differs.
+// the same lanes (Note [vector lanes], cpu/passes.h; no fused multiply-add but where it rounds as
+// the separate operations do, Note [exact squares]: -ffp-contract=off, and no reassociation), so all give bitwise the same results; only the width of the vectors differs.
 // The development addon's benchmark kernels (native/dev/bench_kernels.h) follow the same choice.
 #pragma once
 

@@ -14,7 +14,8 @@
 // added to a sum of squares, which is never -0). So the result depends on nothing but the data:
 // the compiler maps a Lanes to one 512-bit register (AVX-512), two 256-bit (AVX2) or four 128-bit
 // (SSE2) ones, each doing the same IEEE operations on the same lanes, and with no fused
-// multiply-add (-ffp-contract=off) the instruction sets give bitwise the same results. The loops
+// multiply-add (-ffp-contract=off) but where it rounds as the two operations do (Note [exact
+// squares]) the instruction sets give bitwise the same results. The loops
 // are written on whole vectors because the compilers left the per-element form (a loop over
 // i with a lane array) partly scalar, with the partial sums kept in memory.
 #include <cstddef>
@@ -209,11 +210,38 @@ inline void for_each_block(std::size_t n, Body&& body) {
   if (i < n) body(i, n - i);
 }
 
+// Note [exact squares]
+// acc + v * v, for a v widened from float32: the square of a float is exact in double (48
+// significant bits at most, and far from overflow and underflow), so a fused multiply-add, which
+// rounds the exact v * v + acc once, gives bitwise the sum that the multiplication then the
+// addition give. Where the instruction set has FMA it is used: on Zen 3 the additions and the
+// float/double conversions share two pipes and the multiplications have two of their own, so the
+// layer-sums pass, bound by the former, ran a quarter faster in cache. No other product of a pass
+// is exact, so everywhere else the operations stay apart (-ffp-contract=off).
+inline void add_exact_square(Lanes& acc, const Lanes& v) {
+#if defined(__AVX512F__) && KOALA_CPU_VECTOR_BYTES == 64
+  for (std::size_t k = 0; k < kParts; ++k) acc.part[k] = _mm512_fmadd_pd(v.part[k], v.part[k], acc.part[k]);
+#elif defined(__FMA__) && KOALA_CPU_VECTOR_BYTES == 32
+  for (std::size_t k = 0; k < kParts; ++k) acc.part[k] = _mm256_fmadd_pd(v.part[k], v.part[k], acc.part[k]);
+#else
+  acc += v * v;
+#endif
+}
+
 template <class T>
 LayerSums stats_chunk(const T* __restrict__ g, const T* __restrict__ x, std::size_t n, double wd) {
   Lanes hh = {}, xx = {}, gg = {};
   for_each_block(n, [&](std::size_t i, auto m) {
-    math::accumulate_stats<Lanes>(load(g + i, m), load(x + i, m), wd, hh, xx, gg);
+    if constexpr (std::is_same<T, float>::value) {
+      // math::accumulate_stats with |x|^2 and |g|^2 through Note [exact squares].
+      const Lanes gi = load(g + i, m), xi = load(x + i, m);
+      const Lanes h = math::decayed_grad<Lanes>(gi, xi, wd);
+      hh += h * h;
+      add_exact_square(xx, xi);
+      add_exact_square(gg, gi);
+    } else {
+      math::accumulate_stats<Lanes>(load(g + i, m), load(x + i, m), wd, hh, xx, gg);
+    }
   });
   return {sum_lanes(hh), sum_lanes(xx), sum_lanes(gg)};
 }

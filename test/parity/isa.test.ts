@@ -24,7 +24,15 @@ for (const [variant, dtype, lazyPredict] of [[V.momentum, D.float32, false], [V.
   for (let k = 0; k < 30; k++) {
     opt.predict();
     grads.forEach((g, l) => { for (let i = 0; i < g.length; i++) g[i] = Math.cos(k + l + i * 0.37) * 0.1; });
-    opt.update(0.5 + 0.01 * k, 0.3, 1);
+    if (variant === 2) {
+      opt.update(0.5 + 0.01 * k, 0.3, 1);
+    } else {
+      // The update's halves, so that the layer sums themselves are compared too.
+      const sums = new Float64Array(3 * sizes.length);
+      opt.updatePartial(sums);
+      hash.update(new Uint8Array(sums.buffer));
+      opt.updateFinish(sums, 0.5 + 0.01 * k, 0.3, 1);
+    }
   }
   params.forEach((p) => hash.update(new Uint8Array(p.buffer)));
   hash.update(new Uint8Array(Float64Array.from(Object.values(opt.getFilter())).buffer));
