@@ -18,6 +18,7 @@ import { parseFlags, usage, UsageError, type FlagSpec } from './args';
 import { devKernels } from './dev-addon';
 import { fourTensors, resnet50, total, transformerBlocks, type ParamList } from './lists';
 import { renderReport, summaryLines, type Report, type Row } from './report';
+import { recordStepReport } from './results';
 
 interface Stepper {
   step(): void;
@@ -362,7 +363,7 @@ async function main(): Promise<void> {
   writeFileSync(join(outDir, 'bench.md'), markdown);
   if (svg) writeFileSync(join(outDir, 'step-time.svg'), svg);
   if (recorded) {
-    writeFileSync(join(benchDir, 'RESULTS.md'), markdown);
+    recordStepReport(join(benchDir, 'RESULTS.md'), markdown);
     if (svg) writeFileSync(join(benchDir, 'step-time.svg'), svg);
   }
   console.log(`\n${verbose ? markdown : summaryLines(report).join('\n')}`);

@@ -40,7 +40,7 @@
  * measures it in every run: the step and the triad after such a gap ("cold"), beside the same
  * back to back ("warm").
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 
@@ -55,6 +55,7 @@ import { DEFAULTS, epochOrders, stepsPerEpoch, Training, type ExperimentConfig, 
 import { KoalaMOptimizer } from '../lib/tfjs';
 import { parseFlags, usage, UsageError, type FlagSpec } from './args';
 import { devKernels } from './dev-addon';
+import { recordTrainingReport, TRAINING_HEADING } from './results';
 
 const CONTENDERS: OptimizerName[] = ['koala-m', 'koala-v', 'sgd'];
 const TWO_THREADS = 'KOALA-M, 2 threads';
@@ -67,7 +68,6 @@ interface Options {
   record: boolean;
 }
 
-const HEADING = '## In training: the main job\'s model (`npm run bench:training`)';
 
 const FLAGS: FlagSpec[] = [
   { name: 'epochs', value: 'N', default: '2', help: 'epochs per run' },
@@ -260,7 +260,7 @@ async function main(): Promise<void> {
   const seconds = (performance.now() - started) / 1000;
   const fmt = (x: number | null, d = 3) => (x === null ? '' : x.toFixed(d));
   const md = [
-    HEADING,
+    TRAINING_HEADING,
     '',
     `Machine: ${cpus()[0]?.model ?? 'unknown'}, ${availableParallelism()} cores, Node ${process.version}; tfjs wasm backend. MLP 784-256-128-10 (235,146 parameters), batch 64, ${o.epochs} epochs of ${steps / o.epochs} steps per run, seeds ${o.seeds.join(', ')}; ${seconds.toFixed(0)} s in all, load average ${loadAtStart.toFixed(1)} at the start and ${loadavg()[0].toFixed(1)} at the end (other work on the machine). ms/step as the main job reports it: a run's time (its test evaluations included) over its steps, median over the seeds (per seed alongside); the contenders of a seed train side by side, one step each in turn, in a random order per round (Note [lockstep runs], bench/training.ts); "vs SGD": the median over the seeds of the ratio to SGD's run of the same seed. Adapter columns: per step, medians over the seeds (Note [tfjs host copies], lib/tfjs.ts).`,
     '',
@@ -279,17 +279,9 @@ async function main(): Promise<void> {
   process.stdout.write(`\n${md}\nwrote ${join(o.out, 'training.md')} and training.json\n`);
   if (o.record) {
     const path = join(__dirname, '..', '..', 'bench', 'RESULTS.md');
-    writeFileSync(path, withSection(readFileSync(path, 'utf8'), md));
+    recordTrainingReport(path, md);
     process.stdout.write(`recorded in ${path}\n`);
   }
-}
-
-/** The Markdown text with the section under HEADING (up to the next "## " heading) replaced by md, or md appended. */
-function withSection(text: string, md: string): string {
-  const start = text.indexOf(HEADING);
-  if (start < 0) return `${text.trimEnd()}\n\n${md}`;
-  const next = text.indexOf('\n## ', start + HEADING.length);
-  return `${text.slice(0, start)}${md}${next < 0 ? '' : `\n${text.slice(next + 1)}`}`;
 }
 
 main().catch((e: unknown) => {
