@@ -95,9 +95,9 @@ void* CpuOptimizer::layer_state(LayerStateKind kind, std::size_t l) {
 }
 
 void CpuOptimizer::read_layer_state(LayerStateKind kind, std::size_t l, void* out) {
-  const void* state = layer_state(kind, l);
   const std::size_t n = sizes_[l];
-  std::memcpy(out, state, n * elem_bytes());
+  if (n == 0) return;  // an empty slice of a sharded layer: its arrays may have no data pointer
+  std::memcpy(out, layer_state(kind, l), n * elem_bytes());
   if (kind == LayerStateKind::kVelocity && decay_pending_[l]) {  // Note [deferred decay]
     if (dtype_ == DType::kFloat32) {
       cpu::cpu_kernels().f32.momentum_decay(static_cast<float*>(out), n, config_.kappa);
@@ -108,8 +108,8 @@ void CpuOptimizer::read_layer_state(LayerStateKind kind, std::size_t l, void* ou
 }
 
 void CpuOptimizer::write_layer_state(LayerStateKind kind, std::size_t l, const void* in) {
-  std::memcpy(layer_state(kind, l), in, sizes_[l] * elem_bytes());
   if (kind == LayerStateKind::kVelocity) decay_pending_[l] = 0;
+  if (sizes_[l] > 0) std::memcpy(layer_state(kind, l), in, sizes_[l] * elem_bytes());
 }
 
 template <class Fn>
