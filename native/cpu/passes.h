@@ -247,67 +247,36 @@ LayerSums stats_chunk(const T* __restrict__ g, const T* __restrict__ x, std::siz
 }
 
 // Note [float32 predict]
-// In float32 storage the predict's move x += v, v *= kappa is done in float: for float x, v and a
-// kappa that is a float (lib/options.ts rounds it so, as the reference does), rounding the double
-// result to float gives the float operation's result. The sum is exact in double for kappa * v
-// (48 bits of product); for x + v, double has 53 >= 2 * 24 + 2 bits, enough that rounding twice
-// (to double, then to float) equals rounding once, for every finite or infinite input. The sum of
-// (a - x)^2 stays in double. So the results are bitwise those of the double formula, with two
-// conversions in and two out fewer per element. Another kappa takes the double formula.
+// In float32 storage the predict's move x += v is a float addition, and its decay v *= kappa a
+// float multiplication when kappa is a float (lib/options.ts rounds it so, as the reference does):
+// rounding the double result to float gives the float operation's result. The product is exact in
+// double (48 bits); for x + v, double has 53 >= 2 * 24 + 2 bits, enough that rounding twice (to
+// double, then to float) equals rounding once, for every finite or infinite input. The sum of
+// (a - x)^2 stays in double. So the results are bitwise those of the double formula, with fewer
+// conversions in and out per element. Another kappa takes the double formula for the decay.
 inline bool is_float(double v) { return static_cast<double>(static_cast<float>(v)) == v; }
 
-// KOALA-M predict over one chunk; returns the chunk's sum of (a - x)^2 on the pre-predict x.
-template <class T>
-double momentum_predict_chunk(T* __restrict__ x, T* __restrict__ v, const T* __restrict__ a,
-                              std::size_t n, double kappa) {
-  Lanes dd = {};
+// One block of the KOALA-M predict's move, x += v (Note [float32 predict]); returns (a - x)^2 on
+// the pre-move x.
+template <class T, class M>
+inline Lanes move_block(T* __restrict__ x, const T* __restrict__ v, const T* __restrict__ a, M m) {
   if constexpr (std::is_same<T, float>::value) {
-    if (is_float(kappa)) {
-      const float kappa_f = static_cast<float>(kappa);
-      for_each_block(n, [&](std::size_t i, auto m) {
-        dd += math::squared_gap<Lanes>(load(a + i, m), load(x + i, m));
-        FloatLanes xi = load_float(x + i, m), vi = load_float(v + i, m);
-        for (std::size_t k = 0; k < kParts; ++k) math::momentum_advance<FloatPart, float>(xi.part[k], vi.part[k], kappa_f);
-        store_float(x + i, xi, m);
-        store_float(v + i, vi, m);
-      });
-      return sum_lanes(dd);
-    }
+    const Lanes gap = math::squared_gap<Lanes>(load(a, m), load(x, m));
+    FloatLanes xi = load_float(x, m);
+    const FloatLanes vi = load_float(v, m);
+    for (std::size_t k = 0; k < kParts; ++k) xi.part[k] = math::momentum_move<FloatPart>(xi.part[k], vi.part[k]);
+    store_float(x, xi, m);
+    return gap;
+  } else {
+    const Lanes xi = load(x, m);
+    store(x, math::momentum_move<Lanes>(xi, load(v, m)), m);
+    return math::squared_gap<Lanes>(load(a, m), xi);
   }
-  for_each_block(n, [&](std::size_t i, auto m) {
-    Lanes xi = load(x + i, m), vi = load(v + i, m);
-    dd += math::momentum_predict<Lanes>(xi, vi, load(a + i, m), kappa);
-    store(x + i, xi, m);
-    store(v + i, vi, m);
-  });
-  return sum_lanes(dd);
 }
 
-// KOALA-M predict with the velocity's decay deferred (Note [deferred decay], cpu/optimizer.h):
-// x += v, v left as it is; returns the chunk's sum of (a - x)^2 on the pre-predict x. In float32
-// storage the move is a float addition (Note [float32 predict]: bitwise the double formula's).
-template <class T>
-double momentum_move_chunk(T* __restrict__ x, const T* __restrict__ v, const T* __restrict__ a, std::size_t n) {
-  Lanes dd = {};
-  for_each_block(n, [&](std::size_t i, auto m) {
-    if constexpr (std::is_same<T, float>::value) {
-      dd += math::squared_gap<Lanes>(load(a + i, m), load(x + i, m));
-      FloatLanes xi = load_float(x + i, m);
-      const FloatLanes vi = load_float(v + i, m);
-      for (std::size_t k = 0; k < kParts; ++k) xi.part[k] = math::momentum_move<FloatPart>(xi.part[k], vi.part[k]);
-      store_float(x + i, xi, m);
-    } else {
-      const Lanes xi = load(x + i, m);
-      dd += math::squared_gap<Lanes>(load(a + i, m), xi);
-      store(x + i, math::momentum_move<Lanes>(xi, load(v + i, m)), m);
-    }
-  });
-  return sum_lanes(dd);
-}
-
-// The deferred decay of one block of velocities, v *= kappa as the predict would have stored it,
-// widened: with float storage and a float kappa (FloatKappa) a float multiplication (Note [float32
-// predict]), else the double formula rounded to T.
+// One block of the velocity's decay, v *= kappa as the predict stores it, widened: with float
+// storage and a float kappa (FloatKappa) a float multiplication (Note [float32 predict]), else the
+// double formula rounded to T.
 template <bool FloatKappa, class T, class M>
 inline Lanes decayed(const T* v, M m, double kappa) {
   if constexpr (FloatKappa) {
@@ -329,6 +298,31 @@ inline void with_decay_kind(double kappa, Fn&& fn) {
     if (is_float(kappa)) return fn(std::true_type{});
   }
   fn(std::false_type{});
+}
+
+// KOALA-M predict over one chunk: x += v, v *= kappa; returns the chunk's sum of (a - x)^2 on the
+// pre-predict x. Without lazy predict the decay waits for the update pass (Note [deferred decay],
+// cpu/optimizer.h), and the predict is momentum_move_chunk.
+template <class T>
+double momentum_predict_chunk(T* __restrict__ x, T* __restrict__ v, const T* __restrict__ a, std::size_t n,
+                              double kappa) {
+  Lanes dd = {};
+  with_decay_kind<T>(kappa, [&](auto float_kappa) {
+    for_each_block(n, [&](std::size_t i, auto m) {
+      dd += move_block(x + i, v + i, a + i, m);
+      store(v + i, decayed<decltype(float_kappa)::value>(v + i, m, kappa), m);
+    });
+  });
+  return sum_lanes(dd);
+}
+
+// The predict's move alone, x += v, the decay left pending (Note [deferred decay]); returns the
+// chunk's sum of (a - x)^2 on the pre-predict x.
+template <class T>
+double momentum_move_chunk(T* __restrict__ x, const T* __restrict__ v, const T* __restrict__ a, std::size_t n) {
+  Lanes dd = {};
+  for_each_block(n, [&](std::size_t i, auto m) { dd += move_block(x + i, v + i, a + i, m); });
+  return sum_lanes(dd);
 }
 
 // The deferred decay alone, v *= kappa: a layer the update skips, or a second predict before an

@@ -69,10 +69,10 @@ template <class V = double, class S = double>
 KOALA_HD V velocity_decay(Value<V> v, Value<S> kappa) { return kappa * v; }
 
 // KOALA-M predict, both: x += v, v *= kappa.
-template <class V = double, class S = double>
-KOALA_HD void momentum_advance(Value<V>& x, Value<V>& v, Value<S> kappa) {
+template <class V = double>
+KOALA_HD void momentum_advance(Value<V>& x, Value<V>& v, double kappa) {
   x = momentum_move<V>(x, v);
-  v = velocity_decay<V, S>(v, kappa);
+  v = velocity_decay<V>(v, kappa);
 }
 
 // KOALA-M predict, one element: returns (a - x)^2 on the pre-predict x, then x += v, v *= kappa.
