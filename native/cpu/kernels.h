@@ -11,6 +11,8 @@
 // name, falls back to the default and says so in the isa string. Every set does the same double arithmetic in the same order on
 // the same lanes (Note [vector lanes], cpu/passes.h; no fused multiply-add but where it rounds as
 // the separate operations do, Note [exact squares]: -ffp-contract=off, and no reassociation), so all give bitwise the same results; only the width of the vectors differs.
+// Where the processor lacks AVX-512, a test build runs that set's code emulated on AVX2 (Note
+// [emulated AVX-512], cpu/passes.h).
 // The development addon's benchmark kernels (native/dev/bench_kernels.h) follow the same choice.
 #pragma once
 

@@ -70,6 +70,50 @@ inline Lanes operator*(double s, Lanes a) {
 }
 inline Lanes& operator+=(Lanes& a, const Lanes& b) { return a = a + b; }
 
+// Note [emulated AVX-512]
+// The AVX-512 passes run only on a processor with AVX-512, which the development and CI machines
+// lack. So that their code still runs and is compared, a test build (cmake
+// -DKOALA_EMULATED_AVX512=ON, `npm run build:avx512-emulated`: the addon
+// koala_optim_avx512_emulated.node, never shipped) compiles kernels_avx512.cpp's passes unchanged,
+// on the same 64-byte vectors, for AVX2 instead, and the three AVX-512 instructions they name are
+// done by the three functions below as Intel documents them, each on two 256-bit halves.
+// test/parity/isa.test.ts compares that build's avx512 set with the baseline bitwise. What it
+// cannot check is the compiler's own AVX-512 code: that takes the processor.
+#if KOALA_CPU_VECTOR_BYTES == 64 && (defined(__AVX512F__) || defined(KOALA_EMULATED_AVX512))
+#define KOALA_CPU_AVX512 1
+#if defined(KOALA_EMULATED_AVX512)
+inline Part avx512_join(__m256d lo, __m256d hi) {
+  Part r;
+  std::memcpy(&r, &lo, sizeof lo);
+  std::memcpy(reinterpret_cast<char*>(&r) + sizeof lo, &hi, sizeof hi);
+  return r;
+}
+inline __m256d avx512_half(const Part& v, int h) {
+  __m256d r;
+  std::memcpy(&r, reinterpret_cast<const char*>(&v) + h * sizeof r, sizeof r);
+  return r;
+}
+inline Part avx512_widen(__m256 f) {
+  return avx512_join(_mm256_cvtps_pd(_mm256_castps256_ps128(f)), _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
+}
+inline __m256 avx512_narrow(const Part& v) {
+  return _mm256_set_m128(_mm256_cvtpd_ps(avx512_half(v, 1)), _mm256_cvtpd_ps(avx512_half(v, 0)));
+}
+inline Part avx512_fmadd(const Part& a, const Part& b, const Part& c) {
+  return avx512_join(_mm256_fmadd_pd(avx512_half(a, 0), avx512_half(b, 0), avx512_half(c, 0)),
+                     _mm256_fmadd_pd(avx512_half(a, 1), avx512_half(b, 1), avx512_half(c, 1)));
+}
+#else
+// vcvtps2pd, vcvtpd2ps and vfmadd on all eight lanes (the masked forms with every lane selected:
+// GCC 12 warns on the plain conversions).
+inline Part avx512_widen(__m256 f) { return _mm512_maskz_cvtps_pd(0xFF, f); }
+inline __m256 avx512_narrow(Part v) { return _mm512_maskz_cvtpd_ps(0xFF, v); }
+inline Part avx512_fmadd(Part a, Part b, Part c) { return _mm512_fmadd_pd(a, b, c); }
+#endif
+#else
+#define KOALA_CPU_AVX512 0
+#endif
+
 // A full block's element count, known at compile time; a partial block passes a std::size_t.
 using Full = std::integral_constant<std::size_t, kLanes>;
 
@@ -82,8 +126,8 @@ inline Lanes load(const double* p, Full) {
 // conversion, in one instruction: GCC 12 splits __builtin_convertvector of a wide vector into
 // halves that it converts and joins again, which made the float32 passes a third slower.
 inline Part widen(const float* p) {
-#if defined(__AVX512F__) && KOALA_CPU_VECTOR_BYTES == 64
-  return _mm512_maskz_cvtps_pd(0xFF, _mm256_loadu_ps(p));  // maskz: GCC 12 warns on the plain form
+#if KOALA_CPU_AVX512
+  return avx512_widen(_mm256_loadu_ps(p));
 #elif defined(__AVX__) && KOALA_CPU_VECTOR_BYTES == 32
   return _mm256_cvtps_pd(_mm_loadu_ps(p));
 #elif defined(__SSE2__) && KOALA_CPU_VECTOR_BYTES == 16
@@ -95,8 +139,8 @@ inline Part widen(const float* p) {
 #endif
 }
 inline void narrow(float* p, Part v) {
-#if defined(__AVX512F__) && KOALA_CPU_VECTOR_BYTES == 64
-  _mm256_storeu_ps(p, _mm512_maskz_cvtpd_ps(0xFF, v));
+#if KOALA_CPU_AVX512
+  _mm256_storeu_ps(p, avx512_narrow(v));
 #elif defined(__AVX__) && KOALA_CPU_VECTOR_BYTES == 32
   _mm_storeu_ps(p, _mm256_cvtpd_ps(v));
 #elif defined(__SSE2__) && KOALA_CPU_VECTOR_BYTES == 16
@@ -109,8 +153,8 @@ inline void narrow(float* p, Part v) {
 
 // The same, from a register.
 inline Part widen(FloatPart f) {
-#if defined(__AVX512F__) && KOALA_CPU_VECTOR_BYTES == 64
-  return _mm512_maskz_cvtps_pd(0xFF, f);
+#if KOALA_CPU_AVX512
+  return avx512_widen(f);
 #elif defined(__AVX__) && KOALA_CPU_VECTOR_BYTES == 32
   return _mm256_cvtps_pd(f);
 #else
@@ -173,8 +217,8 @@ inline void store_float(float* p, const FloatLanes& v, std::size_t m) {
 inline Lanes rounded(const Lanes& v, const double*) { return v; }
 inline Lanes rounded(Lanes v, const float*) {
   for (std::size_t k = 0; k < kParts; ++k) {
-#if defined(__AVX512F__) && KOALA_CPU_VECTOR_BYTES == 64
-    v.part[k] = _mm512_maskz_cvtps_pd(0xFF, _mm512_maskz_cvtpd_ps(0xFF, v.part[k]));
+#if KOALA_CPU_AVX512
+    v.part[k] = avx512_widen(avx512_narrow(v.part[k]));
 #elif defined(__AVX__) && KOALA_CPU_VECTOR_BYTES == 32
     v.part[k] = _mm256_cvtps_pd(_mm256_cvtpd_ps(v.part[k]));
 #elif defined(__SSE2__) && KOALA_CPU_VECTOR_BYTES == 16
@@ -219,8 +263,8 @@ inline void for_each_block(std::size_t n, Body&& body) {
 // layer-sums pass, bound by the former, ran a quarter faster in cache. No other product of a pass
 // is exact, so everywhere else the operations stay apart (-ffp-contract=off).
 inline void add_exact_square(Lanes& acc, const Lanes& v) {
-#if defined(__AVX512F__) && KOALA_CPU_VECTOR_BYTES == 64
-  for (std::size_t k = 0; k < kParts; ++k) acc.part[k] = _mm512_fmadd_pd(v.part[k], v.part[k], acc.part[k]);
+#if KOALA_CPU_AVX512
+  for (std::size_t k = 0; k < kParts; ++k) acc.part[k] = avx512_fmadd(v.part[k], v.part[k], acc.part[k]);
 #elif defined(__FMA__) && KOALA_CPU_VECTOR_BYTES == 32
   for (std::size_t k = 0; k < kParts; ++k) acc.part[k] = _mm256_fmadd_pd(v.part[k], v.part[k], acc.part[k]);
 #else
