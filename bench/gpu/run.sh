@@ -46,22 +46,28 @@ if ! node -e "$load" >> "$OUT/run.log" 2>&1; then
   untar_xz "$CARRY/headers.tar.xz" "$W"
   [ -e node_modules ] || ln -s "$W/node_modules" node_modules  # where CMakeLists.txt looks for node-addon-api
   timeout 150 cmake -S . -B "$W/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DCMAKE_JS_INC="$W/node_modules/node-api-headers/include" >> "$OUT/run.log" 2>&1 &&
+    -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DCMAKE_JS_INC="$W/node_modules/node-api-headers/include" \
+    -DKOALA_EMULATED_AVX512=ON >> "$OUT/run.log" 2>&1 &&
     timeout 150 cmake --build "$W/build" >> "$OUT/run.log" 2>&1 || { log "the rebuild failed (run.log)"; exit 1; }
+  cp "$W/build/koala_optim_avx512_emulated.node" "$CARRY/js/build-cmake/Release/"
   export KOALA_OPTIM_ADDON=$W/build/koala_optim.node KOALA_OPTIM_CUDA_ADDON=$W/build/koala_optim_cuda.node KOALA_OPTIM_DEV_ADDON=$W/build/koala_optim_dev.node
   node -e "$load" >> "$OUT/run.log" 2>&1 || { log "the rebuilt addons do not load either (run.log)"; exit 1; }
 fi
 tail -n 1 "$OUT/run.log"
 gpu=$(node -e 'process.stdout.write(String(require(process.env.KOALA_OPTIM_CUDA_ADDON).probe().devices))')
 
-log "CUDA tests (KOALA_REQUIRE_CUDA=1, at most 120 s)"
+# The host's processor: where it has AVX-512 (the development machines have not), the ISA test
+# below runs the CPU addon's AVX-512 passes natively against the AVX2 and baseline ones.
+log "CPU: $(grep -m 1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), AVX-512F: $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)"
+log "CUDA tests (KOALA_REQUIRE_CUDA=1) and the CPU passes' ISA test, at most 120 s"
 # A config of its own: the repository's jest.config.js (ts-jest) is for the sources, not this JS.
-config="{\"rootDir\":\"$CARRY/js\",\"testEnvironment\":\"node\",\"testTimeout\":60000,\"transform\":{},\"testMatch\":[\"**/test/cuda/*.test.js\"]}"
+config="{\"rootDir\":\"$CARRY/js\",\"testEnvironment\":\"node\",\"testTimeout\":60000,\"transform\":{},\"testMatch\":[\"**/test/cuda/*.test.js\",\"**/test/parity/isa.test.js\"]}"
 timeout 120 node "$W/node_modules/jest/bin/jest.js" --ci --config "$config" > "$OUT/tests.log" 2>&1
 tests=$?
 if grep -q '^Tests:' "$OUT/tests.log"; then
   tail -n 5 "$OUT/tests.log" | tee -a "$OUT/run.log"
   grep -m 1 'KOALA_REQUIRE_CUDA=1, but' "$OUT/tests.log" | tee -a "$OUT/run.log"
+  grep -m 1 'bitwise equal:' "$OUT/tests.log" | tee -a "$OUT/run.log"
 elif [ "$tests" = 124 ]; then
   log "the tests ran past 120 s (tests.log)"
 else
