@@ -73,8 +73,8 @@ inline Lanes& operator+=(Lanes& a, const Lanes& b) { return a = a + b; }
 // Note [emulated AVX-512]
 // The AVX-512 passes run only on a processor with AVX-512, which the development and CI machines
 // lack. So that their code still runs and is compared, a test build (cmake
-// -DKOALA_EMULATED_AVX512=ON, `npm run build:avx512-emulated`: the addon
-// koala_optim_avx512_emulated.node, never shipped) compiles kernels_avx512.cpp's passes unchanged,
+// -DKOALA_EMULATED_AVX512=ON, which scripts/install.js passes in a source checkout on x86-64, or
+// `npm run build:avx512-emulated`: the addon koala_optim_avx512_emulated.node, never shipped) compiles kernels_avx512.cpp's passes unchanged,
 // on the same 64-byte vectors, for AVX2 instead, and the three AVX-512 instructions they name are
 // done by the three functions below as Intel documents them, each on two 256-bit halves.
 // test/parity/isa.test.ts compares that build's avx512 set with the baseline bitwise. What it
