@@ -17,7 +17,9 @@ const hash = createHash('sha256');
 const { variant: V, dtype: D } = addon.protocol; // the addon's own constants
 for (const [variant, dtype, lazyPredict] of [[V.momentum, D.float32, false], [V.momentum, D.float64, false], [V.momentum, D.float32, true], [V.vanilla, D.float32, false], [V.vanilla, D.float64, false], [V.plusPlus, D.float32, false], [V.plusPlus, D.float64, false]]) {
   const Arr = dtype === D.float32 ? Float32Array : Float64Array;
-  const sizes = [70001, 3, 16385, 90000];
+  // Every length of a last, partial block: 70001 and 16385 end in a chunk of 1 mod 8 elements,
+  // 16386 in one of 2; 3, 20, 13, 38, 7: 3, 4, 5, 6, 7; 90000: whole blocks only.
+  const sizes = [70001, 3, 16385, 90000, 16386, 20, 13, 38, 7];
   const params = sizes.map((n, l) => Arr.from({ length: n }, (_, i) => Math.sin(l * 7 + i)));
   const grads = sizes.map((n) => new Arr(n));
   const config = { variant, dtype, threads, weightDecay: 5e-4, eps: 1e-9, kappa: Math.fround(0.9), qP: Math.fround(0.01), q: 1, betaR: 0.9,
