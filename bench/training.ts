@@ -68,7 +68,6 @@ interface Options {
   record: boolean;
 }
 
-
 const FLAGS: FlagSpec[] = [
   { name: 'epochs', value: 'N', default: '2', help: 'epochs per run' },
   { name: 'seeds', value: 'LIST', default: '1,2,3', help: 'the seeds, comma-separated: one run of every contender per seed' },

@@ -33,7 +33,7 @@ bool isa_usable(Isa isa) {
   switch (isa) {
 #if defined(KOALA_EMULATED_AVX512)
     // The test build's AVX-512 passes are AVX2 code (Note [emulated AVX-512], cpu/passes.h).
-    case Isa::kAvx512: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::kAvx512: return isa_usable(Isa::kAvx2);
 #elif defined(KOALA_HAVE_AVX512)
     case Isa::kAvx512: return __builtin_cpu_supports("avx512f");
 #endif
